@@ -1,0 +1,36 @@
+"""What every command shares: the state dir, the store (opened on first use) and the log format.
+Commands get it as `ctx.obj`; opening the store lazily keeps `--help` and bad-input paths cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.store import Store, TLSConfig, default_url, open_store
+
+
+@dataclass
+class CliContext:
+    """Global options resolved once per invocation."""
+
+    state_dir: Path
+    store_url: str | None = None
+    log_format: str = "console"
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    _store: Store | None = None
+
+    @property
+    def url(self) -> str:
+        return self.store_url or default_url(self.state_dir)
+
+    def store(self) -> Store:
+        """The store named by --store (default: the embedded SQLite file)."""
+        if self._store is None:
+            self._store = open_store(self.url, tls=self.tls)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None

@@ -1,0 +1,148 @@
+"""The `gravity` command: global options, lazy sub-command loading and error-to-exit-code mapping.
+Sub-commands live in sibling modules and are imported only when invoked, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from engine.errors import EXIT_FAILED, EXIT_INVALID, EngineError
+
+# name -> "module:attribute"; imported on first use only.
+SUBCOMMANDS: dict[str, str] = {
+    "operation": "engine.cli.operation:operation",
+    "plan": "engine.cli.plan:plan",
+    "status": "engine.cli.plan:status",
+    "rollback": "engine.cli.plan:rollback",
+    "manifest": "engine.cli.manifest:manifest",
+    "values": "engine.cli.values:values",
+    "store": "engine.cli.store:store",
+}
+
+SHORT_HELP: dict[str, str] = {
+    "operation": "Create and list operations.",
+    "plan": "Show and drive the active operation's plan.",
+    "status": "Show the active operation and its progress.",
+    "rollback": "Roll back the whole operation in reverse dependency order.",
+    "manifest": "Validate and show Image Manifests.",
+    "values": "Show merged Helm-style values as hooks will see them.",
+    "store": "Copy operations between stores.",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported when first needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(SUBCOMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in SUBCOMMANDS:
+            module_name, attr = SUBCOMMANDS[cmd_name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Use static short help so `gravity --help` imports no sub-command module.
+        rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def default_state_dir() -> Path:
+    """Where the embedded store, logs and node working directories live by default."""
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "gravity"
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--state-dir",
+    envvar="GRAVITY_STATE_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory for the embedded store, logs and node work dirs "
+    "[env GRAVITY_STATE_DIR; default ~/.local/state/gravity].",
+)
+@click.option(
+    "--store",
+    "store_url",
+    envvar="GRAVITY_STORE",
+    default=None,
+    help="Store URL: sqlite:///path/gravity.db (default: <state-dir>/gravity.db) or "
+    "etcd://host:2379[,host2:2379][/prefix] [env GRAVITY_STORE]. etcd credentials come "
+    "from GRAVITY_ETCD_USER / GRAVITY_ETCD_PASSWORD.",
+)
+@click.option("--etcd-cacert", envvar="GRAVITY_ETCD_CACERT", default=None,
+              help="CA certificate to verify etcd's server certificate.")
+@click.option("--etcd-cert", envvar="GRAVITY_ETCD_CERT", default=None,
+              help="Client certificate for etcd TLS.")
+@click.option("--etcd-key", envvar="GRAVITY_ETCD_KEY", default=None,
+              help="Client key for etcd TLS.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default="console",
+    show_default=True,
+    help="Format of the event log printed on stderr (the log file is always JSON lines).",
+)
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    state_dir: Path | None,
+    store_url: str | None,
+    etcd_cacert: str | None,
+    etcd_cert: str | None,
+    etcd_key: str | None,
+    log_format: str,
+) -> None:
+    """gravity: run cluster operations as resumable plans of phases.
+
+    Exit codes: 0 success; 1 a phase or the operation failed (resumable);
+    2 invalid input or usage (nothing written); 3 refused by a rule, a live
+    owner or a lock.
+    """
+    from engine.cli.context import CliContext
+    from engine.store import TLSConfig
+
+    ctx.obj = CliContext(
+        state_dir=(state_dir or default_state_dir()).expanduser().resolve(),
+        store_url=store_url,
+        log_format=log_format,
+        tls=TLSConfig(cacert=etcd_cacert, cert=etcd_cert, key=etcd_key),
+    )
+    ctx.call_on_close(ctx.obj.close)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: runs the CLI and turns engine errors into exit codes."""
+    try:
+        cli.main(args=argv, prog_name="gravity", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_FAILED)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_INVALID)
+    except EngineError as exc:
+        click.echo(f"error: {exc.render()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo(
+            "\ninterrupted: the operation is left resumable; run `gravity plan resume` "
+            "to continue or `gravity plan` to see where it stopped",
+            err=True,
+        )
+        sys.exit(130)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

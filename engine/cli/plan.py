@@ -1,0 +1,278 @@
+"""`gravity plan` and its verbs (execute, rollback, resume, complete), `status`, `rollback`.
+Each command resolves the operation, calls one service verb and renders its outcome.
+"""
+
+from __future__ import annotations
+
+import click
+
+from engine.cli.context import CliContext
+
+OP_OPTION = click.option(
+    "--operation-id", default=None,
+    help="Operation to act on (default: the active operation, else the most recent).")
+MAX_PARALLEL = click.option(
+    "--max-parallel", type=click.IntRange(min=1), default=8, show_default=True,
+    help="Most phases running at once, over the whole plan.")
+
+
+def _engine(obj: CliContext, max_parallel: int = 8):  # -> engine.service.Engine
+    from engine.service import Engine
+
+    return Engine(store=obj.store(), state_dir=obj.state_dir, log_format=obj.log_format,
+                  max_parallel=max_parallel)
+
+
+def _summary(obj: CliContext, operation_id: str | None, verb: str) -> None:
+    from engine.cli.render import progress_line
+    from engine.service import plan_view, resolve_operation
+
+    store = obj.store()
+    op = resolve_operation(store, operation_id)
+    progress = progress_line(plan_view(store, op))
+    click.echo(f"{verb}: operation {op.id} is {op.state.value}; {progress}")
+
+
+def _dry(order: list[str], verb: str) -> None:
+    if not order:
+        click.echo(f"dry run: nothing to {verb}")
+        return
+    click.echo(f"dry run: would {verb} {len(order)} phase(s) in this order:")
+    for pid in order:
+        click.echo(f"  {pid}")
+
+
+@click.group(invoke_without_command=True)
+@OP_OPTION
+@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text",
+              show_default=True, help="Output format of the plan.")
+@click.option("--short", is_flag=True, help="Show only the top-level phases.")
+@click.option("--follow", is_flag=True,
+              help="After the plan, print transitions as they happen until the operation ends "
+              "or nobody drives it.")
+@click.pass_context
+def plan(ctx: click.Context, operation_id: str | None, output: str, short: bool,
+         follow: bool) -> None:
+    """Show the operation's plan: every phase with its state, node, requirements and errors.
+
+    \b
+    Markers: ✓ completed, × failed, → in progress, ⤺ rolled back, * unstarted.
+    Sub-commands drive the plan phase by phase; see `gravity plan COMMAND --help`.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(display, operation_id=operation_id, output=output, short=short, follow=follow)
+
+
+@plan.command()
+@OP_OPTION
+@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text",
+              show_default=True)
+@click.option("--short", is_flag=True, help="Show only the top-level phases.")
+@click.option("--follow", is_flag=True, help="Then print transitions until the operation ends.")
+@click.pass_obj
+def display(obj: CliContext, operation_id: str | None, output: str, short: bool,
+            follow: bool) -> None:
+    """Show the plan (the default of `gravity plan`)."""
+    from engine.cli.render import dump, plan_document, plan_text
+    from engine.service import plan_view, resolve_operation
+
+    store = obj.store()
+    op = resolve_operation(store, operation_id)
+    view = plan_view(store, op)
+    click.echo(plan_text(view, short=short) if output == "text" else dump(plan_document(view),
+                                                                          output))
+    if follow:
+        follow_changes(obj, op.id, output)
+
+
+def follow_changes(obj: CliContext, operation_id: str, output: str) -> None:
+    """Print changelog records as they are written until the operation ends or goes idle."""
+    import json
+
+    from engine.cli.render import record_line
+    from engine.model import State
+    from engine.service import lease_alive
+    from engine.store.base import coordinator_lock
+
+    store = obj.store()
+    records = store.changelog(operation_id)
+    last = records[-1].seq if records else 0
+    idle_checks = 0
+    while True:
+        for rec in store.wait_changes(operation_id, last, timeout=1.0):
+            last = rec.seq
+            click.echo(json.dumps(rec.to_dict()) if output == "json" else record_line(rec))
+            idle_checks = 0
+        op = store.get_operation(operation_id)
+        if op.state.finished:
+            click.echo(f"operation {operation_id} {op.state.value}", err=True)
+            return
+        holder = store.lock_holder(coordinator_lock(operation_id))
+        running = any(s.state is State.IN_PROGRESS for s in store.load_states(operation_id)
+                      .values())
+        if (holder is None or lease_alive(store, holder.id) is None) and not running:
+            idle_checks += 1
+            if idle_checks >= 2:
+                click.echo(f"operation {operation_id} is idle (nobody is driving it); "
+                           "continue it with `gravity plan resume`", err=True)
+                return
+
+
+@plan.command()
+@OP_OPTION
+@click.option("--phase", "phase_id", required=True, help="Phase ID, e.g. /masters/node-1/drain.")
+@click.option("--force", is_flag=True,
+              help="Run even if required phases are not completed, or re-run a completed "
+              "phase. Never overrides a phase another live process is running.")
+@click.option("--dry-run", is_flag=True, help="Print what would run; change nothing.")
+@MAX_PARALLEL
+@click.pass_obj
+def execute(obj: CliContext, operation_id: str | None, phase_id: str, force: bool,
+            dry_run: bool, max_parallel: int) -> None:
+    """Execute one phase; for a composite, its unfinished phases in order.
+
+    Exits 3 when a required phase is not completed (naming it) or the phase is
+    running elsewhere; 1 when the phase fails (the operation stays resumable).
+    """
+    from engine.service import execute_phase
+
+    result = execute_phase(_engine(obj, max_parallel), operation_id, phase_id, force=force,
+                           dry_run=dry_run)
+    if dry_run:
+        _dry(result, "execute")  # type: ignore[arg-type]
+        return
+    if not result.completed and result.skipped:  # type: ignore[union-attr]
+        click.echo(f"phase {phase_id} is already completed; nothing to do (use --force to "
+                   "run it again)")
+        return
+    _summary(obj, operation_id, f"executed {phase_id}")
+
+
+@plan.command("rollback")
+@OP_OPTION
+@click.option("--phase", "phase_id", required=True, help="Phase ID to roll back.")
+@click.option("--force", is_flag=True,
+              help="Roll back even though phases that depend on it are still completed.")
+@click.option("--dry-run", is_flag=True, help="Print what would roll back; change nothing.")
+@MAX_PARALLEL
+@click.pass_obj
+def rollback_cmd(obj: CliContext, operation_id: str | None, phase_id: str, force: bool,
+                 dry_run: bool, max_parallel: int) -> None:
+    """Roll back one phase (or a composite's attempted phases, in reverse order).
+
+    Refused (exit 3, naming them) while phases that depend on it are completed,
+    failed or running, unless --force.
+    """
+    from engine.service import rollback_phase
+
+    result = rollback_phase(_engine(obj, max_parallel), operation_id, phase_id, force=force,
+                            dry_run=dry_run)
+    if dry_run:
+        _dry(result, "roll back")  # type: ignore[arg-type]
+        return
+    if not result.completed and result.skipped:  # type: ignore[union-attr]
+        click.echo(f"phase {phase_id} has nothing to roll back")
+        return
+    _summary(obj, operation_id, f"rolled back {phase_id}")
+
+
+@plan.command()
+@OP_OPTION
+@click.option("--force", is_flag=True,
+              help="Keep going after a phase fails: run every phase whose requirements are "
+              "met instead of stopping at the first failure.")
+@click.option("--dry-run", is_flag=True, help="Print what would run; change nothing.")
+@MAX_PARALLEL
+@click.pass_obj
+def resume(obj: CliContext, operation_id: str | None, force: bool, dry_run: bool,
+           max_parallel: int) -> None:
+    """Run every phase that is not completed, in dependency order.
+
+    Failed and interrupted phases run again; completed ones never do. On
+    success the operation is marked completed and the cluster lock released.
+    """
+    from engine.service import resume as resume_op
+
+    result = resume_op(_engine(obj, max_parallel), operation_id, keep_going=force,
+                       dry_run=dry_run)
+    if dry_run:
+        _dry(result, "execute")  # type: ignore[arg-type]
+        return
+    _summary(obj, operation_id, "resumed")
+
+
+@plan.command()
+@OP_OPTION
+@click.pass_obj
+def complete(obj: CliContext, operation_id: str | None) -> None:
+    """Close the operation: completed if every phase is, otherwise failed ("completed manually").
+
+    Releases the cluster lock so a new operation can start.
+    """
+    from engine.service import Engine
+    from engine.service import complete as complete_op
+
+    op = complete_op(Engine(obj.store(), obj.state_dir), operation_id)
+    click.echo(f"operation {op.id} marked {op.state.value}" + (f" ({op.note})" if op.note
+                                                               else ""))
+
+
+@click.command()
+@OP_OPTION
+@click.option("--dry-run", is_flag=True, help="Print the rollback order; change nothing.")
+@MAX_PARALLEL
+@click.pass_obj
+def rollback(obj: CliContext, operation_id: str | None, dry_run: bool, max_parallel: int) -> None:
+    """Roll back the whole operation: every attempted phase, in reverse dependency order.
+
+    When every phase is rolled back the operation is closed as rolled_back and
+    the cluster lock released.
+    """
+    from engine.service import rollback_phase
+
+    result = rollback_phase(_engine(obj, max_parallel), operation_id, None, dry_run=dry_run)
+    if dry_run:
+        _dry(result, "roll back")  # type: ignore[arg-type]
+        return
+    _summary(obj, operation_id, "rolled back")
+
+
+@click.command()
+@OP_OPTION
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_obj
+def status(obj: CliContext, operation_id: str | None, output: str) -> None:
+    """Show the active (or named, or most recent) operation and its progress."""
+    import json
+
+    from engine.cli.render import progress_line, when
+    from engine.errors import NotFound
+    from engine.service import plan_view, resolve_operation
+
+    store = obj.store()
+    try:
+        op = resolve_operation(store, operation_id)
+    except NotFound:
+        if operation_id:
+            raise
+        click.echo("no operations yet" if output == "text" else json.dumps({"operation": None}))
+        return
+    view = plan_view(store, op)
+    active = store.active_operation_id()
+    if output == "json":
+        leaves = view.graph.leaves
+        click.echo(json.dumps({
+            "operation": op.to_dict(), "active": active == op.id,
+            "leaves": len(leaves),
+            "states": {p: view.derived[p].value for p in leaves},
+        }, indent=2))
+        return
+    click.echo(f"Operation:  {op.id} ({op.type}: {op.plan_name})")
+    click.echo(f"State:      {op.state.value}" + (f" ({op.note})" if op.note else ""))
+    click.echo(f"Progress:   {progress_line(view)}")
+    click.echo(f"Created:    {when(op.created)}")
+    click.echo(f"Updated:    {when(max([op.updated, *[s.updated for s in view.states.values()]]))}")
+    click.echo(f"Store:      {store.url}")
+    if active is None:
+        click.echo("Cluster lock: free (no active operation)")

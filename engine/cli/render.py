@@ -1,0 +1,171 @@
+"""Turns plan views, operations and changelog records into text tables, JSON and YAML.
+Pure formatting: it reads the view it is given and never touches the store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from engine.model import ChangeRecord, Operation, PhaseState, State
+from engine.scheduler import node_of
+from engine.service import PlanView
+
+MARKERS = {
+    State.COMPLETED: "✓",
+    State.FAILED: "×",
+    State.IN_PROGRESS: "→",
+    State.ROLLED_BACK: "⤺",
+    State.UNSTARTED: "*",
+}
+LABELS = {
+    State.COMPLETED: "Completed",
+    State.FAILED: "Failed",
+    State.IN_PROGRESS: "In Progress",
+    State.ROLLED_BACK: "Rolled Back",
+    State.UNSTARTED: "Unstarted",
+}
+
+
+def when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return time.strftime("%a %b %d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def _latest(view: PlanView, pid: str) -> float:
+    leaves = view.graph.leaves_under(pid)
+    return max((view.states[p].updated for p in leaves if p in view.states), default=0.0)
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
+             "  ".join(("-" * len(h)).ljust(w) for h, w in zip(headers, widths, strict=True))
+             .rstrip()]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def plan_text(view: PlanView, *, short: bool = False) -> str:
+    """Gravity's plan table: phases indented by depth, state markers, then failed phases."""
+    op = view.operation
+    g = view.graph
+    rows = []
+    for pid in g.order:
+        spec = g.specs[pid]
+        if short and spec.parent:
+            continue
+        state = view.derived[pid]
+        label = LABELS[state]
+        st = view.states.get(pid)
+        if spec.is_leaf and st is not None and st.state is State.FAILED and st.note and \
+                st.note.startswith("attempt"):
+            label = f"{label} (retrying)"
+        node = spec.node or ("" if not spec.is_leaf else node_of(g, pid))
+        requires = ",".join(spec.requires) or "-"
+        updated = st.updated if spec.is_leaf and st else _latest(view, pid)
+        rows.append([
+            "  " * spec.depth + f"{MARKERS[state]} {pid}",
+            spec.description or "-",
+            label,
+            node or "-",
+            requires,
+            when(updated),
+        ])
+    out = [f"Operation {op.id} ({op.type}: {op.plan_name}) — {op.state.value}"
+           + (f" ({op.note})" if op.note else ""), ""]
+    out.append(table(rows, ["Phase", "Description", "State", "Node", "Requires", "Updated"]))
+    failed = [(p, s) for p, s in sorted(view.states.items(), key=lambda kv: g.order.index(kv[0]))
+              if s.state is State.FAILED and s.error]
+    if failed:
+        out.append("")
+        for pid, st in failed:
+            out.append(f"Phase {pid} failed (attempt {st.attempt}) on node {st.node or '-'}:")
+            out.extend(f"    {line}" for line in st.error.splitlines()[-12:])
+            if st.note:
+                out.append(f"    ({st.note})")
+    notes = [(p, s) for p, s in view.states.items()
+             if s.note and s.state is State.COMPLETED and s.note.startswith("skipped")]
+    if notes:
+        out.append("")
+        out.extend(f"Phase {p}: {s.note}" for p, s in notes)
+    return "\n".join(out)
+
+
+def _phase_dict(view: PlanView, pid: str) -> dict[str, Any]:
+    g = view.graph
+    spec = g.specs[pid]
+    d: dict[str, Any] = {
+        "id": pid,
+        "description": spec.description,
+        "state": view.derived[pid].value,
+        "node": node_of(g, pid),
+        "requires": list(spec.requires),
+    }
+    if spec.is_leaf:
+        st = view.states.get(pid, PhaseState(pid))
+        d.update(executor=spec.executor, attempt=st.attempt, version=st.version,
+                 action=st.action.value, updated=st.updated or None, error=st.error,
+                 note=st.note, owner=st.owner)
+    else:
+        d["parallel"] = spec.parallel
+        d["phases"] = [_phase_dict(view, c) for c in spec.children]
+    return d
+
+
+def plan_document(view: PlanView) -> dict[str, Any]:
+    """The full tree with states, for -o json / -o yaml."""
+    op = view.operation
+    roots = view.graph.children_of.get("", ())
+    leaves = view.graph.leaves
+    counts = {s.value: 0 for s in State}
+    for p in leaves:
+        counts[view.derived[p].value] += 1
+    return {
+        "operation": op.to_dict(),
+        "progress": {"leaves": len(leaves), **counts},
+        "phases": [_phase_dict(view, r) for r in roots],
+    }
+
+
+def dump(doc: Any, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(doc, indent=2, ensure_ascii=False)
+    import yaml
+
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).rstrip()
+
+
+def operations_text(ops: list[Operation], active: str | None) -> str:
+    rows = [[o.id + (" *" if o.id == active else ""), o.type, o.plan_name, o.state.value,
+             when(o.created), when(o.updated)] for o in ops]
+    return table(rows, ["ID", "Type", "Plan", "State", "Created", "Updated"])
+
+
+def record_line(rec: ChangeRecord) -> str:
+    """One changelog record as a timestamped line (used by --follow and `gravity events`)."""
+    ts = time.strftime("%H:%M:%S", time.gmtime(rec.at))
+    verb = "rollback" if rec.action.value == "rollback" else "execute"
+    parts = [f"{ts} {rec.phase_id}: {rec.from_state.value} -> {rec.to_state.value}",
+             f"({verb}, attempt {rec.attempt}, node {rec.node or '-'})"]
+    if rec.error:
+        parts.append("error: " + rec.error.splitlines()[0])
+    if rec.note:
+        parts.append(f"[{rec.note}]")
+    return " ".join(parts)
+
+
+def progress_line(view: PlanView) -> str:
+    leaves = view.graph.leaves
+    done = sum(1 for p in leaves if view.derived[p] is State.COMPLETED)
+    failed = [p for p in leaves if view.derived[p] is State.FAILED]
+    running = [p for p in leaves if view.derived[p] is State.IN_PROGRESS]
+    text = f"{done}/{len(leaves)} phases completed"
+    if running:
+        text += f", {len(running)} running ({', '.join(running[:3])})"
+    if failed:
+        text += f", {len(failed)} failed ({', '.join(failed[:3])})"
+    return text

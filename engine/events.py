@@ -1,0 +1,89 @@
+"""The structured event log: one structlog event per transition (and per notable engine step),
+as JSON lines in `<state-dir>/logs/<operation-id>.jsonl` and readable lines on the console.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from engine.model import ChangeRecord
+
+
+def _timestamper(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    event.setdefault("ts", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) +
+                     f".{int(time.time() * 1000) % 1000:03d}Z")
+    return event
+
+
+def _console_line(_: Any, __: str, event: dict[str, Any]) -> str:
+    """A transition as one readable line; other events as `event key=value ...`."""
+    ts = str(event.pop("ts", ""))[11:19]
+    name = event.pop("event", "")
+    event.pop("operation", None)
+    if name == "transition":
+        line = (f"{ts} {event.get('phase')}: {event.get('from')} -> {event.get('to')} "
+                f"({event.get('action')}, node {event.get('node', '-')}, attempt "
+                f"{event.get('attempt')})")
+        if "duration" in event:
+            line += f" in {event['duration']}s"
+        if event.get("error"):
+            line += " error: " + str(event["error"]).splitlines()[0]
+        if event.get("note"):
+            line += f" [{event['note']}]"
+        return line
+    rest = " ".join(f"{k}={v}" for k, v in event.items())
+    return f"{ts} {name} {rest}".rstrip()
+
+
+class EventLog:
+    """Writes every event to the operation's JSONL file and, optionally, to the console."""
+
+    def __init__(self, log_dir: Path, operation_id: str, *, console: TextIO | None = sys.stderr,
+                 console_format: str = "console") -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.path = log_dir / f"{operation_id}.jsonl"
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._lock = threading.Lock()
+        self.operation_id = operation_id
+        self._json = structlog.wrap_logger(
+            structlog.WriteLogger(self._file),
+            processors=[_timestamper, structlog.processors.JSONRenderer(sort_keys=False)],
+        )
+        self._console = None
+        if console is not None:
+            renderer: Any = (structlog.processors.JSONRenderer()
+                             if console_format == "json" else _console_line)
+            self._console = structlog.wrap_logger(
+                structlog.PrintLogger(console), processors=[_timestamper, renderer])
+
+    def emit(self, event: str, *, quiet: bool = False, **fields: Any) -> None:
+        """Record one event; `quiet` keeps it out of the console (file only)."""
+        fields = {k: v for k, v in fields.items() if v is not None}
+        fields["operation"] = self.operation_id
+        with self._lock:
+            self._json.info(event, **fields)
+            self._file.flush()
+            if self._console is not None and not quiet:
+                self._console.info(event, **fields)
+
+    def transition(self, rec: ChangeRecord, *, duration: float | None = None,
+                   quiet: bool = False) -> None:
+        """The event for one recorded transition."""
+        self.emit(
+            "transition", quiet=quiet, phase=rec.phase_id, node=rec.node,
+            attempt=rec.attempt, action=rec.action.value,
+            **{"from": rec.from_state.value, "to": rec.to_state.value},
+            error=rec.error, note=rec.note,
+            duration=round(duration, 3) if duration is not None else None,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()

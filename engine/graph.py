@@ -1,0 +1,147 @@
+"""The plan as a networkx DAG: each phase has an entry and an exit node, so edges stay O(n).
+Validation (cycles), dependency closure and topological order live here; no I/O.
+
+A leaf's entry and exit are the same node. For a composite C: entry(C) -> entry(child)
+and exit(child) -> exit(C). A `requires: [D]` on phase A adds exit(D) -> entry(A); under a
+parent with `parallel: 1`, exit(previous sibling) -> entry(next sibling). The top level
+behaves like a composite whose parallelism is the plan's.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import networkx as nx
+
+from engine.model import PhaseSpec
+
+ROOT = ""
+
+
+def entry(phase_id: str) -> str:
+    return f"{phase_id}@in"
+
+
+def exit_(phase_id: str) -> str:
+    return f"{phase_id}@out"
+
+
+def phase_of(node: str) -> str:
+    """The phase ID a graph node belongs to."""
+    return node.rsplit("@", 1)[0]
+
+
+@dataclass
+class PlanGraph:
+    """Index over a plan's specs: hierarchy, ordering DAG and the queries the rules need."""
+
+    specs: Mapping[str, PhaseSpec]
+    root_parallel: int = 1
+    order: tuple[str, ...] = ()
+    dag: nx.DiGraph = field(default_factory=nx.DiGraph)
+
+    @classmethod
+    def build(cls, specs: Sequence[PhaseSpec], root_parallel: int = 1) -> PlanGraph:
+        """Build the DAG. Unknown `requires` must have been rejected before (see planfile)."""
+        by_id = {s.id: s for s in specs}
+        g = cls(specs=by_id, root_parallel=root_parallel, order=tuple(s.id for s in specs))
+        dag = g.dag
+        for s in specs:
+            node_in, node_out = g.node_in(s.id), g.node_out(s.id)
+            dag.add_node(node_in)
+            dag.add_node(node_out)
+            for child in s.children:
+                dag.add_edge(node_in, g.node_in(child))
+                dag.add_edge(g.node_out(child), node_out)
+            for req in s.requires:
+                if req in by_id:
+                    dag.add_edge(g.node_out(req), node_in)
+        for parent, children in g.children_of.items():
+            parallel = root_parallel if parent == ROOT else by_id[parent].parallel
+            if parallel == 1:
+                for prev, nxt in itertools.pairwise(children):
+                    dag.add_edge(g.node_out(prev), g.node_in(nxt))
+        return g
+
+    def node_in(self, phase_id: str) -> str:
+        return phase_id if self.specs[phase_id].is_leaf else entry(phase_id)
+
+    def node_out(self, phase_id: str) -> str:
+        return phase_id if self.specs[phase_id].is_leaf else exit_(phase_id)
+
+    @cached_property
+    def children_of(self) -> dict[str, tuple[str, ...]]:
+        """Children per parent, the top level under ROOT."""
+        out: dict[str, list[str]] = {ROOT: []}
+        for pid in self.order:
+            s = self.specs[pid]
+            out.setdefault(s.id, [])
+            out.setdefault(s.parent, []).append(s.id)
+        return {k: tuple(v) for k, v in out.items()}
+
+    @cached_property
+    def leaves(self) -> tuple[str, ...]:
+        return tuple(pid for pid in self.order if self.specs[pid].is_leaf)
+
+    def ancestors(self, phase_id: str) -> list[str]:
+        """Composite ancestors, nearest first."""
+        out = []
+        parent = self.specs[phase_id].parent
+        while parent != ROOT:
+            out.append(parent)
+            parent = self.specs[parent].parent
+        return out
+
+    def leaves_under(self, phase_id: str) -> list[str]:
+        """The leaves of a subtree, in written order (the phase itself if it is a leaf)."""
+        if self.specs[phase_id].is_leaf:
+            return [phase_id]
+        prefix = phase_id + "/"
+        return [pid for pid in self.leaves if pid.startswith(prefix)]
+
+    def find_cycle(self) -> list[str] | None:
+        """Phase IDs along one cycle (first repeated at the end), or None when acyclic."""
+        try:
+            edges = nx.find_cycle(self.dag)
+        except nx.NetworkXNoCycle:
+            return None
+        path: list[str] = []
+        for u, _v in edges:
+            pid = phase_of(u)
+            if not path or path[-1] != pid:
+                path.append(pid)
+        if path and path[0] != path[-1]:
+            path.append(path[0])
+        return path
+
+    def prerequisites(self, phase_id: str) -> set[str]:
+        """Leaves that must be completed before `phase_id` (a leaf or composite) may start.
+
+        These are the leaves that reach entry(phase) through the DAG, i.e. everything
+        the phase or any of its ancestors requires, directly or by sibling order.
+        """
+        nodes = nx.ancestors(self.dag, self.node_in(phase_id))
+        own = set(self.leaves_under(phase_id))
+        return {n for n in nodes if n in self.specs and self.specs[n].is_leaf} - own
+
+    def dependents(self, phase_ids: Iterable[str]) -> set[str]:
+        """Leaves that (transitively) wait on any of the given phases, excluding the given ones."""
+        given: set[str] = set()
+        reach: set[str] = set()
+        for pid in phase_ids:
+            given.update(self.leaves_under(pid))
+            reach |= nx.descendants(self.dag, self.node_out(pid))
+        return {n for n in reach if n in self.specs and self.specs[n].is_leaf} - given
+
+    def leaf_topological_order(self) -> list[str]:
+        """Leaves in an order that respects every dependency (written order breaks ties)."""
+        rank = {pid: i for i, pid in enumerate(self.order)}
+
+        def key(node: str) -> int:
+            return rank.get(phase_of(node), -1)
+
+        return [n for n in nx.lexicographical_topological_sort(self.dag, key=key)
+                if n in self.specs and self.specs[n].is_leaf]

@@ -1,0 +1,320 @@
+"""Reads a plan (YAML file or mapping) into a validated `Plan`, reporting every problem at once.
+Checks: shapes and types, IDs, durations, retry values, executors and their data, requires, cycles.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.errors import PlanError, Problem
+from engine.graph import PlanGraph
+from engine.model import PhaseSpec, Plan, RetryPolicy
+
+SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+PHASE_KEYS = {"id", "description", "phases", "executor", "data", "requires", "node",
+              "parallel", "retry", "timeout"}
+RETRY_KEYS = {"attempts", "initial", "factor", "max", "jitter"}
+TOP_KEYS = {"kind", "apiVersion", "metadata", "phases", "parallel"}
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `30s`, `5m`, `1h30m`, `250ms` or a plain number of seconds.
+
+    Raises ValueError with the expected form when the value does not parse.
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 5m, 1h30m or a number of seconds")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("expected a non-negative duration")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        pos, total = 0, 0.0
+        for m in DURATION.finditer(text):
+            if m.start() != pos:
+                break
+            total += float(m.group(1)) * UNITS[m.group(2)]
+            pos = m.end()
+        if text and pos == len(text):
+            return total
+    raise ValueError(
+        f"expected a duration like 30s, 5m, 1h30m or a number of seconds, got {value!r}"
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form used in messages ("timed out after 2m30s")."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    whole = int(seconds)
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    parts = [f"{h}h" if h else "", f"{m}m" if m else "", f"{s}s" if s or not (h or m) else ""]
+    frac = seconds - whole
+    text = "".join(parts)
+    return text if frac < 0.05 else f"{seconds:.1f}s"
+
+
+class _Reader:
+    """Walks the YAML tree collecting problems with their field paths."""
+
+    def __init__(self, file: str | None) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+        self.specs: list[PhaseSpec] = []
+        self.seen: dict[str, str] = {}
+
+    def problem(self, field: str, message: str, phase: str | None = None) -> None:
+        self.problems.append(Problem(message=message, file=self.file, field=field, phase=phase))
+
+    def phases(self, items: object, parent: str, field: str) -> list[str]:
+        if not isinstance(items, list) or not items:
+            self.problem(field, "expected a non-empty list of phases", parent or None)
+            return []
+        ids = []
+        for i, item in enumerate(items):
+            pid = self.phase(item, parent, f"{field}[{i}]")
+            if pid is not None:
+                ids.append(pid)
+        return ids
+
+    def phase(self, item: object, parent: str, field: str) -> str | None:
+        if not isinstance(item, Mapping):
+            self.problem(field, "expected a mapping with at least `id`")
+            return None
+        for key in item:
+            if key not in PHASE_KEYS:
+                self.problem(f"{field}.{key}", f"unknown field; expected one of "
+                             f"{', '.join(sorted(PHASE_KEYS))}")
+        segment = item.get("id")
+        if not isinstance(segment, str) or not SEGMENT.match(segment):
+            self.problem(f"{field}.id", "expected a path segment of letters, digits, "
+                         "'.', '_', ':' or '-' (no '/'), got " + repr(segment))
+            return None
+        pid = f"{parent}/{segment}"
+        if pid in self.seen:
+            self.problem(f"{field}.id", f"duplicate phase ID (first defined at "
+                         f"{self.seen[pid]})", pid)
+            return None
+        self.seen[pid] = field
+        index = len(self.specs)
+        self.specs.append(PhaseSpec(id=pid, parent=parent))  # placeholder keeps pre-order
+
+        description = item.get("description", "")
+        if not isinstance(description, str):
+            self.problem(f"{field}.description", "expected a string", pid)
+            description = str(description)
+        children: list[str] = []
+        executor = item.get("executor")
+        data = item.get("data", {})
+        if "phases" in item:
+            if executor is not None or "data" in item:
+                self.problem(field, "a phase has either `phases` (composite) or `executor` "
+                             "and `data` (leaf), not both", pid)
+            children = self.phases(item["phases"], pid, f"{field}.phases")
+            executor, data = None, {}
+        else:
+            if executor is None:
+                self.problem(f"{field}.executor", "a leaf phase needs an executor "
+                             "(or `phases` to be a composite)", pid)
+            elif not isinstance(executor, str):
+                self.problem(f"{field}.executor", "expected an executor name", pid)
+                executor = None
+            if data is None:
+                data = {}
+            if not isinstance(data, Mapping):
+                self.problem(f"{field}.data", "expected a mapping", pid)
+                data = {}
+        requires = item.get("requires", [])
+        if isinstance(requires, str):
+            requires = [requires]
+        if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+            self.problem(f"{field}.requires", "expected a list of absolute phase IDs", pid)
+            requires = []
+        for j, req in enumerate(requires):
+            if not req.startswith("/"):
+                self.problem(f"{field}.requires[{j}]",
+                             f"expected an absolute phase ID starting with '/', got {req!r}", pid)
+        node = item.get("node")
+        if node is not None and (not isinstance(node, str) or not node):
+            self.problem(f"{field}.node", "expected a node name", pid)
+            node = None
+        parallel = self.parallel(item.get("parallel", 1), f"{field}.parallel", pid)
+        retry = self.retry(item.get("retry"), f"{field}.retry", pid)
+        timeout = None
+        if item.get("timeout") is not None:
+            try:
+                timeout = parse_duration(item["timeout"])
+                if timeout <= 0:
+                    raise ValueError("expected a positive duration like 30s or 5m")
+            except ValueError as exc:
+                self.problem(f"{field}.timeout", str(exc), pid)
+        self.specs[index] = PhaseSpec(
+            id=pid, parent=parent, description=description, children=tuple(children),
+            executor=executor, data=dict(data), requires=tuple(requires), node=node,
+            parallel=parallel, retry=retry, timeout=timeout,
+        )
+        return pid
+
+    def parallel(self, value: object, field: str, pid: str | None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.problem(field, f"expected a whole number >= 1, got {value!r}", pid)
+            return 1
+        return value
+
+    def retry(self, value: object, field: str, pid: str) -> RetryPolicy:
+        if value is None:
+            return RetryPolicy()
+        if not isinstance(value, Mapping):
+            self.problem(field, "expected a mapping with attempts, initial, factor, max, jitter",
+                         pid)
+            return RetryPolicy()
+        for key in value:
+            if key not in RETRY_KEYS:
+                self.problem(f"{field}.{key}", "unknown field; expected one of "
+                             f"{', '.join(sorted(RETRY_KEYS))}", pid)
+        base = RetryPolicy()
+        attempts = value.get("attempts", base.attempts)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            self.problem(f"{field}.attempts", f"expected a whole number >= 1, got {attempts!r}",
+                         pid)
+            attempts = base.attempts
+        durations = {}
+        for key in ("initial", "max"):
+            try:
+                durations[key] = parse_duration(value.get(key, getattr(base, key)))
+            except ValueError as exc:
+                self.problem(f"{field}.{key}", str(exc), pid)
+                durations[key] = getattr(base, key)
+        factor = value.get("factor", base.factor)
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or factor < 1:
+            self.problem(f"{field}.factor", f"expected a number >= 1, got {factor!r}", pid)
+            factor = base.factor
+        jitter = value.get("jitter", base.jitter)
+        if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not (
+            0 <= jitter <= 1
+        ):
+            self.problem(f"{field}.jitter", f"expected a fraction between 0 and 1, got "
+                         f"{jitter!r}", pid)
+            jitter = base.jitter
+        if durations["max"] < durations["initial"]:
+            self.problem(f"{field}.max", "expected max >= initial", pid)
+        return RetryPolicy(attempts=attempts, initial=durations["initial"], factor=float(factor),
+                           max=durations["max"], jitter=float(jitter))
+
+
+def plan_from_mapping(doc: object, *, file: str | None = None,
+                      check_executors: bool = True) -> Plan:
+    """Validate a parsed plan document; PlanError lists every problem found."""
+    r = _Reader(file)
+    if not isinstance(doc, Mapping):
+        raise PlanError(f"plan {file or ''} is invalid".replace("  ", " "),
+                        [Problem("expected a mapping with kind: Plan", file=file)])
+    for key in doc:
+        if key not in TOP_KEYS:
+            r.problem(str(key), f"unknown field; expected one of {', '.join(sorted(TOP_KEYS))}")
+    if doc.get("kind") != "Plan":
+        r.problem("kind", f"expected `Plan`, got {doc.get('kind')!r}")
+    meta = doc.get("metadata")
+    name = ""
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str) \
+            or not meta.get("name"):
+        r.problem("metadata.name", "expected a non-empty plan name")
+    else:
+        name = meta["name"]
+    root_parallel = r.parallel(doc.get("parallel", 1), "parallel", None)
+    r.phases(doc.get("phases"), "", "phases")
+    by_id = {s.id: s for s in r.specs}
+    for s in r.specs:
+        for req in s.requires:
+            if req.startswith("/") and req not in by_id:
+                r.problem(f"{r.seen[s.id]}.requires", f"unknown phase {req}", s.id)
+    if check_executors:
+        _check_executors(r, by_id)
+    if not r.problems:
+        cycle = PlanGraph.build(r.specs, root_parallel).find_cycle()
+        if cycle:
+            r.problem("phases", "dependency cycle: " + " -> ".join(cycle))
+    if r.problems:
+        where = f" {file}" if file else ""
+        raise PlanError(f"plan{where} is invalid ({len(r.problems)} problem"
+                        f"{'s' if len(r.problems) != 1 else ''})", r.problems,
+                        hint="fix the fields listed above; nothing was written")
+    return Plan(name=name, specs=tuple(r.specs), parallel=root_parallel, source=file)
+
+
+def _check_executors(r: _Reader, by_id: Mapping[str, PhaseSpec]) -> None:
+    from engine.executors import registry
+
+    known = registry.names()
+    for s in by_id.values():
+        if s.executor is None:
+            continue
+        field = f"{r.seen[s.id]}.executor"
+        if s.executor not in known:
+            r.problem(field, f"unknown executor {s.executor!r}; known: {', '.join(sorted(known))}",
+                      s.id)
+            continue
+        for message in registry.get(s.executor).validate(s.data):
+            r.problem(f"{r.seen[s.id]}.data", message, s.id)
+
+
+def load_plan(path: Path | str) -> Plan:
+    """Read and validate a plan file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PlanError(f"cannot read plan {path}: {exc.strerror or exc}",
+                        [Problem("expected a readable YAML file", file=str(path))]) from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise PlanError(f"plan {path} is not valid YAML",
+                        [Problem(f"{getattr(exc, 'problem', None) or exc} at {where}",
+                                 file=str(path))]) from exc
+    return plan_from_mapping(doc, file=str(path))
+
+
+def plan_to_mapping(plan: Plan) -> dict[str, Any]:
+    """The inverse of `plan_from_mapping`: a plan document for `kind: Plan`."""
+    by_id = plan.by_id()
+
+    def render(pid: str) -> dict[str, Any]:
+        s = by_id[pid]
+        out: dict[str, Any] = {"id": pid.rsplit("/", 1)[1]}
+        if s.description:
+            out["description"] = s.description
+        if s.children:
+            out["phases"] = [render(c) for c in s.children]
+        else:
+            out["executor"] = s.executor
+            if s.data:
+                out["data"] = dict(s.data)
+        if s.requires:
+            out["requires"] = list(s.requires)
+        if s.node:
+            out["node"] = s.node
+        if s.parallel != 1:
+            out["parallel"] = s.parallel
+        if s.retry != RetryPolicy():
+            out["retry"] = s.retry.to_dict()
+        if s.timeout is not None:
+            out["timeout"] = s.timeout
+        return out
+
+    doc: dict[str, Any] = {"kind": "Plan", "metadata": {"name": plan.name}}
+    if plan.parallel != 1:
+        doc["parallel"] = plan.parallel
+    doc["phases"] = [render(pid) for pid in plan.roots]
+    return doc

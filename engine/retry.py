@@ -1,0 +1,38 @@
+"""Retry delays from a phase's RetryPolicy, computed with tenacity's wait strategies.
+The scheduler keeps its own timers, so a phase waiting to retry blocks nobody.
+"""
+
+from __future__ import annotations
+
+import tenacity
+
+from engine.model import RetryPolicy
+
+
+def wait_strategy(policy: RetryPolicy) -> tenacity.wait.wait_base:
+    """Exponential backoff (initial * factor^(n-1), capped at max) plus random jitter."""
+    base = tenacity.wait_exponential(multiplier=policy.initial, exp_base=policy.factor,
+                                     min=0, max=policy.max)
+    if policy.jitter <= 0:
+        return base
+    return base + tenacity.wait_random(0, policy.initial * policy.jitter)
+
+
+def stop_strategy(policy: RetryPolicy) -> tenacity.stop.stop_base:
+    return tenacity.stop_after_attempt(policy.attempts)
+
+
+def _state(attempt: int) -> tenacity.RetryCallState:
+    rs = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
+    rs.attempt_number = attempt
+    return rs
+
+
+def should_retry(policy: RetryPolicy, attempts_made: int) -> bool:
+    """True when another attempt is allowed after `attempts_made` tries in this run."""
+    return not stop_strategy(policy)(_state(attempts_made))
+
+
+def delay_after(policy: RetryPolicy, attempts_made: int) -> float:
+    """Seconds to wait after the `attempts_made`-th failed try (1-based) before the next."""
+    return float(wait_strategy(policy)(_state(attempts_made)))

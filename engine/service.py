@@ -1,0 +1,430 @@
+"""The engine's public verbs — create, execute, rollback, resume, complete — one function each.
+Each checks the rules (fsm) against fresh store reads, then drives a Scheduler under a lease.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import fsm
+from engine.errors import (
+    LeaseExpired,
+    LockHeld,
+    NotFound,
+    OperationFailed,
+    PhaseConflict,
+    PreconditionFailed,
+    StoreError,
+)
+from engine.events import EventLog
+from engine.graph import PlanGraph
+from engine.model import Action, Lease, Operation, OpState, PhaseState, Plan, State
+from engine.scheduler import RunOptions, RunResult, Scheduler, node_of, phase_log_path
+from engine.store.base import Store, coordinator_lock, this_host
+
+
+def lease_ttl() -> float:
+    """Lease TTL in seconds (env GRAVITY_LEASE_TTL, default 10)."""
+    return float(os.environ.get("GRAVITY_LEASE_TTL", "10"))
+
+
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lease_alive(store: Store, lease_id: int | None) -> Lease | None:
+    """The lease if its holder is alive: unexpired, and not a dead process on this host.
+
+    A dead local holder's lease is revoked at once, so a crashed coordinator on this
+    machine does not make anyone wait for its TTL.
+    """
+    if lease_id is None:
+        return None
+    lease = store.get_lease(lease_id)
+    if lease is None:
+        return None
+    if lease.host == this_host() and lease.pid != os.getpid() and not pid_exists(lease.pid):
+        store.revoke_lease(lease.id)
+        return None
+    return lease
+
+
+@dataclass
+class Engine:
+    """What every verb needs: the store, where node dirs and logs live, and output settings."""
+
+    store: Store
+    state_dir: Path
+    log_format: str = "console"
+    quiet: bool = False
+    max_parallel: int = 8
+    console: Any = field(default=None)
+
+    def event_log(self, operation_id: str) -> EventLog:
+        import sys
+
+        console = None if self.quiet else (self.console or sys.stderr)
+        return EventLog(self.state_dir / "logs", operation_id, console=console,
+                        console_format=self.log_format)
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """An operation's plan with stored leaf states and derived composite states."""
+
+    operation: Operation
+    graph: PlanGraph
+    states: dict[str, PhaseState]
+    derived: dict[str, State]
+
+    def state_of(self, phase_id: str) -> State:
+        return self.derived[phase_id]
+
+
+# -- reading --------------------------------------------------------------------------------
+def resolve_operation(store: Store, operation_id: str | None) -> Operation:
+    """The named operation, else the active one, else the most recent one."""
+    if operation_id:
+        return store.get_operation(operation_id)
+    active = store.active_operation_id()
+    if active:
+        return store.get_operation(active)
+    ops = store.list_operations()
+    if not ops:
+        raise NotFound("there are no operations yet",
+                       hint="create one with `gravity operation create --plan FILE`")
+    return ops[-1]
+
+
+def load_graph(store: Store, op: Operation) -> PlanGraph:
+    specs = store.load_specs(op.id)
+    return PlanGraph.build(specs, int(op.data.get("parallel", 1)))
+
+
+def plan_view(store: Store, op: Operation, graph: PlanGraph | None = None) -> PlanView:
+    graph = graph or load_graph(store, op)
+    states = store.load_states(op.id)
+    derived: dict[str, State] = {}
+    leaf_states: dict[str, list[State]] = {}
+    for pid in reversed(graph.order):
+        spec = graph.specs[pid]
+        if spec.is_leaf:
+            st = states.get(pid, PhaseState(pid)).state
+            derived[pid] = st
+            leaf_states[pid] = [st]
+        else:
+            below = [s for c in spec.children for s in leaf_states[c]]
+            leaf_states[pid] = below
+            derived[pid] = fsm.derive(below)
+    return PlanView(op, graph, states, derived)
+
+
+def require_phase(graph: PlanGraph, op: Operation, phase_id: str) -> str:
+    pid = phase_id if phase_id.startswith("/") else "/" + phase_id
+    pid = pid.rstrip("/") or "/"
+    if pid not in graph.specs:
+        raise NotFound(f"operation {op.id} has no phase {pid}", operation_id=op.id,
+                       phase_id=pid, hint="see the phase IDs with `gravity plan`")
+    return pid
+
+
+# -- creating -------------------------------------------------------------------------------
+def new_operation_id() -> str:
+    return time.strftime("op-%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:6]
+
+
+def create_operation(store: Store, plan: Plan, *, operation_id: str | None = None,
+                     op_type: str = "plan", data: dict[str, Any] | None = None) -> Operation:
+    """Persist a validated plan as a new active operation holding the cluster lock."""
+    now = time.time()
+    payload = dict(data or {})
+    payload["parallel"] = plan.parallel
+    if plan.source:
+        payload["source"] = plan.source
+    op = Operation(id=operation_id or new_operation_id(), type=op_type, plan_name=plan.name,
+                   state=OpState.ACTIVE, created=now, updated=now, data=payload)
+    store.create_operation(op, plan.specs)
+    return op
+
+
+# -- driving --------------------------------------------------------------------------------
+class Heartbeat:
+    """Renews a lease every ttl/3 on a thread; sets `lost` if the lease could not be kept."""
+
+    def __init__(self, store: Store, lease: Lease) -> None:
+        self.store, self.lease = store, lease
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+
+    def _loop(self) -> None:
+        interval = max(0.2, self.lease.ttl / 3)
+        failures_since = None
+        while not self._stop.wait(interval):
+            try:
+                self.store.keepalive(self.lease.id)
+                failures_since = None
+            except LeaseExpired:
+                self.lost.set()
+                return
+            except StoreError:
+                failures_since = failures_since or time.monotonic()
+                if time.monotonic() - failures_since > self.lease.ttl:
+                    self.lost.set()
+                    return
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@contextmanager
+def coordinating(engine: Engine, op: Operation) -> Iterator[tuple[Lease, Heartbeat]]:
+    """Hold the operation's coordinator lock under a kept-alive lease for the duration."""
+    store = engine.store
+    lease = store.grant_lease(f"coordinator:{op.id}", lease_ttl())
+    try:
+        name = coordinator_lock(op.id)
+        try:
+            store.acquire_lock(name, lease)
+        except LockHeld:
+            holder = store.lock_holder(name)
+            if holder is not None and lease_alive(store, holder.id) is not None:
+                raise LockHeld(
+                    f"operation {op.id} is being driven by {holder.describe()}",
+                    holder=holder.describe(), operation_id=op.id,
+                    hint="wait for it to finish (watch with `gravity plan --follow`); if that "
+                    f"process is dead its lease expires within {holder.ttl:.0f}s",
+                ) from None
+            store.acquire_lock(name, lease)
+        with Heartbeat(store, lease) as hb:
+            yield lease, hb
+    finally:
+        try:
+            store.release_lock(coordinator_lock(op.id), lease.id)
+            store.revoke_lease(lease.id)
+        except StoreError:
+            pass  # the lease expires on its own
+
+
+def _recover_interrupted(engine: Engine, op: Operation, view: PlanView,
+                         scope: list[str], events: EventLog) -> None:
+    """Phases left in progress by a dead owner become failed (interrupted) and retryable."""
+    transitions = []
+    for pid in scope:
+        st = view.states.get(pid)
+        if st is None or st.state is not State.IN_PROGRESS:
+            continue
+        if lease_alive(engine.store, st.owner) is not None:
+            raise PhaseConflict(
+                f"phase {pid} is being run by lease {st.owner}; --force does not override "
+                "a live owner", operation_id=op.id, phase_id=pid,
+                hint="wait for it to finish, or stop that process and retry",
+            )
+        transitions.append(fsm.interrupt(st, f"owner (lease {st.owner}) of {pid}"))
+    if transitions:
+        for rec in engine.store.apply(op.id, transitions):
+            events.transition(rec)
+        for t in transitions:
+            view.states[t.phase_id] = t.new
+
+
+def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
+         *, scope_label: str) -> RunResult:
+    if op.state.finished:
+        raise PhaseConflict(f"operation {op.id} is {op.state.value}; it cannot be changed",
+                            operation_id=op.id, hint="create a new operation")
+    events = engine.event_log(op.id)
+    try:
+        with coordinating(engine, op) as (lease, hb):
+            graph = load_graph(engine.store, op)
+            view = plan_view(engine.store, op, graph)
+            _recover_interrupted(engine, op, view, targets, events)
+            if options.action is Action.ROLLBACK:
+                targets = [p for p in targets
+                           if view.states.get(p, PhaseState(p)).state in fsm.ROLLBACK_CANDIDATES]
+            events.emit("run started", quiet=True, scope=scope_label,
+                        action=options.action.value, phases=len(targets))
+            sched = Scheduler(engine.store, op.id, graph, view.states, lease=lease,
+                              state_dir=engine.state_dir, events=events, options=options,
+                              operation_data=dict(op.data), lease_lost=hb.lost)
+            result = sched.run(targets)
+            _maybe_finish(engine, op, options.action)
+            events.emit("run finished", quiet=True, scope=scope_label,
+                        completed=len(result.completed), failed=len(result.failed),
+                        blocked=len(result.blocked))
+            return result
+    finally:
+        events.close()
+
+
+def _maybe_finish(engine: Engine, op: Operation, action: Action) -> None:
+    """Close the operation when every leaf is completed (or, after rollback, undone)."""
+    view = plan_view(engine.store, op)
+    leaf_states = [view.derived[p] for p in view.graph.leaves]
+    if action is Action.EXECUTE and all(s is State.COMPLETED for s in leaf_states):
+        engine.store.finish_operation(op.id, OpState.COMPLETED, None)
+    elif action is Action.ROLLBACK and leaf_states and all(
+        s in (State.ROLLED_BACK, State.UNSTARTED) for s in leaf_states
+    ) and any(s is State.ROLLED_BACK for s in leaf_states):
+        engine.store.finish_operation(op.id, OpState.ROLLED_BACK, "rolled back")
+
+
+def _raise_if_failed(op: Operation, result: RunResult, engine: Engine, verb: str) -> RunResult:
+    if result.failed:
+        pid, error = next(iter(result.failed.items()))
+        first_line = error.splitlines()[0] if error else "failed"
+        log = phase_log_path(engine.state_dir, op.id, pid)
+        raise OperationFailed(
+            f"phase {pid} failed: {first_line}\n  full output: {log}",
+            operation_id=op.id, phase_id=pid,
+            hint=f"fix the cause, then `gravity plan resume` (or `gravity plan execute "
+            f"--phase {pid} --force`); to undo, `gravity rollback`",
+        )
+    if result.stopped:
+        raise OperationFailed(f"{verb} stopped: {result.stopped}", operation_id=op.id,
+                              hint="run `gravity plan resume` to continue")
+    if result.blocked:
+        raise PreconditionFailed(
+            f"{len(result.blocked)} phase(s) could not run because phases they require are "
+            f"not completed: {', '.join(result.blocked[:5])}",
+            blockers=result.blocked, operation_id=op.id,
+            hint="run the required phases first, or use --force",
+        )
+    return result
+
+
+def dry_run_order(graph: PlanGraph, targets: list[str], backward: bool) -> list[str]:
+    order = [p for p in graph.leaf_topological_order() if p in set(targets)]
+    return list(reversed(order)) if backward else order
+
+
+def execute_phase(engine: Engine, operation_id: str | None, phase_id: str, *,
+                  force: bool = False, dry_run: bool = False) -> RunResult | list[str]:
+    """`plan execute --phase`: run one leaf, or a composite's unfinished leaves in order."""
+    op = resolve_operation(engine.store, operation_id)
+    graph = load_graph(engine.store, op)
+    pid = require_phase(graph, op, phase_id)
+    view = plan_view(engine.store, op, graph)
+    leaves = graph.leaves_under(pid)
+    unmet = {p: view.derived[p] for p in graph.prerequisites(pid)
+             if view.derived[p] is not State.COMPLETED}
+    if graph.specs[pid].is_leaf:
+        st = view.states.get(pid, PhaseState(pid))
+        alive = lease_alive(engine.store, st.owner) is not None
+        decision = fsm.check_execute(st, alive, unmet, force)
+    else:
+        decision = fsm.check_execute(PhaseState(pid), False, unmet, force)
+        if all(view.derived[p] is State.COMPLETED for p in leaves) and not force:
+            decision = fsm.Decision(fsm.Verdict.SKIP, f"phase {pid} is already completed")
+    if decision.verdict is fsm.Verdict.REFUSE:
+        cls = PhaseConflict if not decision.blockers else PreconditionFailed
+        kwargs: dict[str, Any] = {"blockers": decision.blockers} if decision.blockers else {}
+        first = decision.blockers[0] if decision.blockers else pid
+        raise cls(decision.reason, operation_id=op.id, phase_id=pid,
+                  hint=(f"execute {first} first, or pass --force to run anyway"
+                        if decision.blockers else "wait for the running phase to finish"),
+                  **kwargs)
+    if decision.verdict is fsm.Verdict.SKIP:
+        result = RunResult(skipped=[pid])
+        return [] if dry_run else result
+    targets = leaves if force else [p for p in leaves if view.derived[p] is not State.COMPLETED]
+    if dry_run:
+        return dry_run_order(graph, targets, backward=False)
+    options = RunOptions(action=Action.EXECUTE, force=force, max_parallel=engine.max_parallel)
+    result = _run(engine, op, targets, options, scope_label=pid)
+    return _raise_if_failed(op, result, engine, f"execute {pid}")
+
+
+def rollback_phase(engine: Engine, operation_id: str | None, phase_id: str | None, *,
+                   force: bool = False, dry_run: bool = False) -> RunResult | list[str]:
+    """`plan rollback --phase` (one phase or subtree) and `gravity rollback` (phase_id None)."""
+    op = resolve_operation(engine.store, operation_id)
+    graph = load_graph(engine.store, op)
+    pid = require_phase(graph, op, phase_id) if phase_id else None
+    view = plan_view(engine.store, op, graph)
+    leaves = graph.leaves_under(pid) if pid else list(graph.leaves)
+    if pid is not None:
+        dependents = {p: view.derived[p] for p in graph.dependents([pid])}
+        st = view.states.get(pid, PhaseState(pid)) if graph.specs[pid].is_leaf else None
+        if st is not None:
+            alive = lease_alive(engine.store, st.owner) is not None
+            decision = fsm.check_rollback(st, alive, dependents, force)
+        else:
+            attempted = [p for p in leaves if view.derived[p] in fsm.ROLLBACK_CANDIDATES]
+            proxy = PhaseState(pid, state=State.COMPLETED if attempted else State.UNSTARTED)
+            decision = fsm.check_rollback(proxy, False, dependents, force)
+        if decision.verdict is fsm.Verdict.REFUSE:
+            cls = PreconditionFailed if decision.blockers else PhaseConflict
+            kwargs: dict[str, Any] = {"blockers": decision.blockers} if decision.blockers else {}
+            raise cls(decision.reason, operation_id=op.id, phase_id=pid,
+                      hint=("roll back those phases first (or the whole operation with "
+                            "`gravity rollback`), or pass --force"
+                            if decision.blockers else "wait for the running phase to finish"),
+                      **kwargs)
+        if decision.verdict is fsm.Verdict.SKIP:
+            return [] if dry_run else RunResult(skipped=[pid])
+    targets = [p for p in leaves if view.derived[p] in fsm.ROLLBACK_CANDIDATES]
+    if dry_run:
+        return dry_run_order(graph, targets, backward=True)
+    options = RunOptions(action=Action.ROLLBACK, force=force, max_parallel=engine.max_parallel)
+    result = _run(engine, op, targets, options, scope_label=pid or "/")
+    return _raise_if_failed(op, result, engine, f"rollback {pid or 'of the operation'}")
+
+
+def resume(engine: Engine, operation_id: str | None, *, keep_going: bool = False,
+           dry_run: bool = False) -> RunResult | list[str]:
+    """`plan resume`: run every phase that is not completed, in dependency order."""
+    op = resolve_operation(engine.store, operation_id)
+    graph = load_graph(engine.store, op)
+    view = plan_view(engine.store, op, graph)
+    targets = [p for p in graph.leaves if view.derived[p] is not State.COMPLETED]
+    if dry_run:
+        return dry_run_order(graph, targets, backward=False)
+    if not targets:
+        if not op.state.finished:
+            engine.store.finish_operation(op.id, OpState.COMPLETED, None)
+        return RunResult()
+    options = RunOptions(action=Action.EXECUTE, keep_going=keep_going,
+                         max_parallel=engine.max_parallel)
+    result = _run(engine, op, targets, options, scope_label="/")
+    return _raise_if_failed(op, result, engine, "resume")
+
+
+def complete(engine: Engine, operation_id: str | None) -> Operation:
+    """`plan complete`: close the operation (completed, or failed if any leaf is not)."""
+    op = resolve_operation(engine.store, operation_id)
+    if op.state.finished:
+        return op
+    holder = engine.store.lock_holder(coordinator_lock(op.id))
+    if holder is not None and lease_alive(engine.store, holder.id) is not None:
+        raise LockHeld(f"operation {op.id} is being driven by {holder.describe()}",
+                       holder=holder.describe(), operation_id=op.id,
+                       hint="wait for it to finish before completing the operation")
+    view = plan_view(engine.store, op)
+    outcome = fsm.operation_outcome(view.derived[p] for p in view.graph.leaves)
+    if outcome is State.COMPLETED:
+        return engine.store.finish_operation(op.id, OpState.COMPLETED, "completed manually")
+    return engine.store.finish_operation(op.id, OpState.FAILED, "completed manually")
+
+
+def phase_node(view: PlanView, phase_id: str) -> str:
+    return node_of(view.graph, phase_id)

@@ -1,0 +1,58 @@
+"""Store backends behind one contract: `open_store(url)` picks SQLite (default) or etcd.
+The engine never imports a backend module directly; it asks for a Store here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from engine.errors import StoreConfigError
+from engine.store.base import Store
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Client TLS files for etcd (all optional; a CA alone verifies the server)."""
+
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+def default_url(state_dir: Path) -> str:
+    """The embedded store under the state dir: works with zero setup."""
+    return f"sqlite://{(state_dir / 'gravity.db').resolve()}"
+
+
+def open_store(url: str, *, tls: TLSConfig | None = None) -> Store:
+    """Open the store named by `url`; StoreConfigError (exit 2) for a URL we cannot use."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        # sqlite:///abs/path.db (absolute) or sqlite:rel/path.db (relative to the cwd)
+        path = parts.path if not parts.netloc else f"/{parts.netloc}{parts.path}"
+        if not path or path.endswith("/"):
+            raise StoreConfigError(
+                f"store URL {url!r} names no database file",
+                hint="use sqlite:///absolute/path/gravity.db",
+            )
+        from engine.store.sqlite import SQLiteStore
+
+        return SQLiteStore(Path(path))
+    if parts.scheme in ("etcd", "etcds"):
+        try:
+            from engine.store.etcd import EtcdStore
+        except ImportError as exc:
+            raise StoreConfigError(
+                f"the etcd store needs the etcd client library: {exc}",
+                hint="pip install 'gravity-engine[etcd]'",
+            ) from exc
+        return EtcdStore.from_url(url, tls=tls or TLSConfig())
+    raise StoreConfigError(
+        f"unsupported store URL {url!r}",
+        hint="use sqlite:///path/gravity.db or etcd://host:2379[,host2:2379][/prefix]",
+    )
+
+
+__all__ = ["Store", "TLSConfig", "default_url", "open_store"]

@@ -1,0 +1,148 @@
+"""The Store contract every backend (SQLite, etcd) keeps; the engine talks only to this.
+Backends translate their driver errors into `engine.errors` types at this boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from engine.model import ChangeRecord, Lease, Operation, OpState, PhaseSpec, PhaseState, Transition
+
+CLUSTER_LOCK = "cluster"
+
+
+def coordinator_lock(operation_id: str) -> str:
+    """Name of the lock held by whoever drives `operation_id` (resume, execute, rollback)."""
+    return f"coordinator/{operation_id}"
+
+
+def this_host() -> str:
+    """The host name recorded in leases, so refusals can say where the holder runs."""
+    return os.environ.get("GRAVITY_HOSTNAME") or socket.gethostname()
+
+
+class Store(ABC):
+    """Durable state of operations: specs, phase states with CAS, changelog, leases and locks.
+
+    Rules every backend keeps (the contract test suite checks them):
+    - `apply` is atomic: every transition's CAS holds and each appends one
+      changelog record, or nothing is written (PhaseConflict).
+    - An absent phase state is `unstarted` at version 0.
+    - No stored value grows with the plan: one row/key per spec, per state,
+      per changelog record.
+    - Reads that decide preconditions (`load_states`, `get_state`) are
+      linearizable.
+    """
+
+    url: str
+
+    # -- operations -----------------------------------------------------------------------
+    @abstractmethod
+    def create_operation(self, op: Operation, specs: Sequence[PhaseSpec]) -> None:
+        """Write the operation and its specs and take the cluster lock, all or nothing.
+
+        Raises LockHeld (holder = the active operation's ID) when another
+        active operation holds the cluster lock.
+        """
+
+    @abstractmethod
+    def get_operation(self, operation_id: str) -> Operation:
+        """The operation record; NotFound when there is none with that ID."""
+
+    @abstractmethod
+    def list_operations(self) -> list[Operation]:
+        """Every operation, oldest first."""
+
+    @abstractmethod
+    def active_operation_id(self) -> str | None:
+        """The operation holding the cluster lock, if any."""
+
+    @abstractmethod
+    def finish_operation(self, operation_id: str, state: OpState, note: str | None) -> Operation:
+        """Set a finished state and release the cluster lock it holds, atomically."""
+
+    # -- plan -----------------------------------------------------------------------------
+    @abstractmethod
+    def load_specs(self, operation_id: str) -> list[PhaseSpec]:
+        """The operation's phase specs in written (pre-)order."""
+
+    @abstractmethod
+    def load_states(self, operation_id: str) -> dict[str, PhaseState]:
+        """Every stored phase state (absent = unstarted, version 0). Linearizable."""
+
+    @abstractmethod
+    def get_state(self, operation_id: str, phase_id: str) -> PhaseState:
+        """One phase's state (unstarted at version 0 when none is stored). Linearizable."""
+
+    @abstractmethod
+    def apply(self, operation_id: str, transitions: Sequence[Transition]) -> list[ChangeRecord]:
+        """Apply CAS transitions and their changelog records in one atomic write.
+
+        Raises PhaseConflict naming the first phase whose version moved.
+        """
+
+    @abstractmethod
+    def changelog(self, operation_id: str, after: int = 0) -> list[ChangeRecord]:
+        """Changelog records with seq > after, in order."""
+
+    @abstractmethod
+    def wait_changes(self, operation_id: str, after: int, timeout: float) -> list[ChangeRecord]:
+        """Block until records with seq > after exist (then return them) or timeout ([])."""
+
+    # -- leases and locks -----------------------------------------------------------------
+    @abstractmethod
+    def grant_lease(self, owner: str, ttl: float) -> Lease:
+        """A new lease for this process (host and pid recorded), alive for `ttl` seconds."""
+
+    @abstractmethod
+    def keepalive(self, lease_id: int) -> Lease:
+        """Renew a lease for another TTL; LeaseExpired when it is already gone."""
+
+    @abstractmethod
+    def revoke_lease(self, lease_id: int) -> None:
+        """End a lease now, releasing every lock bound to it. No error when already gone."""
+
+    @abstractmethod
+    def get_lease(self, lease_id: int) -> Lease | None:
+        """The lease if it is still alive, else None."""
+
+    @abstractmethod
+    def acquire_lock(self, name: str, lease: Lease) -> None:
+        """Take a lock bound to `lease`; LockHeld(holder=description) if a live lease has it.
+
+        Re-acquiring a lock already held by the same lease succeeds.
+        """
+
+    @abstractmethod
+    def release_lock(self, name: str, lease_id: int) -> None:
+        """Release a lock if `lease_id` holds it; otherwise do nothing."""
+
+    @abstractmethod
+    def lock_holder(self, name: str) -> Lease | None:
+        """The live lease holding the lock, if any."""
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. Safe to call twice."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def this_pid() -> int:
+    return os.getpid()
+
+
+__all__ = [
+    "CLUSTER_LOCK",
+    "Store",
+    "coordinator_lock",
+    "this_host",
+    "this_pid",
+]

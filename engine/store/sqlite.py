@@ -1,0 +1,448 @@
+"""The embedded store: one SQLite file in WAL mode with synchronous=FULL, safe across processes.
+Every write is one `BEGIN IMMEDIATE` transaction; driver errors become engine errors here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from engine.errors import (
+    LeaseExpired,
+    LockHeld,
+    NotFound,
+    PhaseConflict,
+    StoreConfigError,
+    StoreError,
+    StoreUnavailable,
+)
+from engine.model import (
+    ChangeRecord,
+    Lease,
+    Operation,
+    OpState,
+    PhaseSpec,
+    PhaseState,
+    Transition,
+)
+from engine.store.base import CLUSTER_LOCK, Store, this_host, this_pid
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS operations(
+    id TEXT PRIMARY KEY, created REAL NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS specs(
+    op_id TEXT NOT NULL, idx INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY(op_id, idx));
+CREATE TABLE IF NOT EXISTS states(
+    op_id TEXT NOT NULL, phase_id TEXT NOT NULL, version INTEGER NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY(op_id, phase_id));
+CREATE TABLE IF NOT EXISTS changelog(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, op_id TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS changelog_by_op ON changelog(op_id, seq);
+CREATE TABLE IF NOT EXISTS leases(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, host TEXT NOT NULL,
+    pid INTEGER NOT NULL, ttl REAL NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS locks(
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, lease_id INTEGER);
+"""
+
+# How many rows one executemany batch carries; SQLite has no hard limit, this bounds memory.
+BATCH = 2000
+
+
+def _translate(exc: sqlite3.Error, what: str) -> StoreError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in text or "busy" in text or "disk I/O" in text
+    ):
+        return StoreUnavailable(f"embedded store busy while {what}: {text}",
+                                hint="retry; another gravity process holds the database")
+    return StoreError(f"embedded store failed while {what}: {text}")
+
+
+class SQLiteStore(Store):
+    """Store backed by one SQLite file; each thread gets its own connection."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite://{self.path}" if self.path.is_absolute() else f"sqlite:{self.path}"
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreConfigError(
+                f"cannot create the directory for the embedded store {self.path}: {exc}",
+                hint="pass --state-dir or --store sqlite:///writable/path/gravity.db",
+            ) from exc
+        self._init_schema()
+
+    # -- connection handling --------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout, isolation_level=None,
+                    check_same_thread=False,
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            except sqlite3.Error as exc:
+                raise StoreConfigError(
+                    f"cannot open the embedded store {self.path}: {exc}",
+                    hint="check the path and its permissions, or pass --store",
+                ) from exc
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def _init_schema(self) -> None:
+        conn = self._conn()
+        try:
+            conn.executescript(SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StoreConfigError(
+                    f"embedded store {self.path} has schema {row[0]}, newer than this "
+                    f"gravity understands ({SCHEMA_VERSION})",
+                    hint="use the gravity release that created it",
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreConfigError(
+                f"{self.path} is not a usable gravity store: {exc}",
+                hint="point --store at a gravity database or a new path",
+            ) from exc
+
+    @contextlib.contextmanager
+    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: the write lock is taken up front, so no upgrade deadlock."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _translate(exc, what) from exc
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise _translate(exc, what) from exc
+
+    def _read(self, sql: str, args: Sequence[object], what: str) -> list[tuple]:
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, what) from exc
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._conns:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    # -- operations -----------------------------------------------------------------------
+    def create_operation(self, op: Operation, specs: Sequence[PhaseSpec]) -> None:
+        try:
+            with self._tx(f"creating operation {op.id}") as db:
+                holder = self._cluster_holder(db)
+                if holder is not None:
+                    raise LockHeld(
+                        f"operation {holder} is still active; only one operation may run "
+                        "on a cluster at a time",
+                        holder=holder,
+                        operation_id=holder,
+                        hint="finish it with `gravity plan resume`, undo it with `gravity "
+                        "rollback`, or close it with `gravity plan complete`",
+                    )
+                if db.execute("SELECT 1 FROM operations WHERE id=?", (op.id,)).fetchone():
+                    raise LockHeld(f"an operation with ID {op.id} already exists",
+                                   holder=op.id, hint="choose another --id")
+                db.execute(
+                    "INSERT INTO operations(id, created, data) VALUES(?, ?, ?)",
+                    (op.id, op.created, json.dumps(op.to_dict())),
+                )
+                rows = [(op.id, i, json.dumps(s.to_dict())) for i, s in enumerate(specs)]
+                for start in range(0, len(rows), BATCH):
+                    db.executemany(
+                        "INSERT INTO specs(op_id, idx, data) VALUES(?, ?, ?)",
+                        rows[start : start + BATCH],
+                    )
+                db.execute(
+                    "INSERT OR REPLACE INTO locks(name, holder, lease_id) VALUES(?, ?, NULL)",
+                    (CLUSTER_LOCK, op.id),
+                )
+        except sqlite3.Error as exc:
+            raise _translate(exc, f"creating operation {op.id}") from exc
+
+    def _cluster_holder(self, db: sqlite3.Connection) -> str | None:
+        row = db.execute("SELECT holder FROM locks WHERE name=?", (CLUSTER_LOCK,)).fetchone()
+        if row is None:
+            return None
+        op_row = db.execute("SELECT data FROM operations WHERE id=?", (row[0],)).fetchone()
+        if op_row is None or OpState(json.loads(op_row[0])["state"]).finished:
+            return None
+        return str(row[0])
+
+    def get_operation(self, operation_id: str) -> Operation:
+        rows = self._read("SELECT data FROM operations WHERE id=?", (operation_id,),
+                          f"reading operation {operation_id}")
+        if not rows:
+            raise NotFound(f"no operation with ID {operation_id}", operation_id=operation_id,
+                           hint="list operations with `gravity operation list`")
+        return Operation.from_dict(json.loads(rows[0][0]))
+
+    def list_operations(self) -> list[Operation]:
+        rows = self._read("SELECT data FROM operations ORDER BY created, id", (),
+                          "listing operations")
+        return [Operation.from_dict(json.loads(r[0])) for r in rows]
+
+    def active_operation_id(self) -> str | None:
+        conn = self._conn()
+        try:
+            return self._cluster_holder(conn)
+        except sqlite3.Error as exc:
+            raise _translate(exc, "reading the cluster lock") from exc
+
+    def finish_operation(self, operation_id: str, state: OpState, note: str | None) -> Operation:
+        try:
+            with self._tx(f"finishing operation {operation_id}") as db:
+                row = db.execute("SELECT data FROM operations WHERE id=?",
+                                 (operation_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"no operation with ID {operation_id}",
+                                   operation_id=operation_id)
+                d = json.loads(row[0])
+                d.update(state=state.value, updated=time.time(), note=note)
+                db.execute("UPDATE operations SET data=? WHERE id=?",
+                           (json.dumps(d), operation_id))
+                db.execute("DELETE FROM locks WHERE name=? AND holder=?",
+                           (CLUSTER_LOCK, operation_id))
+                return Operation.from_dict(d)
+        except sqlite3.Error as exc:
+            raise _translate(exc, f"finishing operation {operation_id}") from exc
+
+    # -- plan -----------------------------------------------------------------------------
+    def load_specs(self, operation_id: str) -> list[PhaseSpec]:
+        rows = self._read("SELECT data FROM specs WHERE op_id=? ORDER BY idx", (operation_id,),
+                          f"reading the plan of {operation_id}")
+        return [PhaseSpec.from_dict(json.loads(r[0])) for r in rows]
+
+    def load_states(self, operation_id: str) -> dict[str, PhaseState]:
+        rows = self._read("SELECT data FROM states WHERE op_id=?", (operation_id,),
+                          f"reading phase states of {operation_id}")
+        out = {}
+        for (data,) in rows:
+            st = PhaseState.from_dict(json.loads(data))
+            out[st.phase_id] = st
+        return out
+
+    def get_state(self, operation_id: str, phase_id: str) -> PhaseState:
+        rows = self._read("SELECT data FROM states WHERE op_id=? AND phase_id=?",
+                          (operation_id, phase_id), f"reading the state of {phase_id}")
+        return PhaseState.from_dict(json.loads(rows[0][0])) if rows else PhaseState(phase_id)
+
+    def apply(self, operation_id: str, transitions: Sequence[Transition]) -> list[ChangeRecord]:
+        if not transitions:
+            return []
+        what = f"recording {len(transitions)} transition(s) of {operation_id}"
+        try:
+            with self._tx(what) as db:
+                ids = [t.phase_id for t in transitions]
+                current: dict[str, int] = {}
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    current.update(db.execute(
+                        f"SELECT phase_id, version FROM states WHERE op_id=? "
+                        f"AND phase_id IN ({marks})", (operation_id, *chunk)).fetchall())
+                for t in transitions:
+                    found = current.get(t.phase_id, 0)
+                    if found != t.expected:
+                        raise PhaseConflict(
+                            f"phase {t.phase_id} changed under us (expected version "
+                            f"{t.expected}, found {found}); someone else is acting on it",
+                            operation_id=operation_id, phase_id=t.phase_id,
+                            hint="check `gravity plan` and retry",
+                        )
+                    current[t.phase_id] = t.new.version
+                records = [ChangeRecord.of(operation_id, t) for t in transitions]
+                db.executemany(
+                    "INSERT OR REPLACE INTO states(op_id, phase_id, version, data) "
+                    "VALUES(?, ?, ?, ?)",
+                    [(operation_id, t.phase_id, t.new.version, json.dumps(t.new.to_dict()))
+                     for t in transitions],
+                )
+                first = db.execute("SELECT COALESCE(MAX(seq), 0) FROM changelog").fetchone()[0]
+                out = []
+                for i, rec in enumerate(records, start=1):
+                    d = rec.to_dict()
+                    d["seq"] = first + i
+                    out.append(ChangeRecord.from_dict(d))
+                db.executemany(
+                    "INSERT INTO changelog(seq, op_id, data) VALUES(?, ?, ?)",
+                    [(r.seq, operation_id, json.dumps(r.to_dict())) for r in out],
+                )
+                return out
+        except sqlite3.Error as exc:
+            raise _translate(exc, what) from exc
+
+    def changelog(self, operation_id: str, after: int = 0) -> list[ChangeRecord]:
+        rows = self._read("SELECT data FROM changelog WHERE op_id=? AND seq>? ORDER BY seq",
+                          (operation_id, after), f"reading the changelog of {operation_id}")
+        return [ChangeRecord.from_dict(json.loads(r[0])) for r in rows]
+
+    def wait_changes(self, operation_id: str, after: int, timeout: float) -> list[ChangeRecord]:
+        deadline = time.monotonic() + timeout
+        while True:
+            records = self.changelog(operation_id, after)
+            if records or time.monotonic() >= deadline:
+                return records
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    # -- leases and locks -----------------------------------------------------------------
+    def grant_lease(self, owner: str, ttl: float) -> Lease:
+        host, pid, expires = this_host(), this_pid(), time.time() + ttl
+        try:
+            with self._tx("granting a lease") as db:
+                cur = db.execute(
+                    "INSERT INTO leases(owner, host, pid, ttl, expires) VALUES(?, ?, ?, ?, ?)",
+                    (owner, host, pid, ttl, expires),
+                )
+                lease_id = int(cur.lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise _translate(exc, "granting a lease") from exc
+        return Lease(lease_id, owner, host, pid, ttl, expires)
+
+    def keepalive(self, lease_id: int) -> Lease:
+        now = time.time()
+        try:
+            with self._tx("renewing a lease") as db:
+                row = db.execute("SELECT owner, host, pid, ttl, expires FROM leases WHERE id=?",
+                                 (lease_id,)).fetchone()
+                if row is None or row[4] <= now:
+                    db.execute("DELETE FROM leases WHERE id=?", (lease_id,))
+                    db.execute("DELETE FROM locks WHERE lease_id=?", (lease_id,))
+                    raise LeaseExpired(f"lease {lease_id} expired before it was renewed",
+                                       hint="this process lost its claims; resume the "
+                                       "operation to continue")
+                db.execute("UPDATE leases SET expires=? WHERE id=?", (now + row[3], lease_id))
+        except sqlite3.Error as exc:
+            raise _translate(exc, "renewing a lease") from exc
+        return Lease(lease_id, row[0], row[1], row[2], row[3], now + row[3])
+
+    def revoke_lease(self, lease_id: int) -> None:
+        try:
+            with self._tx("revoking a lease") as db:
+                db.execute("DELETE FROM leases WHERE id=?", (lease_id,))
+                db.execute("DELETE FROM locks WHERE lease_id=?", (lease_id,))
+        except sqlite3.Error as exc:
+            raise _translate(exc, "revoking a lease") from exc
+
+    def get_lease(self, lease_id: int) -> Lease | None:
+        rows = self._read("SELECT owner, host, pid, ttl, expires FROM leases WHERE id=?",
+                          (lease_id,), "reading a lease")
+        if not rows or rows[0][4] <= time.time():
+            return None
+        owner, host, pid, ttl, expires = rows[0]
+        return Lease(lease_id, owner, host, pid, ttl, expires)
+
+    def acquire_lock(self, name: str, lease: Lease) -> None:
+        try:
+            with self._tx(f"taking lock {name}") as db:
+                row = db.execute("SELECT lease_id FROM locks WHERE name=?", (name,)).fetchone()
+                if row is not None and row[0] != lease.id:
+                    holder = db.execute(
+                        "SELECT owner, host, pid, ttl, expires FROM leases WHERE id=?",
+                        (row[0],)).fetchone()
+                    if holder is not None and holder[4] > time.time():
+                        desc = Lease(row[0], *holder).describe()
+                        raise LockHeld(f"{name} is held by {desc}", holder=desc)
+                db.execute("INSERT OR REPLACE INTO locks(name, holder, lease_id) VALUES(?, ?, ?)",
+                           (name, lease.owner, lease.id))
+        except sqlite3.Error as exc:
+            raise _translate(exc, f"taking lock {name}") from exc
+
+    def release_lock(self, name: str, lease_id: int) -> None:
+        try:
+            with self._tx(f"releasing lock {name}") as db:
+                db.execute("DELETE FROM locks WHERE name=? AND lease_id=?", (name, lease_id))
+        except sqlite3.Error as exc:
+            raise _translate(exc, f"releasing lock {name}") from exc
+
+    def lock_holder(self, name: str) -> Lease | None:
+        rows = self._read("SELECT lease_id FROM locks WHERE name=?", (name,), "reading a lock")
+        if not rows or rows[0][0] is None:
+            return None
+        return self.get_lease(int(rows[0][0]))
+
+    # -- copying between stores (engine.store.copy) ---------------------------------------
+    def import_operation(self, op: Operation, specs: Sequence[PhaseSpec],
+                         states: Sequence[PhaseState], records: Sequence[ChangeRecord], *,
+                         replace: bool = False) -> bool:
+        """Write a whole operation as another store holds it, in one transaction.
+
+        Used by `gravity store copy`. Versions are kept; changelog seqs are
+        renumbered after this file's last one (seq is global here), in the same
+        order. With `replace`, an operation of that ID is deleted first. The
+        cluster lock is taken only if `op` is active and no active operation holds
+        it. Returns whether the lock was taken.
+        """
+        what = f"importing operation {op.id}"
+        try:
+            with self._tx(what) as db:
+                if db.execute("SELECT 1 FROM operations WHERE id=?", (op.id,)).fetchone():
+                    if not replace:
+                        raise LockHeld(f"an operation with ID {op.id} already exists",
+                                       holder=op.id, hint="`gravity store copy --force` "
+                                       "replaces it")
+                    for table in ("specs", "states", "changelog"):
+                        db.execute(f"DELETE FROM {table} WHERE op_id=?", (op.id,))
+                    db.execute("DELETE FROM operations WHERE id=?", (op.id,))
+                    db.execute("DELETE FROM locks WHERE name=? AND holder=?",
+                               (CLUSTER_LOCK, op.id))
+                db.execute("INSERT INTO operations(id, created, data) VALUES(?, ?, ?)",
+                           (op.id, op.created, json.dumps(op.to_dict())))
+                db.executemany("INSERT INTO specs(op_id, idx, data) VALUES(?, ?, ?)",
+                               [(op.id, i, json.dumps(s.to_dict())) for i, s in enumerate(specs)])
+                db.executemany(
+                    "INSERT INTO states(op_id, phase_id, version, data) VALUES(?, ?, ?, ?)",
+                    [(op.id, s.phase_id, s.version, json.dumps(s.to_dict())) for s in states])
+                first = db.execute("SELECT COALESCE(MAX(seq), 0) FROM changelog").fetchone()[0]
+                rows = []
+                for i, rec in enumerate(sorted(records, key=lambda r: r.seq), start=1):
+                    d = rec.to_dict()
+                    d.update(seq=first + i, operation_id=op.id)
+                    rows.append((first + i, op.id, json.dumps(d)))
+                db.executemany("INSERT INTO changelog(seq, op_id, data) VALUES(?, ?, ?)", rows)
+                took = op.state is OpState.ACTIVE and self._cluster_holder(db) is None
+                if took:
+                    db.execute("INSERT OR REPLACE INTO locks(name, holder, lease_id) "
+                               "VALUES(?, ?, NULL)", (CLUSTER_LOCK, op.id))
+                return took
+        except sqlite3.Error as exc:
+            raise _translate(exc, what) from exc

@@ -1,0 +1,102 @@
+"""Shared fixtures: run the real `gravity` CLI as a subprocess against a temp state dir,
+write plan files, and read back what the store and the nodes' files show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Gravity:
+    """Runs `gravity` in a subprocess with its own state dir, like an operator's shell."""
+
+    state_dir: Path
+    tmp: Path
+    extra_env: dict[str, str]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("GRAVITY_STORE", None)
+        env["GRAVITY_STATE_DIR"] = str(self.state_dir)
+        env.setdefault("GRAVITY_LEASE_TTL", "3")
+        env.update(self.extra_env)
+        env.update(extra)
+        return env
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "engine.cli.main", *args]
+
+    def __call__(self, *args: str, check: int | None = None, timeout: float = 120,
+                 **env: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self.argv(*args), capture_output=True, text=True,
+                              env=self.env(**env), timeout=timeout, cwd=self.tmp)
+        if check is not None:
+            assert proc.returncode == check, (
+                f"gravity {' '.join(args)} exited {proc.returncode}, expected {check}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        return proc
+
+    def spawn(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=self.env(**env),
+                                cwd=self.tmp)
+
+    def plan_json(self, *args: str) -> dict:
+        return json.loads(self("plan", "-o", "json", *args, check=0).stdout)
+
+    def states(self, *args: str) -> dict[str, str]:
+        """Leaf phase ID -> state, from `gravity plan -o json`."""
+        out: dict[str, str] = {}
+
+        def walk(phases: list[dict]) -> None:
+            for p in phases:
+                if "phases" in p:
+                    walk(p["phases"])
+                else:
+                    out[p["id"]] = p["state"]
+
+        walk(self.plan_json(*args)["phases"])
+        return out
+
+    def node_file(self, node: str, name: str) -> Path:
+        return self.state_dir / "nodes" / node / name
+
+    @property
+    def db(self) -> Path:
+        return self.state_dir / "gravity.db"
+
+    def changelog(self, op_id: str) -> list[dict]:
+        """The changelog straight from the SQLite file, in order."""
+        with sqlite3.connect(self.db) as conn:
+            rows = conn.execute("SELECT data FROM changelog WHERE op_id=? ORDER BY seq",
+                                (op_id,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+
+@pytest.fixture
+def gravity(tmp_path: Path) -> Gravity:
+    state = tmp_path / "state"
+    return Gravity(state_dir=state, tmp=tmp_path, extra_env={})
+
+
+@pytest.fixture
+def write_plan(tmp_path: Path) -> Callable[[str, str], Path]:
+    def write(text: str, name: str = "plan.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write

@@ -1,0 +1,95 @@
+"""What happens when processes die or race: kill -9 of a coordinator mid-phase, two operators
+executing the same phase at once, two coordinators resuming at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+CRASH = """
+kind: Plan
+metadata: {name: crash}
+phases:
+  - id: first
+    executor: command
+    data: {run: "echo x >> first.count"}
+  - id: slow
+    executor: command
+    data: {run: "echo x >> slow.count; sleep ${SLOW_SECONDS:-30}; echo x >> slow.done"}
+  - id: last
+    executor: command
+    data: {run: "echo x >> last.count"}
+"""
+
+
+def lines(path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_kill_9_mid_phase_then_resume_finishes_without_rerunning_completed(
+        gravity, write_plan) -> None:
+    gravity("operation", "create", "--plan", str(write_plan(CRASH)), "--id", "op1", check=0)
+    proc = gravity.spawn("plan", "resume")
+    slow = gravity.node_file("local", "slow.count")
+    wait_for(lambda: slow.exists())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert gravity.states() == {"/first": "completed", "/slow": "in_progress",
+                                "/last": "unstarted"}
+    # Another process resumes at once: the dead coordinator's lease is recognised as dead.
+    done = gravity("plan", "resume", check=0, SLOW_SECONDS="0")
+    assert "interrupted" in done.stderr
+    assert gravity.states() == {"/first": "completed", "/slow": "completed",
+                                "/last": "completed"}
+    assert lines(gravity.node_file("local", "first.count")) == 1
+    assert lines(slow) == 2  # the interrupted attempt and exactly one re-run
+    assert lines(gravity.node_file("local", "slow.done")) == 1
+    assert lines(gravity.node_file("local", "last.count")) == 1
+    log = gravity.changelog("op1")
+    slow_log = [(r["from_state"], r["to_state"], r["error"]) for r in log
+                if r["phase_id"] == "/slow"]
+    assert slow_log[0][:2] == ("unstarted", "in_progress")
+    assert slow_log[1][0:2] == ("in_progress", "failed")
+    assert slow_log[1][2].startswith("interrupted:")
+    assert slow_log[2:] == [("failed", "in_progress", None), ("in_progress", "completed", None)]
+
+
+ONE = """
+kind: Plan
+metadata: {name: race}
+phases:
+  - id: once
+    executor: command
+    data: {run: "echo $$ >> once.count; sleep 1"}
+"""
+
+
+def test_two_operators_execute_the_same_phase_exactly_once(gravity, write_plan) -> None:
+    gravity("operation", "create", "--plan", str(write_plan(ONE)), check=0)
+    procs = [gravity.spawn("plan", "execute", "--phase", "/once") for _ in range(2)]
+    codes = sorted(p.wait(timeout=60) for p in procs)
+    errors = "".join(p.stderr.read() for p in procs)
+    assert codes == [0, 3], errors
+    assert "is being driven by" in errors or "already running" in errors
+    assert lines(gravity.node_file("local", "once.count")) == 1
+    assert gravity.states() == {"/once": "completed"}
+
+
+def test_two_coordinators_resume_at_once_one_drives(gravity, write_plan) -> None:
+    gravity("operation", "create", "--plan", str(write_plan(CRASH)), check=0)
+    first = gravity.spawn("plan", "resume", SLOW_SECONDS="2")
+    wait_for(lambda: gravity.node_file("local", "slow.count").exists())
+    second = gravity("plan", "resume", check=3)
+    assert "is being driven by coordinator" in second.stderr
+    assert f"pid {first.pid}" in second.stderr
+    assert first.wait(timeout=60) == 0
+    assert lines(gravity.node_file("local", "slow.count")) == 1

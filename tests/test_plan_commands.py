@@ -1,0 +1,345 @@
+"""The operator's story on the embedded store, through real `gravity` processes and real files:
+execute, refuse, retry, time out, run in parallel, fail fast, resume, roll back, complete.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+CHAIN = """
+kind: Plan
+metadata: {name: chain}
+phases:
+  - id: init
+    executor: command
+    data: {run: "echo x >> init.count", rollback: "echo x >> init.undo"}
+  - id: masters
+    phases:
+      - id: node-1
+        node: node-1
+        phases:
+          - id: drain
+            executor: command
+            data: {run: "echo x >> drain.count", rollback: "echo x >> drain.undo"}
+          - id: upgrade
+            executor: command
+            data: {run: "echo x >> upgrade.count", rollback: "echo x >> upgrade.undo"}
+  - id: app
+    executor: command
+    requires: [/masters]
+    data: {run: "echo x >> app.count", rollback: "echo x >> app.undo"}
+"""
+
+
+def count(gravity, node: str, name: str) -> int:
+    path = gravity.node_file(node, name)
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def create(gravity, write_plan, text: str, op_id: str = "op1") -> str:
+    path = write_plan(text)
+    out = gravity("operation", "create", "--plan", str(path), "--id", op_id, check=0).stdout
+    assert out.strip() == op_id
+    return op_id
+
+
+def test_execute_with_unmet_requires_is_refused(gravity, write_plan) -> None:
+    create(gravity, write_plan, CHAIN)
+    proc = gravity("plan", "execute", "--phase", "/masters/node-1/upgrade", check=3)
+    assert "requires phases that are not completed" in proc.stderr
+    assert "/masters/node-1/drain (unstarted)" in proc.stderr
+    assert "/init (unstarted)" in proc.stderr
+    assert "hint:" in proc.stderr
+    assert count(gravity, "node-1", "upgrade.count") == 0
+    assert gravity.changelog("op1") == []
+
+
+def test_execute_one_phase_then_composite_then_noop_then_force(gravity, write_plan) -> None:
+    create(gravity, write_plan, CHAIN)
+    gravity("plan", "execute", "--phase", "/init", check=0)
+    gravity("plan", "execute", "--phase", "/masters", check=0)
+    assert gravity.states() == {
+        "/init": "completed", "/masters/node-1/drain": "completed",
+        "/masters/node-1/upgrade": "completed", "/app": "unstarted"}
+    # Phases ran in the node's own working directory.
+    assert count(gravity, "node-1", "drain.count") == 1
+    assert count(gravity, "local", "init.count") == 1
+    # A completed phase is a no-op without --force, re-run with it.
+    out = gravity("plan", "execute", "--phase", "/init", check=0).stdout
+    assert "already completed" in out
+    assert count(gravity, "local", "init.count") == 1
+    gravity("plan", "execute", "--phase", "/init", "--force", check=0)
+    assert count(gravity, "local", "init.count") == 2
+    log = gravity.changelog("op1")
+    assert [(r["phase_id"], r["from_state"], r["to_state"]) for r in log] == [
+        ("/init", "unstarted", "in_progress"),
+        ("/init", "in_progress", "completed"),
+        ("/masters/node-1/drain", "unstarted", "in_progress"),
+        ("/masters/node-1/drain", "in_progress", "completed"),
+        ("/masters/node-1/upgrade", "unstarted", "in_progress"),
+        ("/masters/node-1/upgrade", "in_progress", "completed"),
+        ("/init", "completed", "in_progress"),
+        ("/init", "in_progress", "completed"),
+    ]
+
+
+def test_rollback_out_of_order_names_the_blockers(gravity, write_plan) -> None:
+    create(gravity, write_plan, CHAIN)
+    gravity("plan", "resume", check=0)
+    proc = gravity("plan", "rollback", "--phase", "/masters/node-1/drain", check=3)
+    assert "/masters/node-1/upgrade (completed)" in proc.stderr
+    assert "/app (completed)" in proc.stderr
+    assert count(gravity, "node-1", "drain.undo") == 0
+    # In order it works, phase by phase.
+    op_state = json.loads(gravity("operation", "list", "-o", "json", check=0).stdout)[0]
+    assert op_state["state"] == "completed"
+
+
+def test_rollback_phase_by_phase_and_force(gravity, write_plan) -> None:
+    create(gravity, write_plan, CHAIN)
+    for phase in ("/init", "/masters/node-1/drain", "/masters/node-1/upgrade"):
+        gravity("plan", "execute", "--phase", phase, check=0)
+    gravity("plan", "rollback", "--phase", "/masters/node-1/upgrade", check=0)
+    gravity("plan", "rollback", "--phase", "/masters/node-1/drain", check=0)
+    assert count(gravity, "node-1", "upgrade.undo") == 1
+    assert count(gravity, "node-1", "drain.undo") == 1
+    states = gravity.states()
+    assert states["/masters/node-1/drain"] == "rolled_back"
+    # Nothing to undo on an unstarted phase; --force rolls back despite a completed dependent.
+    assert "nothing to roll back" in gravity("plan", "rollback", "--phase", "/app",
+                                             check=0).stdout
+    gravity("plan", "execute", "--phase", "/masters/node-1/drain", check=0)
+    gravity("plan", "rollback", "--phase", "/init", check=3)
+    gravity("plan", "rollback", "--phase", "/init", "--force", check=0)
+    assert count(gravity, "local", "init.undo") == 1
+
+
+RETRY = """
+kind: Plan
+metadata: {name: retry}
+phases:
+  - id: flaky
+    executor: command
+    retry: {attempts: 3, initial: 100ms, factor: 2, max: 1s, jitter: 0}
+    data:
+      run: |
+        echo "attempt $GRAVITY_ATTEMPT" >> attempts
+        [ "$(wc -l < attempts)" -ge 3 ] || { echo "not yet"; exit 1; }
+"""
+
+
+def test_retry_succeeds_on_the_third_attempt(gravity, write_plan) -> None:
+    create(gravity, write_plan, RETRY)
+    gravity("plan", "resume", check=0)
+    attempts = gravity.node_file("local", "attempts").read_text().split("\n")
+    assert attempts[:3] == ["attempt 1", "attempt 2", "attempt 3"]
+    log = gravity.changelog("op1")
+    assert [(r["to_state"], r["attempt"]) for r in log] == [
+        ("in_progress", 1), ("failed", 1), ("in_progress", 2), ("failed", 2),
+        ("in_progress", 3), ("completed", 3)]
+    assert "retrying in 100ms" in log[1]["note"]
+    assert "retrying in 200ms" in log[3]["note"]
+    assert "not yet" in log[1]["error"]
+    assert gravity.states() == {"/flaky": "completed"}
+
+
+def test_retries_exhausted_fail_with_output_tail(gravity, write_plan) -> None:
+    create(gravity, write_plan, RETRY.replace("attempts: 3", "attempts: 2"))
+    proc = gravity("plan", "resume", check=1)
+    assert "phase /flaky failed: command exited with status 1" in proc.stderr
+    assert "gravity plan resume" in proc.stderr
+    plan = gravity("plan", check=0).stdout
+    assert "× /flaky" in plan
+    assert "not yet" in plan  # the error's tail is shown under the table
+    log_file = gravity.state_dir / "logs" / "op1" / "flaky.log"
+    assert log_file.read_text().count("not yet") == 2
+
+
+TIMEOUT = """
+kind: Plan
+metadata: {name: timeout}
+phases:
+  - id: hang
+    executor: command
+    timeout: 1s
+    data: {run: "sleep 30; touch finished"}
+"""
+
+
+def test_timeout_stops_the_work_and_fails_the_phase(gravity, write_plan) -> None:
+    create(gravity, write_plan, TIMEOUT)
+    proc = gravity("plan", "resume", check=1)
+    assert "timed out after 1s" in proc.stderr
+    assert not gravity.node_file("local", "finished").exists()
+    log = gravity.changelog("op1")
+    assert log[-1]["to_state"] == "failed"
+    assert log[-1]["error"].startswith("timed out after 1s")
+
+
+PARALLEL = """
+kind: Plan
+metadata: {name: parallel}
+phases:
+  - id: group
+    parallel: 2
+    phases:
+      - id: one
+        executor: command
+        data: {run: "date +%s.%N > start; sleep 1; date +%s.%N > end"}
+        node: n1
+      - id: two
+        executor: command
+        data: {run: "date +%s.%N > start; sleep 1; date +%s.%N > end"}
+        node: n2
+"""
+
+
+def test_parallel_children_overlap_in_time(gravity, write_plan) -> None:
+    create(gravity, write_plan, PARALLEL)
+    gravity("plan", "resume", check=0)
+    spans = [tuple(float(gravity.node_file(n, f).read_text()) for f in ("start", "end"))
+             for n in ("n1", "n2")]
+    (s1, e1), (s2, e2) = spans
+    assert s1 < e2 and s2 < e1, f"phases did not overlap: {spans}"
+
+
+def test_sequential_children_do_not_overlap(gravity, write_plan) -> None:
+    create(gravity, write_plan, PARALLEL.replace("parallel: 2", "parallel: 1"))
+    gravity("plan", "resume", check=0)
+    (_s1, e1), (s2, _e2) = [tuple(float(gravity.node_file(n, f).read_text())
+                                for f in ("start", "end")) for n in ("n1", "n2")]
+    assert e1 <= s2
+
+
+FAIL_FAST = """
+kind: Plan
+metadata: {name: failfast}
+phases:
+  - id: group
+    parallel: 2
+    phases:
+      - id: broken
+        executor: command
+        data: {run: "sleep 0.2; test -f fixed || { echo 'disk full'; exit 3; }; echo ok > done"}
+      - id: slow
+        executor: command
+        data: {run: "sleep 1.5; echo x >> slow.count"}
+  - id: after
+    executor: command
+    data: {run: "echo x >> after.count"}
+"""
+
+
+def test_fail_fast_then_resume_after_the_fix(gravity, write_plan) -> None:
+    create(gravity, write_plan, FAIL_FAST)
+    proc = gravity("plan", "resume", check=1)
+    assert "phase /group/broken failed" in proc.stderr
+    # The running sibling finished; nothing new started; the operation stays resumable.
+    assert gravity.states() == {"/group/broken": "failed", "/group/slow": "completed",
+                                "/after": "unstarted"}
+    assert count(gravity, "local", "slow.count") == 1
+    assert count(gravity, "local", "after.count") == 0
+    listing = json.loads(gravity("operation", "list", "-o", "json", check=0).stdout)
+    assert listing[0]["state"] == "active"
+    plan = gravity("plan", check=0).stdout
+    assert "disk full" in plan
+    # The operator fixes the cause and resumes: only what was not completed runs.
+    gravity.node_file("local", "fixed").write_text("")
+    gravity("plan", "resume", check=0)
+    assert gravity.states() == {"/group/broken": "completed", "/group/slow": "completed",
+                                "/after": "completed"}
+    assert count(gravity, "local", "slow.count") == 1
+    assert count(gravity, "local", "after.count") == 1
+    listing = json.loads(gravity("operation", "list", "-o", "json", check=0).stdout)
+    assert listing[0]["state"] == "completed"
+
+
+def test_complete_closes_a_stuck_operation_and_frees_the_lock(gravity, write_plan) -> None:
+    create(gravity, write_plan, FAIL_FAST)
+    gravity("plan", "resume", check=1)
+    second = write_plan(CHAIN, "second.yaml")
+    proc = gravity("operation", "create", "--plan", str(second), check=3)
+    assert "op1 is still active" in proc.stderr
+    assert "gravity plan complete" in proc.stderr
+    out = gravity("plan", "complete", check=0).stdout
+    assert "op1 marked failed (completed manually)" in out
+    assert gravity("operation", "create", "--plan", str(second), "--id", "op2",
+                   check=0).stdout.strip() == "op2"
+    ops = {o["id"]: o["state"] for o in json.loads(
+        gravity("operation", "list", "-o", "json", check=0).stdout)}
+    assert ops == {"op1": "failed", "op2": "active"}
+    # A finished operation cannot be driven any more.
+    gravity("plan", "resume", "--operation-id", "op1", check=3)
+
+
+def test_whole_rollback_in_reverse_order(gravity, write_plan) -> None:
+    create(gravity, write_plan, CHAIN)
+    gravity("plan", "resume", check=0)
+    gravity("operation", "list", check=0)
+    # A completed operation is closed; make a new one that stops halfway and roll it back.
+    create(gravity, write_plan, CHAIN.replace('"echo x >> app.count"', '"exit 1"'), "op2")
+    gravity("plan", "resume", check=1)
+    dry = gravity("rollback", "--dry-run", check=0).stdout.split()
+    assert dry[-4:] == ["/app", "/masters/node-1/upgrade", "/masters/node-1/drain", "/init"]
+    gravity("rollback", check=0)
+    assert set(gravity.states().values()) == {"rolled_back"}
+    log = [r for r in gravity.changelog("op2") if r["to_state"] == "rolled_back"]
+    assert [r["phase_id"] for r in log] == ["/app", "/masters/node-1/upgrade",
+                                           "/masters/node-1/drain", "/init"]
+    ops = {o["id"]: o["state"] for o in json.loads(
+        gravity("operation", "list", "-o", "json", check=0).stdout)}
+    assert ops["op2"] == "rolled_back"
+
+
+def test_dry_run_writes_nothing(gravity, write_plan) -> None:
+    create(gravity, write_plan, CHAIN)
+    out = gravity("plan", "resume", "--dry-run", check=0).stdout
+    assert out.split("\n")[1:5] == ["  /init", "  /masters/node-1/drain",
+                                    "  /masters/node-1/upgrade", "  /app"]
+    gravity("plan", "execute", "--phase", "/init", "--dry-run", check=0)
+    assert gravity.changelog("op1") == []
+    assert not gravity.node_file("local", "init.count").exists()
+
+
+def test_plan_outputs(gravity, write_plan) -> None:
+    create(gravity, write_plan, CHAIN)
+    gravity("plan", "execute", "--phase", "/init", check=0)
+    text = gravity("plan", check=0).stdout
+    header = next(line for line in text.splitlines() if line.startswith("Phase"))
+    assert header.split() == ["Phase", "Description", "State", "Node", "Requires", "Updated"]
+    assert "✓ /init" in text
+    assert "    * /masters/node-1/drain" in text
+    doc = gravity.plan_json()
+    assert doc["progress"] == {"leaves": 4, "unstarted": 3, "in_progress": 0, "completed": 1,
+                               "failed": 0, "rolled_back": 0}
+    masters = doc["phases"][1]
+    assert masters["id"] == "/masters" and masters["state"] == "unstarted"
+    assert masters["phases"][0]["phases"][0]["node"] == "node-1"
+    yaml_out = gravity("plan", "-o", "yaml", check=0).stdout
+    assert "id: /masters/node-1/upgrade" in yaml_out
+    short = gravity("plan", "--short", check=0).stdout
+    assert "/masters/node-1" not in short and "/masters" in short
+    status = gravity("status", check=0).stdout
+    assert "1/4 phases completed" in status
+
+
+@pytest.mark.parametrize("args", [
+    ("plan", "execute", "--phase", "/nope"),
+    ("plan", "--operation-id", "missing"),
+    ("plan", "execute"),
+    ("plan", "resume", "--max-parallel", "0"),
+])
+def test_bad_cli_input_is_exit_2(gravity, write_plan, args: tuple[str, ...]) -> None:
+    create(gravity, write_plan, CHAIN)
+    proc = gravity(*args, check=2)
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip()
+    assert gravity.changelog("op1") == []
+
+
+def test_no_operations_yet(gravity) -> None:
+    proc = gravity("plan", check=2)
+    assert "there are no operations yet" in proc.stderr
+    assert "no operations yet" in gravity("status", check=0).stdout
