@@ -268,6 +268,10 @@ def status(obj: CliContext, operation_id: str | None, output: str) -> None:
             "states": {p: view.derived[p].value for p in leaves},
         }, indent=2))
         return
+    from engine.cli.cluster import cluster_status_lines
+
+    for line in cluster_status_lines(obj):
+        click.echo(line)
     click.echo(f"Operation:  {op.id} ({op.type}: {op.plan_name})")
     click.echo(f"State:      {op.state.value}" + (f" ({op.note})" if op.note else ""))
     click.echo(f"Progress:   {progress_line(view)}")

@@ -36,13 +36,9 @@ class Registry:
         """Executors shipped with the engine beyond the two basics (cluster operations)."""
         import importlib
 
-        for module in ("engine.executors.cluster",):
-            try:
-                mod = importlib.import_module(module)
-            except ModuleNotFoundError:
-                continue
-            for cls in getattr(mod, "EXECUTORS", ()):
-                found[cls.name] = cls()
+        mod = importlib.import_module("engine.executors.cluster")
+        for cls in mod.EXECUTORS:
+            found[cls.name] = cls()
 
     def names(self) -> set[str]:
         return set(self._load())

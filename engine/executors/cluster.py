@@ -1,0 +1,19 @@
+"""The executors cluster operations use, gathered for the registry: checks, bootstrap, package,
+health, gc, file, hook and kubectl.
+"""
+
+from __future__ import annotations
+
+from engine.executors.checks import ChecksExecutor
+from engine.executors.hooks import HookExecutor
+from engine.executors.kube import KubectlExecutor
+from engine.executors.nodes import (
+    BootstrapExecutor,
+    FileExecutor,
+    GcExecutor,
+    HealthExecutor,
+    PackageExecutor,
+)
+
+EXECUTORS = (ChecksExecutor, BootstrapExecutor, PackageExecutor, HealthExecutor, GcExecutor,
+             FileExecutor, HookExecutor, KubectlExecutor)

@@ -1,0 +1,160 @@
+"""Builds install / expand / upgrade plans: the template context from the manifest, the image's
+packages and the inventory, expanded by plans/<kind>.yaml into a validated Plan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ManifestError, Problem
+from engine.model import Plan
+from engine.operations.inventory import Node, Role
+from engine.operations.templates import expand, load_template
+from engine.planfile import plan_from_mapping
+
+VERSION_DIR = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")
+
+
+@dataclass(frozen=True)
+class Image:
+    """An unpacked cluster image: the loaded manifest, where it lives, and its packages."""
+
+    dir: Path
+    manifest: Any  # engine.manifest.Manifest
+    packages: tuple[dict[str, str], ...]
+
+    @property
+    def app(self) -> str:
+        return str(self.manifest.metadata.name)
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.metadata.resource_version)
+
+    def versions(self) -> dict[str, str]:
+        return {p["package"]: p["version"] for p in self.packages}
+
+
+def scan_packages(image_dir: Path) -> tuple[dict[str, str], ...]:
+    """Packages of an image: packages/<name>/<version>/ directories (or <version>.tar.gz).
+
+    Each package must have exactly one version in an image.
+    """
+    base = image_dir / "packages"
+    found: list[dict[str, str]] = []
+    problems: list[Problem] = []
+    if not base.is_dir():
+        return ()
+    for pkg in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        versions = []
+        for entry in sorted(pkg.iterdir()):
+            name = entry.name.removesuffix(".tar.gz") if entry.is_file() else entry.name
+            if VERSION_DIR.match(name) and (entry.is_dir() or entry.name.endswith(".tar.gz")):
+                versions.append((name, entry))
+        if len(versions) != 1:
+            problems.append(Problem(
+                f"expected exactly one version of package {pkg.name}, found "
+                f"{', '.join(v for v, _ in versions) or 'none'}", file=str(pkg)))
+            continue
+        version, entry = versions[0]
+        found.append({"package": pkg.name, "version": version, "source": str(entry.resolve())})
+    if problems:
+        raise ManifestError(f"image {image_dir} has malformed packages", problems)
+    return tuple(found)
+
+
+def load_image(image_dir: Path | str, *, strict: bool = False) -> Image:
+    """Load the manifest of an image directory and list its packages."""
+    from engine.manifest import load_manifest
+
+    path = Path(image_dir).resolve()
+    loaded = load_manifest(path, strict=strict)
+    return Image(dir=loaded.base_dir.resolve(), manifest=loaded.manifest,
+                 packages=scan_packages(loaded.base_dir))
+
+
+def _size(size: Any) -> dict[str, Any] | None:
+    return {"bytes": size.bytes, "text": size.text} if size is not None else None
+
+
+def requirements_of(profile: Any) -> dict[str, Any]:
+    """A profile's requirements as plain data for the `checks` executor."""
+    r = profile.requirements
+    return {
+        "cpu": r.cpu.min if r.cpu else None,
+        "ram": _size(r.ram.min) if r.ram else None,
+        "os": [{"name": o.name, "versions": list(o.versions)} for o in r.os],
+        "volumes": volumes_of(profile),
+        "ports": [{"protocol": p.protocol.value,
+                   "ranges": [[rg.start, rg.end] for rg in p.ranges]}
+                  for p in (r.network.ports if r.network else ())],
+        "custom_checks": [{"description": c.description, "script": c.script}
+                          for c in r.custom_checks],
+    }
+
+
+def volumes_of(profile: Any) -> list[dict[str, Any]]:
+    return [{
+        "path": v.path, "name": v.name, "capacity": _size(v.capacity),
+        "filesystems": list(v.filesystems), "create_if_missing": v.create_if_missing,
+        "skip_if_missing": v.skip_if_missing, "uid": v.uid, "gid": v.gid,
+        "mode": v.mode.value if v.mode is not None else None,
+    } for v in profile.requirements.volumes]
+
+
+def node_entry(node: Node, manifest: Any) -> dict[str, Any]:
+    profile = manifest.profile(node.profile)
+    entry = node.to_dict()
+    if profile is not None:
+        entry["requirements"] = requirements_of(profile)
+        entry["volumes"] = volumes_of(profile)
+        entry["labels"] = [f"{k}={v}" for k, v in profile.labels.items()]
+    else:  # a manifest without profiles: nothing to check or create
+        entry.update(requirements={}, volumes=[], labels=[])
+    return entry
+
+
+def context(image: Image, nodes: Sequence[Node], *, parallel_workers: int = 1,
+            service_uid: int = 1000, new_node: Node | None = None,
+            previous_versions: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Everything a template may refer to with ${…}."""
+    m = image.manifest
+    entries = [node_entry(n, m) for n in nodes]
+    masters = [e for e in entries if e["role"] == Role.MASTER.value]
+    workers = [e for e in entries if e["role"] != Role.MASTER.value]
+    hooks = {h.name.value: {"hook": h.name.value, "source": h.source} for h in m.hooks}
+    groups: dict[str, Any] = {"nodes": entries, "masters": masters, "workers": workers,
+                              "packages": list(image.packages)}
+    if new_node is not None:
+        groups["new"] = [node_entry(new_node, m)]
+    return {
+        "app": {"name": image.app, "version": image.version},
+        "image": {"dir": str(image.dir)},
+        "groups": groups,
+        "hooks": hooks,
+        "packages": list(image.packages),
+        "package_names": [p["package"] for p in image.packages],
+        "versions": image.versions(),
+        "previous_versions": dict(previous_versions or {}),
+        "service_uid": service_uid,
+        "parallel_workers": parallel_workers,
+        "cluster": {
+            "size": max(1, len(entries)),
+            "node_names": [e["name"] for e in entries],
+            "master": masters[0]["name"] if masters else entries[0]["name"],
+            "config": {"application": image.app, "version": image.version,
+                       "nodes": [{k: e[k] for k in ("name", "address", "role", "profile")}
+                                 for e in entries]},
+        },
+    }
+
+
+def build_plan(kind: str, ctx: Mapping[str, Any], *, plans: Path | None = None) -> Plan:
+    """Expand plans/<kind>.yaml with the context and validate it like any plan file."""
+    template, file = load_template(kind, plans)
+    doc = expand(template, ctx, file=file)
+    return plan_from_mapping(doc, file=file)

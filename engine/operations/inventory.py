@@ -1,0 +1,167 @@
+"""The node inventory (`--nodes nodes.yaml`): names, addresses, profiles and roles, checked
+against the manifest's profiles and the chosen flavor before any operation is created.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InventoryError, Problem
+
+NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+NODE_KEYS = {"name", "address", "profile", "role"}
+
+
+class Role(enum.StrEnum):
+    """Masters run the control plane and are upgraded one at a time; nodes run workloads."""
+
+    MASTER = "master"
+    NODE = "node"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One machine of the cluster as the operator described it."""
+
+    name: str
+    address: str
+    profile: str
+    role: Role = Role.NODE
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["role"] = self.role.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Node:
+        return cls(d["name"], d["address"], d["profile"], Role(d.get("role", "node")))
+
+
+def parse_node(raw: object, *, file: str | None, field: str,
+               problems: list[Problem]) -> Node | None:
+    """One inventory entry, or None with its problems appended."""
+    if not isinstance(raw, Mapping):
+        problems.append(Problem("expected a mapping with name, address, profile, role",
+                                file=file, field=field))
+        return None
+    before = len(problems)
+    for key in raw:
+        if key not in NODE_KEYS:
+            expected = ", ".join(sorted(NODE_KEYS))
+            problems.append(Problem(f"unknown field; expected one of {expected}",
+                                    file=file, field=f"{field}.{key}"))
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        problems.append(Problem("expected a DNS-style node name (lower-case letters, digits, "
+                                f"'-', '.'), got {name!r}", file=file, field=f"{field}.name"))
+    address = raw.get("address")
+    if not isinstance(address, str) or not address or any(c.isspace() for c in address):
+        problems.append(Problem(f"expected an address (IP or host name), got {address!r}",
+                                file=file, field=f"{field}.address"))
+    profile = raw.get("profile")
+    if not isinstance(profile, str) or not profile:
+        problems.append(Problem(f"expected a profile name from the manifest, got {profile!r}",
+                                file=file, field=f"{field}.profile"))
+    role = raw.get("role", "node")
+    if role not in {r.value for r in Role}:
+        problems.append(Problem(f"expected role master or node, got {role!r}", file=file,
+                                field=f"{field}.role"))
+    if len(problems) > before:
+        return None
+    return Node(str(name), str(address), str(profile), Role(role))
+
+
+def load_inventory(path: Path | str) -> list[Node]:
+    """Read `nodes.yaml`: a list of nodes, or a mapping with a `nodes` list."""
+    import yaml
+
+    path = Path(path)
+    file = str(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InventoryError(f"cannot read inventory {path}: {exc.strerror or exc}",
+                             [Problem("expected a readable YAML file", file=file)]) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InventoryError(f"inventory {path} is not valid YAML",
+                             [Problem(f"{getattr(exc, 'problem', exc)}{where}",
+                                      file=file)]) from exc
+    items = doc.get("nodes") if isinstance(doc, Mapping) else doc
+    prefix = "nodes" if isinstance(doc, Mapping) else ""
+    problems: list[Problem] = []
+    if not isinstance(items, list) or not items:
+        raise InventoryError(f"inventory {path} is invalid",
+                             [Problem("expected a non-empty list of nodes", file=file,
+                                      field=prefix or None)])
+    nodes = []
+    for i, raw in enumerate(items):
+        node = parse_node(raw, file=file, field=f"{prefix}[{i}]", problems=problems)
+        if node is not None:
+            nodes.append(node)
+    for name, n in Counter(n.name for n in nodes).items():
+        if n > 1:
+            problems.append(Problem(f"node name {name} appears {n} times", file=file,
+                                    field=prefix or None))
+    for address, n in Counter(n.address for n in nodes).items():
+        if n > 1:
+            problems.append(Problem(f"address {address} appears {n} times", file=file,
+                                    field=prefix or None))
+    if nodes and not any(n.role is Role.MASTER for n in nodes):
+        problems.append(Problem("at least one node needs role: master", file=file,
+                                field=prefix or None))
+    if problems:
+        raise InventoryError(f"inventory {path} is invalid ({len(problems)} problems)",
+                             problems, hint="fix the inventory; nothing was written")
+    return nodes
+
+
+def check_against_manifest(nodes: Sequence[Node], manifest: Any, flavor_name: str | None,
+                           *, file: str | None) -> str | None:
+    """Profiles must exist; with flavors, counts per profile must match the chosen flavor.
+
+    Returns the flavor name used (None when the manifest has no flavors).
+    """
+    problems: list[Problem] = []
+    profiles = {p.name for p in manifest.node_profiles}
+    for i, node in enumerate(nodes):
+        if profiles and node.profile not in profiles:
+            problems.append(Problem(f"profile {node.profile!r} is not in the manifest "
+                                    f"(profiles: {', '.join(sorted(profiles))})", file=file,
+                                    field=f"nodes[{i}].profile"))
+    flavors = manifest.installer.flavors
+    chosen = None
+    if flavor_name is not None or (flavors is not None and flavors.items):
+        flavor = manifest.flavor(flavor_name) if flavor_name else manifest.default_flavor
+        if flavor is None:
+            names = [f.name for f in flavors.items] if flavors else []
+            problems.append(Problem(f"unknown flavor {flavor_name!r}; the manifest defines "
+                                    f"{', '.join(names) or 'none'}", field="--flavor"))
+        else:
+            chosen = flavor.name
+            have = Counter(n.profile for n in nodes)
+            want = {fn.profile: fn.count for fn in flavor.nodes}
+            for profile, count in want.items():
+                if have.get(profile, 0) != count:
+                    missing = count - have.get(profile, 0)
+                    detail = (f"missing {missing}" if missing > 0
+                              else f"{-missing} too many")
+                    problems.append(Problem(
+                        f"flavor {flavor.name} needs {count} node(s) of profile {profile}, "
+                        f"the inventory has {have.get(profile, 0)} ({detail})", file=file))
+            for profile in sorted(set(have) - set(want)):
+                problems.append(Problem(f"flavor {flavor.name} has no nodes of profile "
+                                        f"{profile}, the inventory has {have[profile]}",
+                                        file=file))
+    if problems:
+        raise InventoryError("the inventory does not match the manifest", problems,
+                             hint="fix --nodes or pick another --flavor; nothing was written")
+    return chosen

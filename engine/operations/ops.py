@@ -1,0 +1,143 @@
+"""Starting cluster operations: check the inputs, build the plan from its template, and create
+the operation with everything its executors need (manifest facts, inventory, values).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InventoryError, NotFound, PreconditionFailed, Problem, Refused
+from engine.model import Operation, OpState, State
+from engine.operations.build import Image, build_plan, context, load_image
+from engine.operations.cluster import Cluster, cluster_state, last_of_type
+from engine.operations.inventory import Node, check_against_manifest, load_inventory
+from engine.service import Engine, create_operation, plan_view
+from engine.store.base import Store
+
+PREFLIGHT = ("/init", "/checks")
+
+
+def _data(kind: str, image: Image, **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, "app": image.app, "version": image.version,
+            "image_dir": str(image.dir), "versions": image.versions(), **extra}
+
+
+def require_cluster(store: Store) -> Cluster:
+    cluster = cluster_state(store)
+    if cluster is None:
+        raise NotFound("no installed cluster in this store",
+                       hint="install one first with `gravity install IMAGE_DIR --nodes FILE`")
+    return cluster
+
+
+def start_install(store: Store, image_dir: Path, nodes_file: Path, *, flavor: str | None,
+                  values: Mapping[str, Any], service_uid: int = 1000,
+                  kubeconfig: str | None = None, parallel_workers: int = 1,
+                  operation_id: str | None = None) -> Operation:
+    """Validate image + inventory + flavor, then create the install operation."""
+    image = load_image(image_dir)
+    nodes = load_inventory(nodes_file)
+    chosen = check_against_manifest(nodes, image.manifest, flavor, file=str(nodes_file))
+    existing = cluster_state(store)
+    if existing is not None:
+        raise Refused(f"a cluster ({existing.app} {existing.version}) is already installed "
+                      f"in this store by {existing.installed_by}",
+                      hint="use `gravity upgrade` or `gravity expand`, or another --state-dir")
+    ctx = context(image, nodes, parallel_workers=parallel_workers, service_uid=service_uid)
+    plan = build_plan("install", ctx)
+    data = _data("install", image, nodes=[n.to_dict() for n in nodes], flavor=chosen,
+                 service_uid=service_uid, kubeconfig=kubeconfig, values=dict(values))
+    return create_operation(store, plan, operation_id=operation_id, op_type="install",
+                            data=data)
+
+
+def start_expand(store: Store, node: Node, *, values: Mapping[str, Any],
+                 kubeconfig: str | None = None, operation_id: str | None = None) -> Operation:
+    """Add one node to the installed cluster, honouring the profile's expandPolicy."""
+    cluster = require_cluster(store)
+    image = load_image(cluster.image_dir)
+    problems = []
+    if cluster.node(node.name):
+        problems.append(Problem(f"node {node.name} is already in the cluster", field="--node"))
+    if any(n.address == node.address for n in cluster.nodes):
+        problems.append(Problem(f"address {node.address} is already used", field="--address"))
+    profile = image.manifest.profile(node.profile)
+    if image.manifest.node_profiles and profile is None:
+        names = ", ".join(p.name for p in image.manifest.node_profiles)
+        problems.append(Problem(f"profile {node.profile!r} is not in the manifest "
+                                f"(profiles: {names})", field="--profile"))
+    if problems:
+        raise InventoryError("cannot add this node", problems, hint="nothing was written")
+    if profile is not None and profile.expand_policy is not None and \
+            profile.expand_policy.value == "fixed":
+        raise PreconditionFailed(f"profile {node.profile} has expandPolicy: fixed; the cluster "
+                                 "cannot grow with nodes of this profile",
+                                 hint="add a node of another profile")
+    nodes = [*cluster.nodes, node]
+    ctx = context(image, nodes, service_uid=cluster.service_uid, new_node=node)
+    plan = build_plan("expand", ctx)
+    data = _data("expand", image, new_node=node.to_dict(), service_uid=cluster.service_uid,
+                 kubeconfig=kubeconfig, values=dict(values))
+    return create_operation(store, plan, operation_id=operation_id, op_type="expand",
+                            data=data)
+
+
+def start_upgrade(store: Store, image_dir: Path, *, values: Mapping[str, Any],
+                  parallel_workers: int = 1, force: bool = False,
+                  kubeconfig: str | None = None, operation_id: str | None = None) -> Operation:
+    """Upgrade the installed cluster to the image, after the last upgrade has settled."""
+    cluster = require_cluster(store)
+    image = load_image(image_dir)
+    ops = store.list_operations()
+    last = last_of_type(ops, "upgrade")
+    if last is not None and last.state not in (OpState.COMPLETED, OpState.ROLLED_BACK) \
+            and not force:
+        raise Refused(f"the last upgrade {last.id} is {last.state.value}, neither completed "
+                      "nor rolled back", operation_id=last.id,
+                      hint="roll it back (`gravity rollback --operation-id "
+                      f"{last.id}`) or pass --force to upgrade anyway")
+    if image.app != cluster.app:
+        raise InventoryError("the image is for another application",
+                             [Problem(f"image has {image.app}, the cluster runs {cluster.app}",
+                                      file=str(image.dir / "app.yaml"), field="metadata.name")])
+    ctx = context(image, list(cluster.nodes), parallel_workers=parallel_workers,
+                  service_uid=cluster.service_uid, previous_versions=cluster.versions)
+    plan = build_plan("upgrade", ctx)
+    data = _data("upgrade", image, from_version=cluster.version,
+                 service_uid=cluster.service_uid, kubeconfig=kubeconfig, values=dict(values),
+                 nodes=[n.to_dict() for n in cluster.nodes])
+    return create_operation(store, plan, operation_id=operation_id, op_type="upgrade",
+                            data=data)
+
+
+def close_if_preflight_failed(engine: Engine, operation_id: str) -> bool:
+    """When only preflight phases ran and one failed, nothing changed on the cluster: close
+    the operation as failed so the cluster lock is free for a corrected attempt."""
+    op = engine.store.get_operation(operation_id)
+    if op.state.finished:
+        return False
+    view = plan_view(engine.store, op)
+    attempted = [p for p in view.graph.leaves if view.derived[p] is not State.UNSTARTED]
+    in_preflight = all(any(p == pre or p.startswith(pre + "/") for pre in PREFLIGHT)
+                       for p in attempted)
+    failed = any(view.derived[p] is State.FAILED for p in attempted)
+    if attempted and in_preflight and failed:
+        with contextlib.suppress(Refused):
+            engine.store.finish_operation(op.id, OpState.FAILED, "preflight failed")
+            return True
+    return False
+
+
+def new_node(name: str, address: str, profile: str, role: str) -> Node:
+    """A node from `gravity expand` flags, validated like an inventory entry."""
+    from engine.operations.inventory import parse_node
+
+    problems: list[Problem] = []
+    node = parse_node({"name": name, "address": address, "profile": profile, "role": role},
+                      file=None, field="--node", problems=problems)
+    if node is None:
+        raise InventoryError("invalid node", problems)
+    return node
