@@ -1,0 +1,114 @@
+"""Property tests: whatever YAML arrives, the loader either returns a manifest or raises an
+EngineError (never a KeyError, TypeError …); a manifest it returns survives to_dict and reload."""
+
+from __future__ import annotations
+
+import copy
+import urllib.error
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.errors import EngineError, ManifestError
+from engine.manifest import parse_manifest
+
+SAMPLE_DIR = Path(__file__).parent / "fixtures" / "manifests" / "cluster"
+SAMPLE = yaml.safe_load((SAMPLE_DIR / "app.yaml").read_text())
+
+FIELD_NAMES = [
+    "apiVersion", "kind", "metadata", "name", "resourceVersion", "nodeProfiles", "requirements",
+    "ram", "min", "cpu", "volumes", "path", "capacity", "mode", "devices", "permissions",
+    "network", "ports", "ranges", "protocol", "installer", "flavors", "items", "nodes",
+    "profile", "count", "default", "hooks", "install", "job", "setupEndpoints", "endpoints",
+    "customChecks", "script", "expandPolicy", "logo", "releaseNotes", "eula", "source",
+]  # fmt: skip
+INTERESTING = [
+    "", "file://notes.html", "file://missing.txt", "file:///", "file://", "0755", "0999",
+    "32GB", "1.5GiB", "50MB/s", "8080", "10000-10005", "10-5", "0", "65536", "fixed",
+    "fixed-instance", "tcp", "udp", "batch/v1", "Job", "Cluster", "Bundle", "1.0.0",
+    "1.2.3-alpha.1", "small", "db", "worker", "rwm", "url(data:image/png;base64,AA==)",
+    "apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\n"
+    "spec: {template: {spec: {containers: [{name: c, image: i}]}}}\n",
+    "a: [1", "- x\n- y\n", "http://example.invalid/x",
+]  # fmt: skip
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**64), max_value=2**64)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12)
+    | st.sampled_from(INTERESTING)
+)
+keys = st.sampled_from(FIELD_NAMES) | st.text(max_size=8)
+trees = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=5),
+    max_leaves=25,
+)
+
+
+def _no_network(*args: Any, **kwargs: Any) -> Any:
+    raise urllib.error.URLError("network disabled in property tests")
+
+
+def check(text: str, tmp: Path) -> None:
+    """Load `text`; on success, the normalized form must load back to an equal manifest."""
+    with mock.patch("urllib.request.urlopen", _no_network):
+        try:
+            loaded = parse_manifest(text, path=tmp / "app.yaml", base_dir=SAMPLE_DIR)
+        except ManifestError as exc:
+            assert exc.problems, "a ManifestError must say what is wrong"
+            assert all(p.message for p in exc.problems)
+            return
+        except EngineError:
+            return
+        again = parse_manifest(
+            yaml.safe_dump(loaded.manifest.to_dict()), path=tmp / "again.yaml", base_dir=tmp
+        )
+        assert again.manifest == loaded.manifest
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=trees)
+def test_random_trees_never_crash(tree: object, tmp_path_factory: Any) -> None:
+    check(yaml.safe_dump(tree), tmp_path_factory.mktemp("m"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=200))
+def test_random_text_never_crashes(text: str, tmp_path_factory: Any) -> None:
+    check(text, tmp_path_factory.mktemp("t"))
+
+
+def _slots(node: Any, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """Every (container, key-or-index) pair in the tree, so one can be mutated."""
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        out.append((node, key))
+        if isinstance(value, dict | list):
+            _slots(value, out)
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_sample_never_crashes(data: st.DataObject, tmp_path_factory: Any) -> None:
+    manifest = copy.deepcopy(SAMPLE)
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4), label="mutations")):
+        slots = _slots(manifest, [])
+        container, key = slots[data.draw(st.integers(0, len(slots) - 1), label="slot")]
+        action = data.draw(st.sampled_from(["replace", "delete", "add"]), label="action")
+        if action == "replace":
+            container[key] = data.draw(trees, label="value")
+        elif action == "delete":
+            del container[key]
+        elif isinstance(container, dict):
+            container[data.draw(keys, label="key")] = data.draw(trees, label="value")
+        else:
+            container.append(data.draw(trees, label="value"))
+    check(yaml.safe_dump(manifest), tmp_path_factory.mktemp("s"))
