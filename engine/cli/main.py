@@ -22,6 +22,12 @@ SUBCOMMANDS: dict[str, str] = {
     "manifest": "engine.cli.manifest:manifest",
     "values": "engine.cli.values:values",
     "store": "engine.cli.store:store",
+    "events": "engine.cli.events:events",
+    "dashboard": "engine.cli.dashboard:dashboard",
+    "install": "engine.cli.cluster:install",
+    "expand": "engine.cli.cluster:expand",
+    "join": "engine.cli.cluster:expand",
+    "upgrade": "engine.cli.cluster:upgrade",
 }
 
 SHORT_HELP: dict[str, str] = {
@@ -32,6 +38,12 @@ SHORT_HELP: dict[str, str] = {
     "manifest": "Validate and show Image Manifests.",
     "values": "Show merged Helm-style values as hooks will see them.",
     "store": "Copy operations between stores.",
+    "events": "Print the operation's phase transitions (its changelog).",
+    "dashboard": "Serve a read-only web dashboard of operations, phases and logs.",
+    "install": "Install a cluster image on the nodes of an inventory.",
+    "expand": "Add a node to the installed cluster.",
+    "join": "Add a node to the installed cluster (alias of expand).",
+    "upgrade": "Upgrade the installed cluster to a new image.",
 }
 
 

@@ -280,3 +280,7 @@ def status(obj: CliContext, operation_id: str | None, output: str) -> None:
     click.echo(f"Store:      {store.url}")
     if active is None:
         click.echo("Cluster lock: free (no active operation)")
+
+from engine.cli.graph import graph as _graph  # noqa: E402
+
+plan.add_command(_graph)

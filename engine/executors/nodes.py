@@ -248,7 +248,8 @@ def package_versions(node_dir: Path) -> dict[str, str]:
 
 
 class HealthExecutor(Executor):
-    """Checks every listed node has the expected package versions current."""
+    """Checks every listed node has the expected package versions current (a version, or a
+    list of acceptable ones)."""
 
     name = "health"
 
@@ -258,14 +259,16 @@ class HealthExecutor(Executor):
         return []
 
     def execute(self, ctx: ExecContext) -> str | None:
-        expected: Mapping[str, str] = ctx.data.get("packages") or {}
+        expected: Mapping[str, str | list[str]] = ctx.data.get("packages") or {}
         problems = []
         for node in ctx.data["nodes"]:
             have = package_versions(ctx.state_dir / "nodes" / node)
             for pkg, version in expected.items():
-                if have.get(pkg) != version:
+                accepted = [version] if isinstance(version, str) else list(version)
+                if have.get(pkg) not in accepted:
                     problems.append(f"node {node}: package {pkg} is "
-                                    f"{have.get(pkg, 'not installed')}, expected {version}")
+                                    f"{have.get(pkg, 'not installed')}, expected "
+                                    f"{' or '.join(accepted)}")
         if problems:
             raise ExecutionError(f"{len(problems)} node package(s) not as expected",
                                  "\n".join(problems))

@@ -103,8 +103,11 @@ def start_upgrade(store: Store, image_dir: Path, *, values: Mapping[str, Any],
         raise InventoryError("the image is for another application",
                              [Problem(f"image has {image.app}, the cluster runs {cluster.app}",
                                       file=str(image.dir / "app.yaml"), field="metadata.name")])
+    previous: dict[str, Any] = dict(cluster.versions)
+    if force:  # a half-done earlier upgrade may have left nodes on the new versions
+        previous = {k: sorted({v, image.versions().get(k, v)}) for k, v in previous.items()}
     ctx = context(image, list(cluster.nodes), parallel_workers=parallel_workers,
-                  service_uid=cluster.service_uid, previous_versions=cluster.versions)
+                  service_uid=cluster.service_uid, previous_versions=previous)
     plan = build_plan("upgrade", ctx)
     data = _data("upgrade", image, from_version=cluster.version,
                  service_uid=cluster.service_uid, kubeconfig=kubeconfig, values=dict(values),
