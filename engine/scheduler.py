@@ -10,22 +10,21 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import fsm
-from engine.errors import EngineError, ExecutionError, PhaseTimeout
+from engine.dispatch import LOCAL_NODE, Dispatcher, LocalDispatcher, PhaseResult
+from engine.errors import ExecutionError, PhaseConflict, PhaseTimeout
 from engine.events import EventLog
-from engine.executors import ExecContext, registry
 from engine.graph import ROOT, PlanGraph
 from engine.model import Action, Lease, PhaseState, State, Transition
 from engine.planfile import format_duration
 from engine.retry import delay_after, should_retry
 from engine.store.base import Store
 
-DEFAULT_NODE = "local"
+DEFAULT_NODE = LOCAL_NODE
 TIMEOUT_GRACE = 2.0
 
 
@@ -37,6 +36,7 @@ class RunOptions:
     force: bool = False
     max_parallel: int = 8
     keep_going: bool = False
+    agent_timeout: float = 60.0
 
 
 @dataclass
@@ -54,15 +54,6 @@ class RunResult:
         return not self.failed and not self.blocked and self.stopped is None
 
 
-@dataclass
-class _Result:
-    phase_id: str
-    version: int
-    error: EngineError | None
-    note: str | None
-    duration: float
-
-
 def node_of(graph: PlanGraph, phase_id: str) -> str:
     """Where a phase runs: its own `node`, else its nearest ancestor's, else the local node."""
     spec = graph.specs[phase_id]
@@ -72,11 +63,6 @@ def node_of(graph: PlanGraph, phase_id: str) -> str:
         if graph.specs[anc].node:
             return graph.specs[anc].node or DEFAULT_NODE
     return DEFAULT_NODE
-
-
-def phase_log_path(state_dir: Path, operation_id: str, phase_id: str) -> Path:
-    """The file holding a phase's output (all attempts appended)."""
-    return state_dir / "logs" / operation_id / (phase_id.strip("/") + ".log")
 
 
 class Scheduler:
@@ -98,6 +84,8 @@ class Scheduler:
         options: RunOptions,
         operation_data: dict | None = None,
         lease_lost: threading.Event | None = None,
+        dispatcher: Dispatcher | None = None,
+        adopted: Iterable[str] = (),
     ) -> None:
         self.store = store
         self.op = operation_id
@@ -110,7 +98,13 @@ class Scheduler:
         self.operation_data = operation_data or {}
         self.lease_lost = lease_lost or threading.Event()
         self.backward = options.action is Action.ROLLBACK
-        self.results: queue.Queue[_Result] = queue.Queue()
+        self.dispatcher = dispatcher or LocalDispatcher(
+            lease, workers=options.max_parallel, operation_id=operation_id,
+            state_dir=state_dir, operation_data=self.operation_data)
+        self.results = self.dispatcher.results
+        self.adopted = set(adopted)
+        self.agent_waits: dict[str, float] = {}
+        self.node_busy: dict[str, int] = {}
         self.ready: deque[str] = deque()
         self.timers: list[tuple[float, str]] = []
         self.running: dict[str, tuple[float, float | None, threading.Event]] = {}
@@ -119,7 +113,6 @@ class Scheduler:
         self.active_children: dict[str, set[str]] = {}
         self.result = RunResult()
         self.stopping = False
-        self.cancel_all = threading.Event()
 
     # -- graph helpers (direction-aware) -------------------------------------------------------
     def _succ(self, node: str) -> Iterable[str]:
@@ -190,28 +183,31 @@ class Scheduler:
     def run(self, targets: Iterable[str]) -> RunResult:
         targets = set(targets)
         self._prepare(targets)
-        workers = max(1, self.opt.max_parallel)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phase") as pool:
-            outbox: list[tuple[Transition, float | None]] = []
-            try:
-                while True:
-                    if self.lease_lost.is_set():
-                        self._stop("this process lost its lease; another coordinator may "
-                                   "take over")
-                    self._due_timers()
-                    starts = [] if self.stopping else self._pick_starts()
-                    self._record(outbox, starts)
-                    outbox = []
-                    for t, _ in starts:
-                        self._launch(pool, t.new)
-                    if not self.running and (
-                        self.stopping or (not self.ready and not self.timers)
-                    ):
-                        break
-                    outbox = self._collect()
-            except KeyboardInterrupt:
-                self._interrupted(outbox)
-                raise
+        for pid in self.adopted:
+            self._track(self._state(pid))
+        outbox: list[tuple[Transition | None, float | None]] = []
+        try:
+            while True:
+                if self.lease_lost.is_set():
+                    self._stop("this process lost its lease; another coordinator may "
+                               "take over")
+                self._due_timers()
+                outbox.extend(self._due_agents())
+                starts = [] if self.stopping else self._pick_starts()
+                applied = self._record(outbox, starts)
+                outbox = []
+                for t, _ in starts:
+                    if t in applied:
+                        self._launch(t.new)
+                if not self.running and (self.stopping or (
+                        not self.ready and not self.timers and not self.agent_waits)):
+                    break
+                outbox = self._collect()
+        except KeyboardInterrupt:
+            self._interrupted(outbox)
+            raise
+        finally:
+            self.dispatcher.close()
         for _, pid in self.timers:
             self.result.failed[pid] = self._state(pid).error or "failed"
         self.result.blocked = sorted(
@@ -220,18 +216,40 @@ class Scheduler:
         )
         return self.result
 
-    def _record(self, outbox: list[tuple[Transition, float | None]],
-                starts: list[tuple[Transition, None]]) -> None:
-        """One store write for every transition that fell due together."""
-        transitions = [t for t, _ in outbox] + [t for t, _ in starts]
-        if not transitions:
-            return
-        records = self._apply(transitions)
-        durations = [d for _, d in outbox] + [None] * len(starts)
-        for rec, dur in zip(records, durations, strict=True):
-            self.events.transition(rec, duration=dur)
+    def _record(self, outbox: list[tuple[Transition | None, float | None]],
+                starts: list[tuple[Transition, None]]) -> list[Transition]:
+        """One store write for every transition that fell due together.
 
-    def _interrupted(self, outbox: list[tuple[Transition, float | None]]) -> None:
+        If another process moved one of these phases first (a late agent result, say), the
+        stale transitions are dropped — re-read from the store — and the rest applied.
+        """
+        pairs = [(t, d) for t, d in outbox if t is not None] + list(starts)
+        for _ in range(3):
+            if not pairs:
+                return []
+            try:
+                records = self._apply([t for t, _ in pairs])
+            except PhaseConflict:
+                fresh = self.store.load_states(self.op)
+                kept = []
+                for t, d in pairs:
+                    now = fresh.get(t.phase_id, PhaseState(t.phase_id))
+                    if now.version == t.expected:
+                        kept.append((t, d))
+                    else:
+                        self.states[t.phase_id] = now
+                        self.events.emit("transition dropped", phase=t.phase_id,
+                                         reason="the phase was changed by another process",
+                                         expected=t.expected, found=now.version)
+                pairs = kept
+                continue
+            for rec, (_, dur) in zip(records, pairs, strict=True):
+                self.events.transition(rec, duration=dur)
+            return [t for t, _ in pairs]
+        raise PhaseConflict(f"operation {self.op} keeps changing under this coordinator",
+                            operation_id=self.op, hint="check for another coordinator")
+
+    def _interrupted(self, outbox: list[tuple[Transition | None, float | None]]) -> None:
         """Ctrl-C: stop every running phase's processes and record how each one ended."""
         self._stop("interrupted by the operator")
         for _, _, cancel in self.running.values():
@@ -261,16 +279,41 @@ class Scheduler:
     def _pick_starts(self) -> list[tuple[Transition, None]]:
         starts = []
         budget = self.opt.max_parallel - len(self.running)
+        deferred: list[str] = []
         while self.ready and budget > 0:
             pid = self.ready.popleft()
             blocker = self._throttled(pid)
             if blocker is not None:
                 self.throttle_waits.setdefault(blocker, deque()).append(pid)
                 continue
+            node = node_of(self.g, pid)
+            if self._node_exclusive(pid) and self.node_busy.get(node, 0) > 0:
+                deferred.append(pid)  # retried when the node frees up
+                continue
+            owner = self.dispatcher.owner_for(node)
+            if owner is None:
+                self.agent_waits.setdefault(pid, time.monotonic())
+                continue
+            self.agent_waits.pop(pid, None)
             self._occupy(pid)
-            starts.append((self._start_transition(pid), None))
+            starts.append((self._start_transition(pid, owner, node), None))
+            if self._node_exclusive(pid):
+                self.node_busy[node] = self.node_busy.get(node, 0) + 1
             budget -= 1
+        self.ready.extendleft(reversed(deferred))
         return starts
+
+    def _node_exclusive(self, pid: str) -> bool:
+        """A named node runs one phase at a time unless a parallel composite pinned to that
+        node says its children may overlap there. Phases without a node follow only the
+        plan's parallelism."""
+        if not any(self.g.specs[p].node for p in (pid, *self.g.ancestors(pid))):
+            return False
+        node = node_of(self.g, pid)
+        for composite, _ in self.throttles.get(pid, ()):
+            if composite != ROOT and self.g.specs[composite].node == node:
+                return False
+        return True
 
     def _throttled(self, pid: str) -> str | None:
         for composite, child in self.throttles.get(pid, ()):
@@ -292,49 +335,48 @@ class Scheduler:
                     active.discard(child)
                     self.ready.extend(self.throttle_waits.pop(composite, ()))
 
-    def _start_transition(self, pid: str) -> Transition:
+    def _start_transition(self, pid: str, owner: int, node: str) -> Transition:
         self.tries[pid] = self.tries.get(pid, 0) + 1
         cur = self._state(pid)
         return fsm.transition(cur, State.IN_PROGRESS, action=self.opt.action,
-                              owner=self.lease.id, attempt=cur.attempt + 1,
-                              node=node_of(self.g, pid))
+                              owner=owner, attempt=cur.attempt + 1, node=node)
 
-    def _launch(self, pool: ThreadPoolExecutor, st: PhaseState) -> None:
-        pid = st.phase_id
-        spec = self.g.specs[pid]
+    def _track(self, st: PhaseState) -> tuple[float | None, threading.Event]:
+        spec = self.g.specs[st.phase_id]
         cancel = threading.Event()
-        timeout = spec.timeout
-        deadline = time.monotonic() + timeout if timeout else None
-        self.running[pid] = (time.monotonic(), deadline, cancel)
-        node = st.node or DEFAULT_NODE
-        workdir = self.state_dir / "nodes" / node
-        ctx = ExecContext(
-            operation_id=self.op, phase_id=pid, node=node, attempt=st.attempt,
-            data=spec.data, workdir=workdir, state_dir=self.state_dir,
-            log_path=phase_log_path(self.state_dir, self.op, pid), deadline=deadline,
-            timeout=timeout, cancel=cancel, operation_data=self.operation_data,
-        )
-        pool.submit(self._work, ctx, spec.executor or "noop", st.version)
+        deadline = time.monotonic() + spec.timeout if spec.timeout else None
+        self.running[st.phase_id] = (time.monotonic(), deadline, cancel)
+        self.tries.setdefault(st.phase_id, 1)
+        return deadline, cancel
 
-    def _work(self, ctx: ExecContext, executor_name: str, version: int) -> None:
-        started = time.monotonic()
-        error: EngineError | None = None
-        note = None
-        try:
-            ctx.workdir.mkdir(parents=True, exist_ok=True)
-            executor = registry.get(executor_name)
-            if self.backward:
-                note = executor.rollback(ctx)
-            else:
-                executor.precheck(ctx)
-                note = executor.execute(ctx)
-        except EngineError as exc:
-            error = exc
-        except Exception as exc:
-            error = ExecutionError(f"executor {executor_name} crashed: "
-                                   f"{type(exc).__name__}: {exc}", retryable=False)
-        self.results.put(_Result(ctx.phase_id, version, error, note,
-                                 time.monotonic() - started))
+    def _launch(self, st: PhaseState) -> None:
+        deadline, cancel = self._track(st)
+        self.dispatcher.launch(self.g.specs[st.phase_id], st, deadline, cancel)
+
+    def _due_agents(self) -> list[tuple[Transition | None, float | None]]:
+        """Phases waiting for their node's agent: start them once it is there; fail them after
+        --agent-timeout with the command that would fix it."""
+        out: list[tuple[Transition | None, float | None]] = []
+        now = time.monotonic()
+        for pid, since in list(self.agent_waits.items()):
+            node = node_of(self.g, pid)
+            if self.dispatcher.owner_for(node) is not None:
+                del self.agent_waits[pid]
+                self.ready.append(pid)
+            elif now - since > self.opt.agent_timeout or self.stopping:
+                del self.agent_waits[pid]
+                error = (f"no agent running on node {node}: run `gravity agent run --node "
+                         f"{node}` there")
+                cur = self._state(pid)
+                if cur.state is not State.IN_PROGRESS:
+                    self._record([(self._start_transition(pid, self.lease.id, node), None)], [])
+                    cur = self._state(pid)
+                self.result.failed[pid] = error
+                self._release(pid, given_up=True)
+                if not self.opt.keep_going:
+                    self._stop(f"phase {pid} failed")
+                out.append((fsm.transition(cur, State.FAILED, error=error), None))
+        return out
 
     # -- results -------------------------------------------------------------------------------
     def _next_wakeup(self) -> float:
@@ -347,11 +389,11 @@ class Scheduler:
                 wake = min(wake, deadline + TIMEOUT_GRACE)
         return max(0.0, wake - now)
 
-    def _collect(self) -> list[tuple[Transition, float | None]]:
-        out: list[tuple[Transition, float | None]] = []
+    def _collect(self) -> list[tuple[Transition | None, float | None]]:
+        out: list[tuple[Transition | None, float | None]] = []
         try:
             first = self.results.get(timeout=self._next_wakeup()) if (
-                self.running or self.timers) else None
+                self.running or self.timers or self.agent_waits) else None
         except queue.Empty:
             first = None
         batch = [first] if first else []
@@ -367,48 +409,69 @@ class Scheduler:
         out.extend(self._overdue())
         return out
 
-    def _overdue(self) -> list[tuple[Transition, float | None]]:
-        """Phases whose executor ignored the deadline: fail them and abandon the thread."""
+    def _overdue(self) -> list[tuple[Transition | None, float | None]]:
+        """Phases whose runner is gone (a dead agent) or ignored the deadline: fail them."""
         now = time.monotonic()
         out = []
+        running_states = {pid: self._state(pid) for pid in self.running}
+        for pid, who in self.dispatcher.lost(running_states).items():
+            started = self.running[pid][0]
+            err = ExecutionError(f"interrupted: {who} lost")
+            out.append(self._finish(PhaseResult(pid, self._state(pid).version, err, None,
+                                                now - started)))
         for pid, (started, deadline, cancel) in list(self.running.items()):
             if deadline is not None and now > deadline + TIMEOUT_GRACE:
                 cancel.set()
                 timeout = self.g.specs[pid].timeout or 0
                 err = PhaseTimeout(f"timed out after {format_duration(timeout)}")
-                out.append(self._finish(_Result(pid, self._state(pid).version, err, None,
-                                                now - started)))
+                out.append(self._finish(PhaseResult(pid, self._state(pid).version, err, None,
+                                                    now - started)))
         return out
 
-    def _finish(self, res: _Result) -> tuple[Transition, float | None]:
+    def _finish(self, res: PhaseResult) -> tuple[Transition | None, float | None]:
+        """Record how an attempt ended (unless its runner did) and decide what comes next."""
         pid = res.phase_id
         self.running.pop(pid, None)
+        node = node_of(self.g, pid)
+        if self._node_exclusive(pid) and self.node_busy.get(node, 0) > 0:
+            self.node_busy[node] -= 1
         cur = self._state(pid)
-        if res.error is None:
-            to = State.ROLLED_BACK if self.backward else State.COMPLETED
-            t = fsm.transition(cur, to, note=res.note)
+        error, note = res.error, res.note
+        if res.recorded is not None:
+            self.states[pid] = res.recorded
+            if res.recorded.state is State.FAILED:
+                error = ExecutionError(res.recorded.error or "failed")
+        elif cur.state is not State.IN_PROGRESS or cur.version != res.version:
+            return None, None  # someone else already moved it on (fenced)
+        if error is None:
             self._mark_done(pid)
             self.result.completed.append(pid)
             self._release(pid, given_up=False)
-            return t, res.duration
-        message = res.error.message
-        tail = getattr(res.error, "tail", "")
-        if self.backward:
+            if res.recorded is not None:
+                return None, res.duration
+            to = State.ROLLED_BACK if self.backward else State.COMPLETED
+            return fsm.transition(cur, to, note=note), res.duration
+        message = error.message
+        tail = getattr(error, "tail", "")
+        if self.backward and res.recorded is None:
             message = f"rollback failed: {message}"
         error_text = f"{message}\n{tail}".strip() if tail else message
         policy = self.g.specs[pid].retry
-        retryable = getattr(res.error, "retryable", True)
+        retryable = getattr(error, "retryable", True)
+        retry_note = None
         if retryable and not self.stopping and should_retry(policy, self.tries.get(pid, 1)):
             delay = delay_after(policy, self.tries.get(pid, 1))
             heapq.heappush(self.timers, (time.monotonic() + delay, pid))
-            note = (f"attempt {cur.attempt} of {policy.attempts} failed; retrying in "
-                    f"{format_duration(delay)}")
-            return fsm.transition(cur, State.FAILED, error=error_text, note=note), res.duration
-        self.result.failed[pid] = error_text
-        self._release(pid, given_up=True)
-        if not self.opt.keep_going:
-            self._stop(f"phase {pid} failed")
-        return fsm.transition(cur, State.FAILED, error=error_text), res.duration
+            retry_note = (f"attempt {cur.attempt} of {policy.attempts} failed; retrying in "
+                          f"{format_duration(delay)}")
+        else:
+            self.result.failed[pid] = error_text
+            self._release(pid, given_up=True)
+            if not self.opt.keep_going:
+                self._stop(f"phase {pid} failed")
+        if res.recorded is not None:
+            return None, res.duration
+        return fsm.transition(cur, State.FAILED, error=error_text, note=retry_note), res.duration
 
     def _due_timers(self) -> None:
         now = time.monotonic()
@@ -438,12 +501,3 @@ class Scheduler:
                         stack.append(nxt)
 
 
-def cancel_hook(scheduler: Scheduler) -> Callable[[], None]:
-    """A callable that stops a run from another thread (signal handlers, tests)."""
-
-    def stop() -> None:
-        scheduler._stop("stopped on request")
-        for _, _, cancel in scheduler.running.values():
-            cancel.set()
-
-    return stop

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import fsm
+from engine.dispatch import AgentDispatcher, Dispatcher, phase_log_path
 from engine.errors import (
     LeaseExpired,
     LockHeld,
@@ -27,7 +28,7 @@ from engine.errors import (
 from engine.events import EventLog
 from engine.graph import PlanGraph
 from engine.model import Action, Lease, Operation, OpState, PhaseState, Plan, State
-from engine.scheduler import RunOptions, RunResult, Scheduler, node_of, phase_log_path
+from engine.scheduler import RunOptions, RunResult, Scheduler, node_of
 from engine.store.base import Store, coordinator_lock, this_host
 
 
@@ -73,6 +74,8 @@ class Engine:
     quiet: bool = False
     max_parallel: int = 8
     console: Any = field(default=None)
+    dispatch: str = "local"
+    agent_timeout: float = 60.0
 
     def event_log(self, operation_id: str) -> EventLog:
         import sys
@@ -226,25 +229,38 @@ def coordinating(engine: Engine, op: Operation) -> Iterator[tuple[Lease, Heartbe
 
 
 def _recover_interrupted(engine: Engine, op: Operation, view: PlanView,
-                         scope: list[str], events: EventLog) -> None:
-    """Phases left in progress by a dead owner become failed (interrupted) and retryable."""
+                         scope: list[str], events: EventLog) -> list[str]:
+    """Phases left in progress by a dead owner become failed (interrupted) and retryable.
+
+    With agents, a phase a live agent is still running is adopted: the new coordinator
+    waits for its result instead. Returns the adopted phases.
+    """
     transitions = []
+    adopted = []
     for pid in scope:
         st = view.states.get(pid)
         if st is None or st.state is not State.IN_PROGRESS:
             continue
-        if lease_alive(engine.store, st.owner) is not None:
+        owner = lease_alive(engine.store, st.owner)
+        if owner is not None and engine.dispatch == "agents" and \
+                owner.owner.startswith("agent:"):
+            adopted.append(pid)
+            continue
+        if owner is not None:
             raise PhaseConflict(
                 f"phase {pid} is being run by lease {st.owner}; --force does not override "
                 "a live owner", operation_id=op.id, phase_id=pid,
                 hint="wait for it to finish, or stop that process and retry",
             )
-        transitions.append(fsm.interrupt(st, f"owner (lease {st.owner}) of {pid}"))
+        who = (f"agent on {st.node}" if st.node and st.node != "local"
+               else f"owner (lease {st.owner}) of {pid}")
+        transitions.append(fsm.interrupt(st, who))
     if transitions:
         for rec in engine.store.apply(op.id, transitions):
             events.transition(rec)
         for t in transitions:
             view.states[t.phase_id] = t.new
+    return adopted
 
 
 def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
@@ -257,7 +273,7 @@ def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
         with coordinating(engine, op) as (lease, hb):
             graph = load_graph(engine.store, op)
             view = plan_view(engine.store, op, graph)
-            _recover_interrupted(engine, op, view, targets, events)
+            adopted = _recover_interrupted(engine, op, view, targets, events)
             if options.action is Action.ROLLBACK:
                 targets = [p for p in targets
                            if view.states.get(p, PhaseState(p)).state in fsm.ROLLBACK_CANDIDATES]
@@ -265,7 +281,9 @@ def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
                         action=options.action.value, phases=len(targets))
             sched = Scheduler(engine.store, op.id, graph, view.states, lease=lease,
                               state_dir=engine.state_dir, events=events, options=options,
-                              operation_data=dict(op.data), lease_lost=hb.lost)
+                              operation_data=dict(op.data), lease_lost=hb.lost,
+                              dispatcher=_dispatcher(engine, op, lease),
+                              adopted=adopted)
             result = sched.run(targets)
             _maybe_finish(engine, op, options.action)
             events.emit("run finished", quiet=True, scope=scope_label,
@@ -274,6 +292,16 @@ def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
             return result
     finally:
         events.close()
+
+
+def _dispatcher(engine: Engine, op: Operation, lease: Lease) -> Dispatcher | None:
+    if engine.dispatch != "agents":
+        return None
+    records = engine.store.changelog(op.id)
+    return AgentDispatcher(engine.store, lease, workers=engine.max_parallel,
+                           operation_id=op.id, state_dir=engine.state_dir,
+                           operation_data=dict(op.data),
+                           after=records[-1].seq if records else 0)
 
 
 def _maybe_finish(engine: Engine, op: Operation, action: Action) -> None:
@@ -349,7 +377,8 @@ def execute_phase(engine: Engine, operation_id: str | None, phase_id: str, *,
     targets = leaves if force else [p for p in leaves if view.derived[p] is not State.COMPLETED]
     if dry_run:
         return dry_run_order(graph, targets, backward=False)
-    options = RunOptions(action=Action.EXECUTE, force=force, max_parallel=engine.max_parallel)
+    options = RunOptions(action=Action.EXECUTE, force=force, max_parallel=engine.max_parallel,
+                         agent_timeout=engine.agent_timeout)
     result = _run(engine, op, targets, options, scope_label=pid)
     return _raise_if_failed(op, result, engine, f"execute {pid}")
 
@@ -385,7 +414,8 @@ def rollback_phase(engine: Engine, operation_id: str | None, phase_id: str | Non
     targets = [p for p in leaves if view.derived[p] in fsm.ROLLBACK_CANDIDATES]
     if dry_run:
         return dry_run_order(graph, targets, backward=True)
-    options = RunOptions(action=Action.ROLLBACK, force=force, max_parallel=engine.max_parallel)
+    options = RunOptions(action=Action.ROLLBACK, force=force, max_parallel=engine.max_parallel,
+                         agent_timeout=engine.agent_timeout)
     result = _run(engine, op, targets, options, scope_label=pid or "/")
     return _raise_if_failed(op, result, engine, f"rollback {pid or 'of the operation'}")
 
@@ -404,7 +434,7 @@ def resume(engine: Engine, operation_id: str | None, *, keep_going: bool = False
             engine.store.finish_operation(op.id, OpState.COMPLETED, None)
         return RunResult()
     options = RunOptions(action=Action.EXECUTE, keep_going=keep_going,
-                         max_parallel=engine.max_parallel)
+                         max_parallel=engine.max_parallel, agent_timeout=engine.agent_timeout)
     result = _run(engine, op, targets, options, scope_label="/")
     return _raise_if_failed(op, result, engine, "resume")
 

@@ -25,7 +25,7 @@ def _drive(obj: CliContext, op_id: str, manual: bool, verb: str, max_parallel: i
     """Run the new operation to the end, or print how to drive it by hand."""
     from engine.errors import OperationFailed
     from engine.operations.ops import close_if_preflight_failed
-    from engine.service import Engine, resume
+    from engine.service import resume
 
     click.echo(f"{verb}: created operation {op_id}")
     if manual:
@@ -34,8 +34,9 @@ def _drive(obj: CliContext, op_id: str, manual: bool, verb: str, max_parallel: i
                    "  gravity plan execute --phase /init    # run phases one by one\n"
                    "  gravity plan resume                   # or run everything left")
         return
-    engine = Engine(store=obj.store(), state_dir=obj.state_dir, log_format=obj.log_format,
-                    max_parallel=max_parallel)
+    from engine.cli.plan import _engine
+
+    engine = _engine(obj, max_parallel)
     try:
         resume(engine, op_id)
     except OperationFailed as exc:

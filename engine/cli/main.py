@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, str] = {
     "expand": "engine.cli.cluster:expand",
     "join": "engine.cli.cluster:expand",
     "upgrade": "engine.cli.cluster:upgrade",
+    "agent": "engine.cli.agent:agent",
 }
 
 SHORT_HELP: dict[str, str] = {
@@ -44,6 +45,7 @@ SHORT_HELP: dict[str, str] = {
     "expand": "Add a node to the installed cluster.",
     "join": "Add a node to the installed cluster (alias of expand).",
     "upgrade": "Upgrade the installed cluster to a new image.",
+    "agent": "Run, inspect and stop per-node agents.",
 }
 
 

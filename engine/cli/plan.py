@@ -14,13 +14,24 @@ OP_OPTION = click.option(
 MAX_PARALLEL = click.option(
     "--max-parallel", type=click.IntRange(min=1), default=8, show_default=True,
     help="Most phases running at once, over the whole plan.")
+LOCAL = click.option(
+    "--local", is_flag=True,
+    help="Run phases in this process instead of dispatching them to node agents "
+    "(the default with the embedded store).")
+AGENT_TIMEOUT = click.option(
+    "--agent-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+    envvar="GRAVITY_AGENT_TIMEOUT",
+    help="Seconds a phase waits for its node's agent before it fails.")
 
 
-def _engine(obj: CliContext, max_parallel: int = 8):  # -> engine.service.Engine
+def _engine(obj: CliContext, max_parallel: int = 8, local: bool = False,
+            agent_timeout: float = 60.0):  # -> engine.service.Engine
+    from engine.dispatch import dispatch_mode
     from engine.service import Engine
 
     return Engine(store=obj.store(), state_dir=obj.state_dir, log_format=obj.log_format,
-                  max_parallel=max_parallel)
+                  max_parallel=max_parallel, agent_timeout=agent_timeout,
+                  dispatch="local" if local else dispatch_mode(obj.url))
 
 
 def _summary(obj: CliContext, operation_id: str | None, verb: str) -> None:
@@ -126,9 +137,11 @@ def follow_changes(obj: CliContext, operation_id: str, output: str) -> None:
               "phase. Never overrides a phase another live process is running.")
 @click.option("--dry-run", is_flag=True, help="Print what would run; change nothing.")
 @MAX_PARALLEL
+@LOCAL
+@AGENT_TIMEOUT
 @click.pass_obj
 def execute(obj: CliContext, operation_id: str | None, phase_id: str, force: bool,
-            dry_run: bool, max_parallel: int) -> None:
+            dry_run: bool, max_parallel: int, local: bool, agent_timeout: float) -> None:
     """Execute one phase; for a composite, its unfinished phases in order.
 
     Exits 3 when a required phase is not completed (naming it) or the phase is
@@ -136,8 +149,8 @@ def execute(obj: CliContext, operation_id: str | None, phase_id: str, force: boo
     """
     from engine.service import execute_phase
 
-    result = execute_phase(_engine(obj, max_parallel), operation_id, phase_id, force=force,
-                           dry_run=dry_run)
+    result = execute_phase(_engine(obj, max_parallel, local, agent_timeout), operation_id,
+                           phase_id, force=force, dry_run=dry_run)
     if dry_run:
         _dry(result, "execute")  # type: ignore[arg-type]
         return
@@ -155,9 +168,11 @@ def execute(obj: CliContext, operation_id: str | None, phase_id: str, force: boo
               help="Roll back even though phases that depend on it are still completed.")
 @click.option("--dry-run", is_flag=True, help="Print what would roll back; change nothing.")
 @MAX_PARALLEL
+@LOCAL
+@AGENT_TIMEOUT
 @click.pass_obj
 def rollback_cmd(obj: CliContext, operation_id: str | None, phase_id: str, force: bool,
-                 dry_run: bool, max_parallel: int) -> None:
+                 dry_run: bool, max_parallel: int, local: bool, agent_timeout: float) -> None:
     """Roll back one phase (or a composite's attempted phases, in reverse order).
 
     Refused (exit 3, naming them) while phases that depend on it are completed,
@@ -165,8 +180,8 @@ def rollback_cmd(obj: CliContext, operation_id: str | None, phase_id: str, force
     """
     from engine.service import rollback_phase
 
-    result = rollback_phase(_engine(obj, max_parallel), operation_id, phase_id, force=force,
-                            dry_run=dry_run)
+    result = rollback_phase(_engine(obj, max_parallel, local, agent_timeout), operation_id,
+                            phase_id, force=force, dry_run=dry_run)
     if dry_run:
         _dry(result, "roll back")  # type: ignore[arg-type]
         return
@@ -183,9 +198,11 @@ def rollback_cmd(obj: CliContext, operation_id: str | None, phase_id: str, force
               "met instead of stopping at the first failure.")
 @click.option("--dry-run", is_flag=True, help="Print what would run; change nothing.")
 @MAX_PARALLEL
+@LOCAL
+@AGENT_TIMEOUT
 @click.pass_obj
 def resume(obj: CliContext, operation_id: str | None, force: bool, dry_run: bool,
-           max_parallel: int) -> None:
+           max_parallel: int, local: bool, agent_timeout: float) -> None:
     """Run every phase that is not completed, in dependency order.
 
     Failed and interrupted phases run again; completed ones never do. On
@@ -193,8 +210,8 @@ def resume(obj: CliContext, operation_id: str | None, force: bool, dry_run: bool
     """
     from engine.service import resume as resume_op
 
-    result = resume_op(_engine(obj, max_parallel), operation_id, keep_going=force,
-                       dry_run=dry_run)
+    result = resume_op(_engine(obj, max_parallel, local, agent_timeout), operation_id,
+                       keep_going=force, dry_run=dry_run)
     if dry_run:
         _dry(result, "execute")  # type: ignore[arg-type]
         return
@@ -221,8 +238,11 @@ def complete(obj: CliContext, operation_id: str | None) -> None:
 @OP_OPTION
 @click.option("--dry-run", is_flag=True, help="Print the rollback order; change nothing.")
 @MAX_PARALLEL
+@LOCAL
+@AGENT_TIMEOUT
 @click.pass_obj
-def rollback(obj: CliContext, operation_id: str | None, dry_run: bool, max_parallel: int) -> None:
+def rollback(obj: CliContext, operation_id: str | None, dry_run: bool, max_parallel: int,
+             local: bool, agent_timeout: float) -> None:
     """Roll back the whole operation: every attempted phase, in reverse dependency order.
 
     When every phase is rolled back the operation is closed as rolled_back and
@@ -230,7 +250,8 @@ def rollback(obj: CliContext, operation_id: str | None, dry_run: bool, max_paral
     """
     from engine.service import rollback_phase
 
-    result = rollback_phase(_engine(obj, max_parallel), operation_id, None, dry_run=dry_run)
+    result = rollback_phase(_engine(obj, max_parallel, local, agent_timeout), operation_id, None,
+                            dry_run=dry_run)
     if dry_run:
         _dry(result, "roll back")  # type: ignore[arg-type]
         return

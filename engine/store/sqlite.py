@@ -9,8 +9,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from engine.errors import (
     LeaseExpired,
@@ -51,6 +52,8 @@ CREATE TABLE IF NOT EXISTS leases(
     pid INTEGER NOT NULL, ttl REAL NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS locks(
     name TEXT PRIMARY KEY, holder TEXT NOT NULL, lease_id INTEGER);
+CREATE TABLE IF NOT EXISTS kv(
+    key TEXT PRIMARY KEY, value TEXT NOT NULL, lease_id INTEGER);
 """
 
 # How many rows one executemany batch carries; SQLite has no hard limit, this bounds memory.
@@ -347,6 +350,7 @@ class SQLiteStore(Store):
                 if row is None or row[4] <= now:
                     db.execute("DELETE FROM leases WHERE id=?", (lease_id,))
                     db.execute("DELETE FROM locks WHERE lease_id=?", (lease_id,))
+                    db.execute("DELETE FROM kv WHERE lease_id=?", (lease_id,))
                     raise LeaseExpired(f"lease {lease_id} expired before it was renewed",
                                        hint="this process lost its claims; resume the "
                                        "operation to continue")
@@ -360,6 +364,7 @@ class SQLiteStore(Store):
             with self._tx("revoking a lease") as db:
                 db.execute("DELETE FROM leases WHERE id=?", (lease_id,))
                 db.execute("DELETE FROM locks WHERE lease_id=?", (lease_id,))
+                db.execute("DELETE FROM kv WHERE lease_id=?", (lease_id,))
         except sqlite3.Error as exc:
             raise _translate(exc, "revoking a lease") from exc
 
@@ -393,6 +398,36 @@ class SQLiteStore(Store):
                 db.execute("DELETE FROM locks WHERE name=? AND lease_id=?", (name, lease_id))
         except sqlite3.Error as exc:
             raise _translate(exc, f"releasing lock {name}") from exc
+
+    # -- small key-value records (agents, stop requests) ----------------------------------
+    def kv_put(self, key: str, value: Mapping[str, Any], lease_id: int | None = None) -> None:
+        try:
+            with self._tx(f"writing {key}") as db:
+                db.execute("INSERT OR REPLACE INTO kv(key, value, lease_id) VALUES(?, ?, ?)",
+                           (key, json.dumps(dict(value)), lease_id))
+        except sqlite3.Error as exc:
+            raise _translate(exc, f"writing {key}") from exc
+
+    def kv_get(self, key: str) -> dict[str, Any] | None:
+        rows = self._read(
+            "SELECT k.value FROM kv k LEFT JOIN leases l ON k.lease_id = l.id "
+            "WHERE k.key=? AND (k.lease_id IS NULL OR l.expires > ?)",
+            (key, time.time()), f"reading {key}")
+        return json.loads(rows[0][0]) if rows else None
+
+    def kv_list(self, prefix: str) -> dict[str, dict[str, Any]]:
+        rows = self._read(
+            "SELECT k.key, k.value FROM kv k LEFT JOIN leases l ON k.lease_id = l.id "
+            "WHERE substr(k.key, 1, ?)=? AND (k.lease_id IS NULL OR l.expires > ?) "
+            "ORDER BY k.key", (len(prefix), prefix, time.time()), f"listing {prefix}")
+        return {k: json.loads(v) for k, v in rows}
+
+    def kv_delete(self, key: str) -> None:
+        try:
+            with self._tx(f"deleting {key}") as db:
+                db.execute("DELETE FROM kv WHERE key=?", (key,))
+        except sqlite3.Error as exc:
+            raise _translate(exc, f"deleting {key}") from exc
 
     def lock_holder(self, name: str) -> Lease | None:
         rows = self._read("SELECT lease_id FROM locks WHERE name=?", (name,), "reading a lock")

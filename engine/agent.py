@@ -1,0 +1,246 @@
+"""The per-node agent (`gravity agent run --node N`): announces itself under a lease, watches the
+active operation for phases dispatched to it, runs them and records each result, fenced by version.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import fsm
+from engine.dispatch import agent_key, run_phase, stop_key
+from engine.errors import EngineError, LeaseExpired, LockHeld, PhaseConflict, StoreError
+from engine.events import EventLog
+from engine.model import Action, Lease, PhaseSpec, PhaseState, State
+from engine.store.base import Store, this_host, this_pid
+
+DEFAULT_TTL = 10.0
+
+
+@dataclass
+class _Running:
+    state: PhaseState
+    spec: PhaseSpec
+    cancel: threading.Event
+    thread: threading.Thread
+    started: float
+    result: Any = None
+
+
+@dataclass
+class Agent:
+    """One node's worker. `run()` blocks until SIGTERM/SIGINT or `gravity agent stop`."""
+
+    store: Store
+    node: str
+    state_dir: Path
+    ttl: float = DEFAULT_TTL
+    grace: float = 30.0
+    log_format: str = "console"
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.running: dict[str, _Running] = {}
+        self.lock = threading.Lock()
+        self.lease: Lease | None = None
+        self.started = time.time()
+        self.operation: str | None = None
+        self.after = 0
+        self.specs: dict[str, PhaseSpec] = {}
+        self.op_data: dict[str, Any] = {}
+        self.events = EventLog(self.state_dir / "logs", f"agent-{self.node}",
+                               console_format=self.log_format)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def run(self) -> None:
+        self._install_signals()
+        self._announce()
+        beat = threading.Thread(target=self._heartbeat, name="agent-heartbeat", daemon=True)
+        beat.start()
+        try:
+            while not self.stopping.is_set():
+                self._poll_once()
+                self._report_finished()
+            self._shutdown()
+        finally:
+            self.stopping.set()
+            beat.join(timeout=5)
+            self._retire()
+            self.events.close()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stopping.set())
+
+    def _info(self) -> dict[str, Any]:
+        with self.lock:
+            running = sorted(self.running)
+        assert self.lease is not None
+        return {"node": self.node, "lease": self.lease.id, "pid": this_pid(),
+                "host": this_host(), "started": self.started, "heartbeat": time.time(),
+                "ttl": self.ttl, "operation": self.operation, "running": running}
+
+    def _announce(self) -> None:
+        self.lease = self.store.grant_lease(f"agent:{self.node}", self.ttl)
+        try:
+            self.store.acquire_lock(f"agent/{self.node}", self.lease)
+        except LockHeld as exc:
+            self.store.revoke_lease(self.lease.id)
+            raise LockHeld(f"an agent for node {self.node} is already running: {exc.holder}",
+                           holder=exc.holder,
+                           hint=f"stop it first with `gravity agent stop --node {self.node}`"
+                           ) from None
+        self.store.kv_put(agent_key(self.node), self._info(), self.lease.id)
+        self.events.emit("agent started", node=self.node, lease=self.lease.id,
+                         pid=this_pid(), host=this_host(), ttl=self.ttl)
+
+    def _heartbeat(self) -> None:
+        interval = max(0.2, self.ttl / 3)
+        while not self.stopping.wait(interval):
+            try:
+                assert self.lease is not None
+                self.store.keepalive(self.lease.id)
+                self.store.kv_put(agent_key(self.node), self._info(), self.lease.id)
+            except LeaseExpired:
+                # Our claims are void; results of running phases are still fenced by version.
+                self.events.emit("lease lost; re-announcing", node=self.node)
+                try:
+                    self._announce()
+                except LockHeld as exc:
+                    # Another agent took this node over while we were gone: step aside.
+                    self.events.emit("another agent took over; stopping", holder=exc.holder)
+                    self.lease = None
+                    self.stopping.set()
+                except EngineError as exc:
+                    self.events.emit("re-announce failed", error=exc.message)
+            except StoreError as exc:
+                self.events.emit("heartbeat failed", error=exc.message, quiet=True)
+
+    def _retire(self) -> None:
+        if self.lease is None:
+            self.events.emit("agent stopped", node=self.node)
+            return
+        try:
+            self.store.kv_delete(agent_key(self.node))
+            self.store.release_lock(f"agent/{self.node}", self.lease.id)
+            self.store.revoke_lease(self.lease.id)
+        except StoreError:
+            pass  # the lease expires on its own
+        self.events.emit("agent stopped", node=self.node)
+
+    # -- finding work ------------------------------------------------------------------------
+    def _poll_once(self) -> None:
+        request = self.store.kv_get(stop_key(self.node))
+        if request is not None and float(request.get("at", 0)) >= self.started:
+            self.events.emit("stop requested", node=self.node, by=request.get("by"))
+            self.store.kv_delete(stop_key(self.node))
+            self.stopping.set()
+            return
+        active = self.store.active_operation_id()
+        if active != self.operation:
+            self._switch(active)
+        if self.operation is None:
+            self.stopping.wait(0.5)
+            return
+        for rec in self.store.wait_changes(self.operation, self.after, timeout=0.5):
+            self.after = max(self.after, rec.seq)
+            if rec.to_state is State.IN_PROGRESS and self._mine(rec.owner):
+                self._start(rec.state_after())
+
+    def _mine(self, owner: int | None) -> bool:
+        return self.lease is not None and owner == self.lease.id
+
+    def _switch(self, operation: str | None) -> None:
+        """Follow a new active operation: load its plan and pick up anything already ours."""
+        self.operation = operation
+        self.specs, self.op_data, self.after = {}, {}, 0
+        if operation is None:
+            return
+        records = self.store.changelog(operation)
+        self.after = records[-1].seq if records else 0
+        self.specs = {s.id: s for s in self.store.load_specs(operation)}
+        self.op_data = dict(self.store.get_operation(operation).data)
+        for st in self.store.load_states(operation).values():
+            if st.state is State.IN_PROGRESS and self._mine(st.owner):
+                self._start(st)
+
+    def _start(self, st: PhaseState) -> None:
+        with self.lock:
+            if st.phase_id in self.running or st.phase_id not in self.specs:
+                return
+        spec = self.specs[st.phase_id]
+        cancel = threading.Event()
+        deadline = time.monotonic() + spec.timeout if spec.timeout else None
+        op = self.operation
+        entry = _Running(st, spec, cancel, threading.Thread(), time.monotonic())
+
+        def output(line: str) -> None:
+            self.events.emit("output", phase=st.phase_id, line=line, quiet=True)
+
+        def work() -> None:
+            entry.result = run_phase(spec, st, operation_id=str(op), state_dir=self.state_dir,
+                                     operation_data=self.op_data, cancel=cancel,
+                                     deadline=deadline, output=output)
+
+        entry.thread = threading.Thread(target=work, name=f"phase {st.phase_id}", daemon=True)
+        with self.lock:
+            self.running[st.phase_id] = entry
+        self.events.emit("phase started", phase=st.phase_id, attempt=st.attempt,
+                         action=st.action.value, version=st.version)
+        entry.thread.start()
+
+    # -- reporting ---------------------------------------------------------------------------
+    def _report_finished(self) -> None:
+        with self.lock:
+            done = [e for e in self.running.values() if not e.thread.is_alive()]
+        for entry in done:
+            self._report(entry)
+
+    def _report(self, entry: _Running, *, error: str | None = None) -> None:
+        res = entry.result
+        st = entry.state
+        if error is None and res is not None and res.error is not None:
+            tail = getattr(res.error, "tail", "")
+            error = f"{res.error.message}\n{tail}".strip() if tail else res.error.message
+            if st.action is Action.ROLLBACK:
+                error = f"rollback failed: {error}"
+        if error is not None:
+            t = fsm.transition(st, State.FAILED, error=error)
+        else:
+            to = State.ROLLED_BACK if st.action is Action.ROLLBACK else State.COMPLETED
+            t = fsm.transition(st, to, note=res.note if res is not None else None)
+        try:
+            for rec in self.store.apply(str(self.operation), [t]):
+                self.events.transition(rec, duration=time.monotonic() - entry.started)
+        except PhaseConflict:
+            self.events.emit("result rejected", phase=st.phase_id, version=st.version,
+                             reason="the phase moved on while it ran (fenced: a newer "
+                             "attempt or an interruption was recorded)")
+        except StoreError as exc:
+            self.events.emit("report failed; will retry", phase=st.phase_id,
+                             error=exc.message)
+            return
+        with self.lock:
+            self.running.pop(st.phase_id, None)
+
+    def _shutdown(self) -> None:
+        """SIGTERM: finish running phases within the grace period, else hand them back."""
+        deadline = time.monotonic() + self.grace
+        while time.monotonic() < deadline:
+            with self.lock:
+                alive = [e for e in self.running.values() if e.thread.is_alive()]
+            self._report_finished()
+            if not alive:
+                break
+            time.sleep(0.1)
+        with self.lock:
+            left = list(self.running.values())
+        for entry in left:
+            entry.cancel.set()
+            entry.thread.join(timeout=5)
+            self._report(entry, error=f"interrupted: agent on {self.node} stopped")
