@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+pytest_plugins = ["tests.fixtures_etcd"]
 
 
 @dataclass
@@ -79,17 +80,24 @@ class Gravity:
         return self.state_dir / "gravity.db"
 
     def changelog(self, op_id: str) -> list[dict]:
-        """The changelog straight from the SQLite file, in order."""
-        with sqlite3.connect(self.db) as conn:
-            rows = conn.execute("SELECT data FROM changelog WHERE op_id=? ORDER BY seq",
-                                (op_id,)).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        """The changelog in order, as `gravity events -o json` prints it (any store)."""
+        out = self("events", "--operation-id", op_id, "-o", "json", check=0).stdout
+        return [json.loads(line) for line in out.splitlines()]
 
 
 @pytest.fixture
 def gravity(tmp_path: Path) -> Gravity:
     state = tmp_path / "state"
     return Gravity(state_dir=state, tmp=tmp_path, extra_env={})
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def any_store(request: pytest.FixtureRequest, gravity: Gravity) -> str:
+    """Run a test once on the embedded store and once on a real etcd (phases in-process)."""
+    if request.param == "etcd":
+        gravity.extra_env.update(GRAVITY_STORE=request.getfixturevalue("etcd_url"),
+                                 GRAVITY_DISPATCH="local")
+    return str(request.param)
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from engine.model import ChangeRecord, Lease, Operation, OpState, PhaseSpec, PhaseState, Transition
 
@@ -123,6 +124,23 @@ class Store(ABC):
     @abstractmethod
     def lock_holder(self, name: str) -> Lease | None:
         """The live lease holding the lock, if any."""
+
+    # -- small key-value records (agent announcements, stop requests) ----------------------
+    @abstractmethod
+    def kv_put(self, key: str, value: Mapping[str, Any], lease_id: int | None = None) -> None:
+        """Write a small JSON record; bound to `lease_id` it vanishes with that lease."""
+
+    @abstractmethod
+    def kv_get(self, key: str) -> dict[str, Any] | None:
+        """The record, or None when absent or its lease is gone."""
+
+    @abstractmethod
+    def kv_list(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """Every live record whose key starts with `prefix`, by key."""
+
+    @abstractmethod
+    def kv_delete(self, key: str) -> None:
+        """Remove a record; no error when absent."""
 
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional hook

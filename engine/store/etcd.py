@@ -1,0 +1,492 @@
+"""The etcd store: on a real cluster, etcd is the single source of truth for operations.
+Every write is an etcd transaction guarded by compares; the key layout is in docs/storage.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pyetcd import MultiEndpointEtcd3Client
+from pyetcd import transactions as tx
+from pyetcd.events import PutEvent
+from pyetcd.watch import WatchResponse
+
+from engine.errors import (
+    EngineError,
+    LockHeld,
+    NotFound,
+    PhaseConflict,
+    StoreUnavailable,
+)
+from engine.model import (
+    ChangeRecord,
+    Operation,
+    OpState,
+    PhaseSpec,
+    PhaseState,
+    Transition,
+)
+from engine.store.base import CLUSTER_LOCK, Store
+from engine.store.etcd_conn import Connection, EtcdConfig, batches, parse_url
+from engine.store.etcd_errors import (
+    CAUGHT,
+    channel_gone,
+    is_compacted,
+    is_token_expired,
+    translate,
+)
+from engine.store.etcd_keys import Keys, decode, encode, span
+from engine.store.etcd_locks import LeasesAndLocks
+
+if TYPE_CHECKING:
+    from engine.store import TLSConfig
+
+T = TypeVar("T")
+Client = MultiEndpointEtcd3Client
+
+# etcd's defaults are --max-txn-ops 128 and --max-request-bytes 1.5 MiB; stay well inside.
+SPEC_BATCH = 100
+# Per transition: 1 compare, 2 puts (state + log), 1 get on failure; plus the seq key.
+APPLY_CHUNK = 60
+MAX_TXN_BYTES = 1_000_000
+# Optimistic loops (a concurrent writer moved the seq key or a lock) give up after this.
+MAX_ROUNDS = 50
+
+
+def _weigh_put(item: tuple[bytes, bytes]) -> int:
+    return len(item[0]) + len(item[1]) + 16
+
+
+def _puts(items: Sequence[tuple[bytes, bytes]]) -> list[Any]:
+    return [tx.Put(key, value) for key, value in items]
+
+
+def _same(record: ChangeRecord, raw: bytes) -> bool:
+    """Whether a stored log value is exactly `record` (our own earlier write)."""
+    return decode(raw) == decode(encode(record.to_dict()))
+
+
+class EtcdStore(LeasesAndLocks, Store):
+    """Store backed by etcd; see docs/storage.md for keys, batching and retry rules.
+
+    Transient failures (etcd restarting, leader election, timeouts) are retried
+    for `config.patience` seconds, so a restart of etcd pauses the engine
+    instead of failing it; permanent ones (auth, TLS, permissions) fail fast.
+    """
+
+    def __init__(self, config: EtcdConfig) -> None:
+        self.config = config
+        self.url = config.url
+        self.keys = Keys(config.prefix)
+        self._conn = Connection(config)
+        # Last changelog seq seen per operation: a hint only, every use is CAS-checked.
+        self._seqs: dict[str, int] = {}
+        try:
+            self._conn.open()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @classmethod
+    def from_url(cls, url: str, *, tls: TLSConfig | None = None) -> EtcdStore:
+        """Open `etcd://host:port[,host:port][/prefix]` (etcds:// for TLS) and check it works."""
+        return cls(parse_url(url, cacert=tls.cacert if tls else None,
+                             cert=tls.cert if tls else None, key=tls.key if tls else None))
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _call(self, what: str, fn: Callable[[Client], T], *,
+              patience: float | None = None) -> T:
+        return self._conn.call(what, fn, patience=patience)
+
+    # -- operations -----------------------------------------------------------------------
+    def _cluster_guard(self, client: Client) -> tuple[str | None, list[Any]]:
+        """The active operation holding the cluster lock (None when free) and compares that
+        fail if that view changes before our transaction commits."""
+        lock = self.keys.lock(CLUSTER_LOCK)
+        resp = client.get_response(lock)
+        if not resp.kvs:
+            return None, [tx.Version(lock) == 0]
+        kv = resp.kvs[0]
+        guard = [tx.Mod(lock) == kv.mod_revision]
+        holder = str(decode(kv.value)["holder"])
+        op_key = self.keys.op(holder)
+        op_resp = client.get_response(op_key)
+        if not op_resp.kvs:
+            return None, [*guard, tx.Version(op_key) == 0]
+        op_kv = op_resp.kvs[0]
+        if OpState(decode(op_kv.value)["state"]).finished:
+            return None, [*guard, tx.Mod(op_key) == op_kv.mod_revision]
+        return holder, guard
+
+    @staticmethod
+    def _lock_refused(holder: str) -> LockHeld:
+        return LockHeld(
+            f"operation {holder} is still active; only one operation may run "
+            "on a cluster at a time",
+            holder=holder,
+            operation_id=holder,
+            hint="finish it with `gravity plan resume`, undo it with `gravity "
+            "rollback`, or close it with `gravity plan complete`",
+        )
+
+    @staticmethod
+    def _exists(op_id: str) -> LockHeld:
+        return LockHeld(f"an operation with ID {op_id} already exists",
+                        holder=op_id, hint="choose another --id")
+
+    def _check_new(self, client: Client, op_id: str) -> None:
+        holder, _ = self._cluster_guard(client)
+        if holder is not None:
+            raise self._lock_refused(holder)
+        if client.get_response(self.keys.op(op_id)).kvs:
+            raise self._exists(op_id)
+
+    def clear_unpublished(self, op_id: str, *, patience: float | None = None) -> None:
+        """Delete the data keys of an operation whose record was never written.
+
+        Guarded by "no operation record", so it can never touch a visible operation.
+        """
+        start, end = span(self.keys.data(op_id))
+        self._call(
+            f"cleaning up the unfinished creation of {op_id}",
+            lambda c: c.transaction(compare=[tx.Version(self.keys.op(op_id)) == 0],
+                                    success=[tx.Delete(start, end)], failure=[]),
+            patience=patience,
+        )
+
+    def write_unpublished(self, op_id: str, items: Sequence[tuple[bytes, bytes]],
+                          what: str) -> None:
+        """Put data keys of an operation not yet visible, in batches within etcd's limits.
+
+        Every batch is guarded by "no operation record", so a concurrent creation of
+        the same ID that published first is never overwritten.
+        """
+        guard = self.keys.op(op_id)
+        for chunk in batches(items, SPEC_BATCH, _weigh_put, MAX_TXN_BYTES):
+            ok, _ = self._call(what, lambda c, chunk=chunk: c.transaction(
+                compare=[tx.Version(guard) == 0], success=_puts(chunk), failure=[]))
+            if not ok:
+                raise self._exists(op_id)
+
+    def create_operation(self, op: Operation, specs: Sequence[PhaseSpec]) -> None:
+        what = f"creating operation {op.id}"
+        self._call(what, lambda c: self._check_new(c, op.id))
+        self.clear_unpublished(op.id)
+        items = [(self.keys.spec(op.id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
+        try:
+            self.write_unpublished(op.id, items, what)
+            self.publish(op, last_seq=0, take_lock=True, what=what)
+        except BaseException:
+            with contextlib.suppress(EngineError):
+                self.clear_unpublished(op.id, patience=5.0)
+            raise
+
+    def publish(self, op: Operation, *, last_seq: int, take_lock: bool, what: str) -> bool:
+        """Write the operation record (and the cluster lock) last, in one transaction.
+
+        Until this commits the operation is invisible. With `take_lock`, refuses with
+        LockHeld while another operation is active; otherwise takes the lock only if
+        free and `op` is active. Returns whether the cluster lock was taken.
+        """
+        op_key, lock = self.keys.op(op.id), self.keys.lock(CLUSTER_LOCK)
+        record = encode(op.to_dict())
+        unsure = False
+
+        def attempt(client: Client) -> bool:
+            nonlocal unsure
+            for _ in range(MAX_ROUNDS):
+                found = client.get_response(op_key)
+                if found.kvs:
+                    if unsure and found.kvs[0].value == record:
+                        return self._holder_is(client, op.id)  # our earlier try committed
+                    raise self._exists(op.id)
+                holder, guard = self._cluster_guard(client)
+                if holder is not None and take_lock:
+                    raise self._lock_refused(holder)
+                lock_it = holder is None and op.state is OpState.ACTIVE
+                success = [tx.Put(op_key, record),
+                           tx.Put(self.keys.seq(op.id), str(last_seq).encode())]
+                if lock_it:
+                    success.append(tx.Put(lock, encode({"holder": op.id, "lease": None})))
+                try:
+                    ok, _ = client.transaction(
+                        compare=[*guard, tx.Version(op_key) == 0], success=success, failure=[])
+                except CAUGHT:
+                    unsure = True
+                    raise
+                if ok:
+                    return lock_it
+            raise StoreUnavailable(f"the cluster lock kept changing while {what}",
+                                   hint="retry the command")
+
+        return self._call(what, attempt)
+
+    def _holder_is(self, client: Client, op_id: str) -> bool:
+        resp = client.get_response(self.keys.lock(CLUSTER_LOCK))
+        return bool(resp.kvs) and decode(resp.kvs[0].value).get("holder") == op_id
+
+    def get_operation(self, operation_id: str) -> Operation:
+        kv = self._conn.get(f"reading operation {operation_id}", self.keys.op(operation_id))
+        if kv is None:
+            raise NotFound(f"no operation with ID {operation_id}", operation_id=operation_id,
+                           hint="list operations with `gravity operation list`")
+        return Operation.from_dict(decode(kv.value))
+
+    def list_operations(self) -> list[Operation]:
+        rows, _ = self._conn.scan("listing operations", *span(self.keys.ops()))
+        ops = [Operation.from_dict(decode(kv.value)) for _, kv in rows]
+        return sorted(ops, key=lambda o: (o.created, o.id))
+
+    def active_operation_id(self) -> str | None:
+        return self._call("reading the cluster lock", lambda c: self._cluster_guard(c)[0])
+
+    def finish_operation(self, operation_id: str, state: OpState, note: str | None) -> Operation:
+        op_key, lock = self.keys.op(operation_id), self.keys.lock(CLUSTER_LOCK)
+
+        def attempt(client: Client) -> Operation:
+            for _ in range(MAX_ROUNDS):
+                found = client.get_response(op_key)
+                if not found.kvs:
+                    raise NotFound(f"no operation with ID {operation_id}",
+                                   operation_id=operation_id)
+                d = decode(found.kvs[0].value)
+                d.update(state=state.value, updated=time.time(), note=note)
+                compare = [tx.Mod(op_key) == found.kvs[0].mod_revision]
+                success = [tx.Put(op_key, encode(d))]
+                held = client.get_response(lock)
+                if held.kvs:
+                    compare.append(tx.Mod(lock) == held.kvs[0].mod_revision)
+                    if decode(held.kvs[0].value).get("holder") == operation_id:
+                        success.append(tx.Delete(lock))
+                else:
+                    compare.append(tx.Version(lock) == 0)
+                ok, _ = client.transaction(compare=compare, success=success, failure=[])
+                if ok:
+                    return Operation.from_dict(d)
+            raise StoreUnavailable(f"operation {operation_id} kept changing while finishing it",
+                                   operation_id=operation_id, hint="retry the command")
+
+        return self._call(f"finishing operation {operation_id}", attempt)
+
+    # -- plan -----------------------------------------------------------------------------
+    def load_specs(self, operation_id: str) -> list[PhaseSpec]:
+        rows, _ = self._conn.scan(f"reading the plan of {operation_id}",
+                                  *span(self.keys.specs(operation_id)))
+        return [PhaseSpec.from_dict(decode(kv.value)) for _, kv in rows]
+
+    def load_states(self, operation_id: str) -> dict[str, PhaseState]:
+        rows, _ = self._conn.scan(f"reading phase states of {operation_id}",
+                                  *span(self.keys.states(operation_id)))
+        out = {}
+        for _, kv in rows:
+            st = PhaseState.from_dict(decode(kv.value))
+            out[st.phase_id] = st
+        return out
+
+    def get_state(self, operation_id: str, phase_id: str) -> PhaseState:
+        kv = self._conn.get(f"reading the state of {phase_id}",
+                            self.keys.state(operation_id, phase_id))
+        return PhaseState.from_dict(decode(kv.value)) if kv is not None else PhaseState(phase_id)
+
+    def apply(self, operation_id: str, transitions: Sequence[Transition]) -> list[ChangeRecord]:
+        """CAS transitions: one etcd transaction per chunk of up to APPLY_CHUNK transitions.
+
+        A batch larger than a chunk (or naming one phase twice) is atomic per chunk
+        only; the engine sends small batches. A phase's PhaseState.version equals its
+        state key's etcd version, so the CAS is `version(key) == expected`.
+        """
+        for t in transitions:
+            if t.new.version != t.expected + 1:
+                raise ValueError(
+                    f"transition of {t.phase_id} goes from version {t.expected} to "
+                    f"{t.new.version}; the store needs exactly one step per transition")
+        out: list[ChangeRecord] = []
+        chunk: list[Transition] = []
+        size = 0
+        for t in transitions:
+            weight = len(encode(t.new.to_dict())) * 2 + 200
+            if chunk and (len(chunk) >= APPLY_CHUNK or size + weight > MAX_TXN_BYTES
+                          or any(c.phase_id == t.phase_id for c in chunk)):
+                out.extend(self._apply_chunk(operation_id, chunk))
+                chunk, size = [], 0
+            chunk.append(t)
+            size += weight
+        if chunk:
+            out.extend(self._apply_chunk(operation_id, chunk))
+        return out
+
+    def _read_seq(self, client: Client, op_id: str) -> int:
+        resp = client.get_response(self.keys.seq(op_id))
+        if not resp.kvs:
+            raise NotFound(f"no operation with ID {op_id}", operation_id=op_id,
+                           hint="list operations with `gravity operation list`")
+        return int(resp.kvs[0].value)
+
+    def _apply_chunk(self, op_id: str, chunk: Sequence[Transition]) -> list[ChangeRecord]:
+        keys = self.keys
+        seq_key = keys.seq(op_id)
+        state_keys = [keys.state(op_id, t.phase_id) for t in chunk]
+        unsure: list[list[ChangeRecord]] = []  # attempts whose commit we never heard back on
+
+        def attempt(client: Client) -> list[ChangeRecord]:
+            for _ in range(MAX_ROUNDS):
+                last = self._seqs.get(op_id)
+                if last is None:
+                    last = self._read_seq(client, op_id)
+                records = [ChangeRecord.of(op_id, t, seq=last + i)
+                           for i, t in enumerate(chunk, start=1)]
+                compare = [tx.Value(seq_key) == str(last).encode()]
+                compare += [tx.Version(k) == t.expected for k, t in zip(state_keys, chunk,
+                                                                         strict=True)]
+                success = [tx.Put(k, encode(t.new.to_dict()))
+                           for k, t in zip(state_keys, chunk, strict=True)]
+                success += [tx.Put(keys.log(op_id, r.seq), encode(r.to_dict())) for r in records]
+                success.append(tx.Put(seq_key, str(last + len(chunk)).encode()))
+                failure = [tx.Get(seq_key), *(tx.Get(k) for k in state_keys)]
+                try:
+                    ok, responses = client.transaction(compare=compare, success=success,
+                                                       failure=failure)
+                except CAUGHT:
+                    unsure.append(records)
+                    self._seqs.pop(op_id, None)
+                    raise
+                if ok:
+                    self._seqs[op_id] = last + len(chunk)
+                    return records
+                if not responses[0]:
+                    raise NotFound(f"no operation with ID {op_id}", operation_id=op_id)
+                self._seqs[op_id] = int(responses[0][0][0])
+                for t, kvs in zip(chunk, responses[1:], strict=True):
+                    found = int(decode(kvs[0][0])["version"]) if kvs else 0
+                    if found == t.expected:
+                        continue
+                    done = self._committed(client, op_id, unsure)
+                    if done is not None:
+                        return done
+                    raise PhaseConflict(
+                        f"phase {t.phase_id} changed under us (expected version "
+                        f"{t.expected}, found {found}); someone else is acting on it",
+                        operation_id=op_id, phase_id=t.phase_id,
+                        hint="check `gravity plan` and retry",
+                    )
+                # Only the seq key moved (another writer appended): go again on the new one.
+            raise StoreUnavailable(f"the changelog of {op_id} kept moving while writing to it",
+                                   operation_id=op_id, hint="retry the command")
+
+        return self._call(f"recording {len(chunk)} transition(s) of {op_id}", attempt)
+
+    def _committed(self, client: Client, op_id: str,
+                   unsure: list[list[ChangeRecord]]) -> list[ChangeRecord] | None:
+        """The records of an earlier attempt that did commit (its reply was lost), if any."""
+        for records in reversed(unsure):
+            first = self.keys.log(op_id, records[0].seq)
+            end = self.keys.log(op_id, records[-1].seq) + b"\0"
+            kvs = client.get_range_response(first, end).kvs
+            if len(kvs) == len(records) and all(
+                _same(r, kv.value) for r, kv in zip(records, kvs, strict=True)
+            ):
+                return records
+        return None
+
+    def _changelog_at(self, op_id: str, after: int, *, patience: float | None = None
+                      ) -> tuple[list[ChangeRecord], int]:
+        logs = self.keys.logs(op_id)
+        start = self.keys.log(op_id, max(after + 1, 0))
+        _, end = span(logs)
+
+        def run(client: Client) -> tuple[list[ChangeRecord], int]:
+            rows, revision = self._conn.scan_with(client, start, end)
+            return [ChangeRecord.from_dict(decode(kv.value)) for _, kv in rows], revision
+
+        return self._call(f"reading the changelog of {op_id}", run, patience=patience)
+
+    def changelog(self, operation_id: str, after: int = 0) -> list[ChangeRecord]:
+        return self._changelog_at(operation_id, after)[0]
+
+    def wait_changes(self, operation_id: str, after: int, timeout: float) -> list[ChangeRecord]:
+        """Wait on an etcd watch of the operation's log keys, from the revision last read.
+
+        If the watch is cut (etcd restarted) it is re-created from the last revision
+        seen, after a read that catches anything committed in between.
+        """
+        deadline = time.monotonic() + timeout
+        records, revision = self._changelog_at(operation_id, after)
+        pause = 0.05
+        while not records and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                found, revision = self._watch_once(operation_id, after, revision, deadline)
+            except (*CAUGHT, ValueError) as exc:
+                if isinstance(exc, ValueError) and not channel_gone(exc):
+                    raise
+                if is_token_expired(exc) and self.config.user:
+                    self._conn.relogin()
+                err = translate(exc, "watching the changelog", self.url)
+                if not isinstance(err, StoreUnavailable) and not is_compacted(exc):
+                    raise err from exc
+                found = None
+                time.sleep(min(pause, remaining))
+                pause = min(pause * 2, 1.0)
+            if found is not None:
+                return found
+            # The watch could not start or was cut: read what may have been missed.
+            records, revision = self._catch_up(operation_id, after, revision)
+        return records
+
+    def _watch_once(self, op_id: str, after: int, revision: int, deadline: float
+                    ) -> tuple[list[ChangeRecord] | None, int]:
+        """One watch from `revision` + 1: (records past `after` | [] on timeout | None if the
+        stream was cut, the last revision seen)."""
+        start, end = span(self.keys.logs(op_id))
+        events: queue.Queue[Any] = queue.Queue()
+        with self._conn.using() as client:
+            watch_id = client.add_watch_callback(start, events.put, range_end=end,
+                                                 start_revision=revision + 1)
+            try:
+                while (remaining := deadline - time.monotonic()) > 0:
+                    try:
+                        item = events.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                    if not isinstance(item, WatchResponse):
+                        return None, revision  # the stream ended: error or None
+                    revision = max(revision, item.header.revision)
+                    found = sorted((ChangeRecord.from_dict(decode(ev.value))
+                                    for ev in item.events if isinstance(ev, PutEvent)),
+                                   key=lambda r: r.seq)
+                    found = [r for r in found if r.seq > after]
+                    if found:
+                        return found, revision
+                return [], revision
+            finally:
+                with contextlib.suppress(*CAUGHT, ValueError):
+                    client.cancel_watch(watch_id)
+
+    def _catch_up(self, op_id: str, after: int, revision: int
+                  ) -> tuple[list[ChangeRecord], int]:
+        """One quick read for records past `after` while the watch is down."""
+        try:
+            records, now = self._changelog_at(op_id, after, patience=0.0)
+        except StoreUnavailable:
+            return [], revision
+        return records, max(revision, now)
+
+    # -- copying between stores -----------------------------------------------------------
+    def import_operation(self, op: Operation, specs: Sequence[PhaseSpec],
+                         states: Sequence[PhaseState], records: Sequence[ChangeRecord], *,
+                         replace: bool = False) -> bool:
+        """Write a whole operation as another store holds it (see engine.store.copy).
+
+        Versions and seqs are kept. Returns whether the cluster lock was taken.
+        """
+        from engine.store.etcd_import import import_operation
+
+        return import_operation(self, op, specs, states, records, replace=replace)
+
+
+__all__ = ["EtcdStore"]

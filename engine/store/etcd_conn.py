@@ -1,0 +1,414 @@
+"""The etcd connection under EtcdStore: URL parsing, TLS and auth, retries with patience, paging.
+Only this module and its siblings (engine/store/etcd*.py) talk to pyetcd and gRPC directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from pyetcd import Endpoint, MultiEndpointEtcd3Client, etcdrpc
+from pyetcd import transactions as tx
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from engine.errors import StoreConfigError, StoreError, StoreUnavailable
+from engine.store.etcd_errors import (
+    CAUGHT,
+    channel_gone,
+    code_and_details,
+    is_cut_handshake,
+    is_token_expired,
+    translate,
+)
+
+T = TypeVar("T")
+
+DEFAULT_PREFIX = "/gravity"
+DEFAULT_PORT = 2379
+DEFAULT_PATIENCE = 60.0
+# How long opening the store retries a refused connection before saying so.
+OPEN_PATIENCE = 5.0
+# One RPC's deadline; a longer outage is ridden out by the retry loop, not by one call.
+RPC_TIMEOUT = 10.0
+# Keys per range request: bounded so one response stays far below gRPC's message limit.
+PAGE = 500
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_.~-]+$")
+# Reconnect fast after an etcd restart (gRPC's default backoff grows to two minutes).
+GRPC_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    """Everything needed to reach one etcd cluster, parsed and checked before connecting.
+
+    `patience` is how long transient failures (refused connection, leader
+    election, timeouts) are retried before StoreUnavailable is raised.
+    """
+
+    url: str
+    endpoints: tuple[tuple[str, int], ...]
+    prefix: str = DEFAULT_PREFIX
+    secure: bool = False
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    user: str | None = None
+    password: str | None = None
+    patience: float = DEFAULT_PATIENCE
+
+
+def _bad(url: str, why: str) -> StoreConfigError:
+    return StoreConfigError(
+        f"etcd store URL {url!r}: {why}",
+        hint="use etcd://host:2379[,host2:2379][/prefix] (etcds:// for TLS)",
+    )
+
+
+def parse_url(url: str, *, cacert: str | None = None, cert: str | None = None,
+              key: str | None = None, env: dict[str, str] | None = None) -> EtcdConfig:
+    """Check and split an `etcd://` / `etcds://` URL; StoreConfigError says what is wrong."""
+    env = dict(os.environ) if env is None else env
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("etcd", "etcds"):
+        raise _bad(url, "the scheme must be etcd:// or etcds://")
+    if "?" in rest or "#" in rest:
+        raise _bad(url, "query strings and fragments are not supported")
+    if "@" in rest:
+        raise StoreConfigError(
+            f"etcd store URL {url!r} carries credentials",
+            hint="put them in GRAVITY_ETCD_USER and GRAVITY_ETCD_PASSWORD instead",
+        )
+    hosts, slash, path = rest.partition("/")
+    endpoints = tuple(_parse_endpoint(url, h) for h in hosts.split(","))
+    if len(set(endpoints)) != len(endpoints):
+        raise _bad(url, "an endpoint is listed twice")
+    prefix = _parse_prefix(url, "/" + path if slash else "")
+    secure = scheme == "etcds"
+    if not secure and (cacert or cert or key):
+        raise StoreConfigError(
+            f"TLS files were given but {url!r} is a plain etcd:// URL",
+            hint="use etcds:// to talk TLS, or drop --etcd-cacert/--etcd-cert/--etcd-key",
+        )
+    if bool(cert) != bool(key):
+        raise StoreConfigError("--etcd-cert and --etcd-key must be given together",
+                               hint="pass both files of the client key pair, or neither")
+    user, password = env.get("GRAVITY_ETCD_USER") or None, env.get("GRAVITY_ETCD_PASSWORD")
+    if bool(user) != (password is not None):
+        raise StoreConfigError(
+            "GRAVITY_ETCD_USER and GRAVITY_ETCD_PASSWORD must be set together",
+            hint="export both, or neither for an etcd without authentication",
+        )
+    patience = _parse_patience(env.get("GRAVITY_ETCD_PATIENCE"))
+    return EtcdConfig(url=url, endpoints=endpoints, prefix=prefix, secure=secure,
+                      cacert=cacert, cert=cert, key=key, user=user, password=password,
+                      patience=patience)
+
+
+def _parse_endpoint(url: str, text: str) -> tuple[str, int]:
+    if not text:
+        raise _bad(url, "an endpoint is empty (expected host:port)")
+    if text.startswith("["):
+        host, _, port_text = text.partition("]")
+        host += "]"
+        if port_text and not port_text.startswith(":"):
+            raise _bad(url, f"endpoint {text!r} is not host:port")
+        port_text = port_text[1:]
+        has_port = bool(port_text) or text.endswith(":")
+    else:
+        host, colon, port_text = text.partition(":")
+        has_port = bool(colon)
+    if not _HOST.match(host):
+        raise _bad(url, f"endpoint {text!r} has no valid host name")
+    if not has_port:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise _bad(url, f"endpoint {text!r} has port {port_text!r}; expected 1-65535")
+    return host, int(port_text)
+
+
+def _parse_prefix(url: str, path: str) -> str:
+    if path in ("", "/"):
+        return DEFAULT_PREFIX
+    segments = path[1:].split("/")
+    for seg in segments:
+        if seg in ("", ".", ".."):
+            raise _bad(url, f"prefix {path!r} must be a clean absolute path "
+                       "(no empty, '.' or '..' segments, no trailing slash)")
+        if not _SEGMENT.match(seg):
+            raise _bad(url, f"prefix segment {seg!r} may only hold letters, digits and . _ ~ -")
+    return path
+
+
+def _parse_patience(text: str | None) -> float:
+    if text is None or text == "":
+        return DEFAULT_PATIENCE
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise StoreConfigError(f"GRAVITY_ETCD_PATIENCE={text!r} is not a number of seconds",
+                               hint="e.g. GRAVITY_ETCD_PATIENCE=60")
+    return value
+
+
+class LeaseCompare(tx.BaseCompare):
+    """Compare on the lease a key is bound to (pyetcd lacks this etcd target)."""
+
+    def build_compare(self, compare: Any) -> None:
+        compare.target = etcdrpc.Compare.LEASE
+        compare.lease = int(self.value)
+
+
+class Connection:
+    """A pyetcd client plus the retry policy, re-login and paging the store needs."""
+
+    def __init__(self, config: EtcdConfig) -> None:
+        self.config = config
+        self.url = config.url
+        self._lock = threading.Lock()
+        self._client: MultiEndpointEtcd3Client | None = None
+        self._users: dict[int, int] = {}  # id(client) -> calls using it now
+        self._retired: list[MultiEndpointEtcd3Client] = []
+        self._closed = False
+
+    # -- setup ----------------------------------------------------------------------------
+    def _credentials(self) -> grpc.ChannelCredentials | None:
+        cfg = self.config
+        if not cfg.secure:
+            return None
+        files: list[bytes | None] = []
+        for flag, path in (("--etcd-cacert", cfg.cacert), ("--etcd-key", cfg.key),
+                           ("--etcd-cert", cfg.cert)):
+            if path is None:
+                files.append(None)
+                continue
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+            except OSError as exc:
+                raise StoreConfigError(f"cannot read {flag} file {path}: {exc}",
+                                       hint="check the path and its permissions") from exc
+            if b"-----BEGIN" not in data:
+                raise StoreConfigError(f"{flag} file {path} is not PEM",
+                                       hint="pass the PEM file etcd's TLS setup uses")
+            files.append(data)
+        return grpc.ssl_channel_credentials(*files)
+
+    def _build(self) -> MultiEndpointEtcd3Client:
+        creds = self._credentials()
+        endpoints = [
+            Endpoint(host, port, secure=self.config.secure, creds=creds, time_retry=0.5,
+                     opts=GRPC_OPTIONS)
+            for host, port in self.config.endpoints
+        ]
+        client = MultiEndpointEtcd3Client(endpoints=endpoints, timeout=RPC_TIMEOUT,
+                                          failover=True)
+        if self.config.user:
+            # Log in ourselves: pyetcd's call credentials need a TLS channel, while the
+            # token as plain metadata works on both kinds.
+            request = etcdrpc.AuthenticateRequest(name=self.config.user,
+                                                  password=self.config.password or "")
+            try:
+                response = client.authstub.Authenticate(request, RPC_TIMEOUT)
+            except grpc.RpcError as exc:
+                if "authentication is not enabled" in code_and_details(exc)[1]:
+                    return client  # like etcdctl: credentials for an open etcd are unused
+                client.close()
+                raise
+            client.metadata = (("token", response.token),)
+        return client
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[MultiEndpointEtcd3Client]:
+        """The current client, kept open while in use.
+
+        A replaced or closed client is closed only once nobody uses it any more:
+        gRPC crashes the process when a stub is made on a closed channel.
+        """
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"the etcd store {self.url} is closed",
+                                 hint="open the store again")
+            if self._client is None:
+                self._client = self._build()
+            client = self._client
+            self._users[id(client)] = self._users.get(id(client), 0) + 1
+        try:
+            yield client
+        finally:
+            with self._lock:
+                left = self._users.pop(id(client)) - 1
+                if left:
+                    self._users[id(client)] = left
+            self._reap()
+
+    def _reap(self) -> None:
+        with self._lock:
+            idle = [c for c in self._retired if id(c) not in self._users]
+            self._retired = [c for c in self._retired if id(c) in self._users]
+        for client in idle:
+            client.close()
+
+    def relogin(self) -> None:
+        """Drop the client so the next call logs in again (the auth token expired)."""
+        with self._lock:
+            if self._client is not None:
+                self._retired.append(self._client)
+                self._client = None
+        self._reap()
+
+    def open(self) -> None:
+        """One cheap linearizable read so bad credentials, TLS or no server fail fast."""
+        try:
+            self.call("connecting", lambda c: c.get_response(self.config.prefix + "/"),
+                      patience=min(OPEN_PATIENCE, self.config.patience))
+        except StoreUnavailable as exc:
+            if not is_cut_handshake(exc.message):
+                raise
+            raise StoreConfigError(
+                f"etcd at {self.url} keeps cutting the TLS handshake: {exc.message}",
+                hint="use etcds:// only for a TLS server and etcd:// for a plain one; "
+                "check --etcd-cacert/--etcd-cert/--etcd-key",
+            ) from exc
+
+    def close(self) -> None:
+        """Close the connection; a call still running finishes on it first."""
+        with self._lock:
+            self._closed = True
+            if self._client is not None:
+                self._retired.append(self._client)
+                self._client = None
+        self._reap()
+
+    # -- retries --------------------------------------------------------------------------
+    def call(self, what: str, fn: Callable[[MultiEndpointEtcd3Client], T], *,
+             patience: float | None = None) -> T:
+        """Run `fn(client)`, retrying transient failures for `patience` seconds.
+
+        Driver errors become engine errors here; StoreUnavailable escapes only
+        when patience runs out. `fn` must be safe to run again (or detect that an
+        earlier attempt with an unknown outcome did commit, as `apply` does).
+        """
+        limit = self.config.patience if patience is None else patience
+        started = time.monotonic()
+        retrying = Retrying(
+            stop=stop_after_delay(limit),
+            wait=wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.1),
+            retry=retry_if_exception_type(StoreUnavailable),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._once(what, fn)
+        except StoreUnavailable as exc:
+            waited = time.monotonic() - started
+            raise StoreUnavailable(
+                f"{exc.message} (gave up after {waited:.0f}s)",
+                hint=(exc.hint or "") + f"; set GRAVITY_ETCD_PATIENCE (now {limit:g}s) "
+                "to wait longer",
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover - tenacity reraises
+
+    def _once(self, what: str, fn: Callable[[MultiEndpointEtcd3Client], T]) -> T:
+        try:
+            with self.using() as client:
+                return fn(client)
+        except (*CAUGHT, ValueError) as exc:
+            if isinstance(exc, ValueError) and not channel_gone(exc):
+                raise
+            if is_token_expired(exc) and self.config.user:
+                self.relogin()
+            raise translate(exc, what, self.url) from exc
+
+    # -- reads ----------------------------------------------------------------------------
+    def range_page(self, client: MultiEndpointEtcd3Client, start: bytes, end: bytes, *,
+                   revision: int | None = None, limit: int = PAGE) -> Any:
+        """One range request (linearizable unless pinned to `revision`)."""
+        kwargs: dict[str, Any] = {"limit": limit}
+        if revision is not None:
+            kwargs["revision"] = revision
+        return client.get_range_response(start, end, **kwargs)
+
+    def scan_with(self, client: MultiEndpointEtcd3Client, start: bytes, end: bytes
+                  ) -> tuple[list[tuple[bytes, Any]], int]:
+        """Every (key, kv) in [start, end) as one consistent snapshot, and its revision.
+
+        The first page is a linearizable read; later pages are pinned to its
+        revision so the result is the store at one instant, however many pages.
+        """
+        out: list[tuple[bytes, Any]] = []
+        resp = self.range_page(client, start, end)
+        revision = int(resp.header.revision)
+        while True:
+            out.extend((kv.key, kv) for kv in resp.kvs)
+            if not resp.more or not resp.kvs:
+                return out, revision
+            resp = self.range_page(client, resp.kvs[-1].key + b"\0", end, revision=revision)
+
+    def scan(self, what: str, start: bytes, end: bytes) -> tuple[list[tuple[bytes, Any]], int]:
+        """`scan_with` under the retry policy."""
+        return self.call(what, lambda c: self.scan_with(c, start, end))
+
+    def get(self, what: str, key: bytes) -> Any | None:
+        """The kv at `key` (linearizable), or None."""
+        resp = self.call(what, lambda c: c.get_response(key))
+        return resp.kvs[0] if resp.kvs else None
+
+    def txn(self, client: MultiEndpointEtcd3Client, compare: Sequence[Any],
+            success: Sequence[Any], failure: Sequence[Any] = ()) -> tuple[bool, list[Any]]:
+        """One etcd transaction (no retry: callers decide what a retry means)."""
+        return client.transaction(compare=list(compare), success=list(success),
+                                  failure=list(failure))
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range end that covers every key starting with `prefix`."""
+    s = bytearray(prefix)
+    for i in reversed(range(len(s))):
+        if s[i] < 0xFF:
+            s[i] += 1
+            return bytes(s[: i + 1])
+    return b"\0"
+
+
+def batches(items: Sequence[T], size: int, weigh: Callable[[T], int],
+            max_bytes: int) -> Iterator[list[T]]:
+    """Split `items` into runs of at most `size` items and about `max_bytes` bytes."""
+    run: list[T] = []
+    used = 0
+    for item in items:
+        w = weigh(item)
+        if run and (len(run) >= size or used + w > max_bytes):
+            yield run
+            run, used = [], 0
+        run.append(item)
+        used += w
+    if run:
+        yield run
+
+
+__all__ = ["Connection", "EtcdConfig", "LeaseCompare", "batches", "parse_url", "prefix_end"]

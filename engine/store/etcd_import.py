@@ -1,0 +1,127 @@
+"""Raw import of a whole operation into etcd, for `gravity store copy` (engine.store.copy).
+Keeps versions and seqs; the operation record is written last, so a partial import is invisible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pyetcd import transactions as tx
+
+from engine.errors import EngineError, StoreError, StoreUnavailable
+from engine.model import ChangeRecord, Operation, PhaseSpec, PhaseState
+from engine.store.base import CLUSTER_LOCK
+from engine.store.etcd_conn import batches
+from engine.store.etcd_keys import decode, encode, span
+
+if TYPE_CHECKING:
+    from engine.store.etcd import EtcdStore
+
+# Compares + puts of one state round must stay under etcd's --max-txn-ops (128).
+STATE_BATCH = 100
+MAX_TXN_BYTES = 1_000_000
+
+
+def import_operation(store: EtcdStore, op: Operation, specs: Sequence[PhaseSpec],
+                     states: Sequence[PhaseState], records: Sequence[ChangeRecord], *,
+                     replace: bool = False) -> bool:
+    """Write `op` with its specs, states and changelog; returns whether it took the lock.
+
+    A state at version N must sit on a key whose etcd version is N (that is what
+    `apply` compares), so states are written in rounds: round k puts version k of
+    every state that reached it, taken from the changelog (the state that record
+    left behind) or, if the log lacks it, the final state relabelled as version k.
+    Each round compares the key's etcd version, so a retried round never bumps a
+    key twice. Records keep their seqs; the seq key is set to the last one.
+    """
+    keys = store.keys
+    what = f"importing operation {op.id}"
+    ordered = sorted(records, key=lambda r: r.seq)
+    if len({r.seq for r in ordered}) != len(ordered) or any(r.seq <= 0 for r in ordered):
+        raise ValueError(f"changelog of {op.id} has duplicate or non-positive seqs")
+    if store._conn.get(what, keys.op(op.id)) is not None:
+        if not replace:
+            raise store._exists(op.id)
+        _remove(store, op.id, what)
+    store.clear_unpublished(op.id)
+    items = [(keys.spec(op.id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
+    items += [(keys.log(op.id, r.seq), encode(dataclasses.replace(r, operation_id=op.id)
+                                                  .to_dict())) for r in ordered]
+    history = {(r.phase_id, r.version): r.state_after() for r in ordered}
+    try:
+        store.write_unpublished(op.id, items, what)
+        top = max((s.version for s in states), default=0)
+        for k in range(1, top + 1):
+            round_items = []
+            for s in states:
+                if s.version < k:
+                    continue
+                step = s if s.version == k else history.get((s.phase_id, k))
+                if step is None:
+                    step = dataclasses.replace(s, version=k)
+                round_items.append((keys.state(op.id, s.phase_id), encode(step.to_dict())))
+            _put_round(store, op.id, round_items, k, what)
+        last = ordered[-1].seq if ordered else 0
+        return store.publish(op, last_seq=last, take_lock=False, what=what)
+    except BaseException:
+        with contextlib.suppress(EngineError):
+            store.clear_unpublished(op.id, patience=5.0)
+        raise
+
+
+def _put_round(store: EtcdStore, op_id: str, items: list[tuple[bytes, bytes]], version: int,
+               what: str) -> None:
+    """Move every key in `items` from etcd version `version - 1` to `version`."""
+    guard = store.keys.op(op_id)
+    for chunk in batches(items, STATE_BATCH, lambda i: len(i[0]) + len(i[1]) + 16,
+                         MAX_TXN_BYTES):
+        def attempt(client: Any, chunk: list[tuple[bytes, bytes]] = chunk) -> None:
+            ok, responses = client.transaction(
+                compare=[tx.Version(guard) == 0,
+                         *(tx.Version(key) == version - 1 for key, _ in chunk)],
+                success=[tx.Put(key, value) for key, value in chunk],
+                failure=[tx.Get(guard), *(tx.Get(key) for key, _ in chunk)],
+            )
+            if ok:
+                return
+            if responses[0]:
+                raise store._exists(op_id)
+            if all(kvs and kvs[0][1].version == version for kvs in responses[1:]):
+                return  # an earlier try committed and its reply was lost
+            raise StoreError(f"phase states of {op_id} changed while importing it",
+                             operation_id=op_id, hint="run the copy again")
+
+        store._call(what, attempt)
+
+
+def _remove(store: EtcdStore, op_id: str, what: str) -> None:
+    """Delete an operation (record, data and the cluster lock if it holds it): --force."""
+    keys = store.keys
+    lock = keys.lock(CLUSTER_LOCK)
+    start, end = span(keys.data(op_id))
+
+    def attempt(client: Any) -> None:
+        for _ in range(20):
+            held = client.get_response(lock)
+            compare: list[Any] = []
+            success: list[Any] = [tx.Delete(keys.op(op_id)), tx.Delete(start, end)]
+            if held.kvs:
+                compare.append(tx.Mod(lock) == held.kvs[0].mod_revision)
+                if decode(held.kvs[0].value).get("holder") == op_id:
+                    success.append(tx.Delete(lock))
+            else:
+                compare.append(tx.Version(lock) == 0)
+            ok, _ = client.transaction(compare=compare, success=success, failure=[])
+            if ok:
+                return
+        raise StoreUnavailable(f"the cluster lock kept changing while {what}",
+                               hint="run the copy again")
+
+    store._call(what, attempt)
+    store._seqs.pop(op_id, None)
+
+
+__all__ = ["import_operation"]

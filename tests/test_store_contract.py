@@ -1,0 +1,339 @@
+"""The Store contract, run against both backends: embedded SQLite and a real etcd server.
+Every Store method is exercised the way the engine uses it; both backends must agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+
+from engine.errors import (
+    EXIT_INVALID,
+    EXIT_REFUSED,
+    LeaseExpired,
+    LockHeld,
+    NotFound,
+    PhaseConflict,
+)
+from engine.model import (
+    ChangeRecord,
+    Operation,
+    OpState,
+    PhaseSpec,
+    PhaseState,
+    RetryPolicy,
+    State,
+    Transition,
+    replay,
+)
+from engine.store import Store, open_store
+from engine.store.base import CLUSTER_LOCK, coordinator_lock, this_host, this_pid
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'gravity.db'}"
+    else:
+        url = request.getfixturevalue("etcd_url")
+    opened = open_store(url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def is_etcd(store: Store) -> bool:
+    return store.url.startswith("etcd")
+
+
+def make_op(op_id: str = "op-1", **changes: object) -> Operation:
+    now = time.time()
+    return Operation(op_id, "install", "install.yaml", created=now, updated=now,
+                     **changes)  # type: ignore[arg-type]
+
+
+def leaves(n: int, prefix: str = "/p") -> list[PhaseSpec]:
+    return [PhaseSpec(f"{prefix}{i:05d}", "", executor="noop") for i in range(n)]
+
+
+def step(store: Store, op_id: str, phase: str, to: State, **changes: object) -> ChangeRecord:
+    """Move one phase on by one transition, the way the engine does: read, advance, CAS."""
+    cur = store.get_state(op_id, phase)
+    return store.apply(op_id, [Transition(cur.version, cur.advance(to, **changes), cur.state)])[0]
+
+
+@contextlib.contextmanager
+def later(store: Store, seconds: float) -> Iterator[None]:
+    """Let `seconds` pass: really for etcd (its clock is its own), frozen time for SQLite."""
+    if is_etcd(store):
+        time.sleep(seconds)
+        yield
+        return
+    moment = datetime.datetime.fromtimestamp(time.time() + seconds, tz=datetime.UTC)
+    with freeze_time(moment):
+        yield
+
+
+# -- operations ----------------------------------------------------------------------------
+def test_created_operation_reads_back_and_holds_the_cluster_lock(store: Store) -> None:
+    op = make_op(data={"values": {"a": 1}})
+    store.create_operation(op, leaves(3))
+    assert store.get_operation(op.id) == op
+    assert store.list_operations() == [op]
+    assert store.active_operation_id() == op.id
+
+
+def test_unknown_operation_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound) as err:
+        store.get_operation("op-missing")
+    assert err.value.exit_code == EXIT_INVALID
+    assert "op-missing" in str(err.value)
+    with pytest.raises(NotFound):
+        store.finish_operation("op-missing", OpState.COMPLETED, None)
+    assert store.active_operation_id() is None
+    assert store.list_operations() == []
+
+
+def test_second_operation_is_refused_while_the_first_is_active(store: Store) -> None:
+    first, second = make_op("op-a"), make_op("op-b")
+    store.create_operation(first, leaves(2))
+    with pytest.raises(LockHeld) as err:
+        store.create_operation(second, leaves(4))
+    assert err.value.holder == "op-a"
+    assert err.value.exit_code == EXIT_REFUSED
+    # Nothing of the refused operation is visible.
+    with pytest.raises(NotFound):
+        store.get_operation("op-b")
+    assert store.load_specs("op-b") == []
+    assert store.active_operation_id() == "op-a"
+
+    done = store.finish_operation("op-a", OpState.COMPLETED, "all good")
+    assert (done.state, done.note) == (OpState.COMPLETED, "all good")
+    assert store.get_operation("op-a") == done
+    assert store.active_operation_id() is None
+
+    store.create_operation(second, leaves(4))
+    assert store.active_operation_id() == "op-b"
+    assert [o.id for o in store.list_operations()] == ["op-a", "op-b"]
+    assert len(store.load_specs("op-b")) == 4
+
+
+def test_operation_ids_are_unique(store: Store) -> None:
+    store.create_operation(make_op("op-1"), leaves(1))
+    store.finish_operation("op-1", OpState.FAILED, None)
+    with pytest.raises(LockHeld, match="already exists"):
+        store.create_operation(make_op("op-1"), leaves(1))
+
+
+def test_finishing_an_operation_that_does_not_hold_the_lock_leaves_the_lock(store: Store) -> None:
+    store.create_operation(make_op("op-1"), leaves(1))
+    store.finish_operation("op-1", OpState.ROLLED_BACK, None)
+    store.create_operation(make_op("op-2"), leaves(1))
+    store.finish_operation("op-1", OpState.FAILED, "closed twice")
+    assert store.active_operation_id() == "op-2"
+    assert store.get_operation("op-1").state is OpState.FAILED
+
+
+# -- plan ----------------------------------------------------------------------------------
+def test_specs_come_back_exactly_and_in_written_order(store: Store) -> None:
+    specs = [
+        PhaseSpec("/masters", "", "Masters", children=("/masters/z", "/masters/a"), parallel=2),
+        PhaseSpec("/masters/z", "/masters", executor="command", data={"argv": ["true"]},
+                  node="node-1", retry=RetryPolicy(attempts=3, initial=0.5), timeout=30.0),
+        PhaseSpec("/masters/a", "/masters", executor="noop", requires=("/masters/z",)),
+        PhaseSpec("/apps", "", executor="noop"),
+    ]
+    store.create_operation(make_op(), specs)
+    assert store.load_specs("op-1") == specs
+
+
+def test_absent_state_is_unstarted_at_version_zero(store: Store) -> None:
+    store.create_operation(make_op(), leaves(2))
+    assert store.get_state("op-1", "/p00000") == PhaseState("/p00000")
+    assert store.load_states("op-1") == {}
+
+
+def test_apply_is_a_compare_and_swap(store: Store) -> None:
+    store.create_operation(make_op(), leaves(2))
+    start = PhaseState("/p00000")
+    running = start.advance(State.IN_PROGRESS, owner=7, node="node-1")
+    [rec] = store.apply("op-1", [Transition(0, running, State.UNSTARTED)])
+    assert (rec.phase_id, rec.version, rec.from_state, rec.to_state) == (
+        "/p00000", 1, State.UNSTARTED, State.IN_PROGRESS)
+    assert rec.seq > 0 and rec.operation_id == "op-1"
+    assert store.get_state("op-1", "/p00000") == running
+
+    # A second writer still thinking version 0 loses and changes nothing.
+    rival = start.advance(State.FAILED, error="late")
+    with pytest.raises(PhaseConflict) as err:
+        store.apply("op-1", [Transition(0, rival, State.UNSTARTED)])
+    assert err.value.phase_id == "/p00000"
+    assert "expected version 0, found 1" in str(err.value)
+    assert store.get_state("op-1", "/p00000") == running
+    assert store.changelog("op-1") == [rec]
+
+    done = running.advance(State.COMPLETED, owner=None)
+    store.apply("op-1", [Transition(1, done, State.IN_PROGRESS)])
+    assert store.get_state("op-1", "/p00000").version == 2
+
+
+def test_a_conflict_anywhere_in_a_batch_writes_nothing(store: Store) -> None:
+    store.create_operation(make_op(), leaves(3))
+    step(store, "op-1", "/p00001", State.IN_PROGRESS)
+    before = store.load_states("op-1"), store.changelog("op-1")
+    batch = [
+        Transition(0, PhaseState("/p00000").advance(State.IN_PROGRESS), State.UNSTARTED),
+        Transition(0, PhaseState("/p00001").advance(State.IN_PROGRESS), State.UNSTARTED),
+        Transition(0, PhaseState("/p00002").advance(State.IN_PROGRESS), State.UNSTARTED),
+    ]
+    with pytest.raises(PhaseConflict) as err:
+        store.apply("op-1", batch)
+    assert err.value.phase_id == "/p00001"
+    assert (store.load_states("op-1"), store.changelog("op-1")) == before
+    assert store.get_state("op-1", "/p00000").state is State.UNSTARTED
+
+
+def test_changelog_orders_records_filters_by_seq_and_replays_to_the_states(store: Store) -> None:
+    store.create_operation(make_op(), leaves(4))
+    written = [step(store, "op-1", "/p00000", State.IN_PROGRESS)]
+    written += store.apply("op-1", [
+        Transition(1, store.get_state("op-1", "/p00000").advance(State.COMPLETED),
+                   State.IN_PROGRESS),
+        Transition(0, PhaseState("/p00001").advance(State.IN_PROGRESS), State.UNSTARTED),
+        Transition(0, PhaseState("/p00002").advance(State.IN_PROGRESS), State.UNSTARTED),
+    ])
+    written.append(step(store, "op-1", "/p00001", State.FAILED, error="boom", attempt=1))
+    written.append(step(store, "op-1", "/p00001", State.IN_PROGRESS, attempt=2))
+
+    log = store.changelog("op-1")
+    assert log == written
+    seqs = [r.seq for r in log]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert store.changelog("op-1", after=log[1].seq) == log[2:]
+    assert store.changelog("op-1", after=log[-1].seq) == []
+    assert replay(log) == store.load_states("op-1")
+    assert [(r.phase_id, r.version) for r in log] == [
+        ("/p00000", 1), ("/p00000", 2), ("/p00001", 1), ("/p00002", 1),
+        ("/p00001", 2), ("/p00001", 3)]
+
+
+def test_operations_whose_ids_share_a_prefix_do_not_mix(store: Store) -> None:
+    store.create_operation(make_op("op-1"), leaves(2, "/a"))
+    store.finish_operation("op-1", OpState.COMPLETED, None)
+    store.create_operation(make_op("op-10"), leaves(3, "/b"))
+    step(store, "op-1", "/a00000", State.IN_PROGRESS)
+    step(store, "op-10", "/b00000", State.IN_PROGRESS)
+    assert [s.id for s in store.load_specs("op-1")] == ["/a00000", "/a00001"]
+    assert list(store.load_states("op-1")) == ["/a00000"]
+    assert [r.phase_id for r in store.changelog("op-1")] == ["/a00000"]
+    assert [o.id for o in store.list_operations()] == ["op-1", "op-10"]
+
+
+def test_wait_changes_wakes_on_a_write_from_another_thread(store: Store) -> None:
+    store.create_operation(make_op(), leaves(2))
+    first = step(store, "op-1", "/p00000", State.IN_PROGRESS)
+
+    def writer() -> None:
+        time.sleep(0.4)
+        step(store, "op-1", "/p00001", State.IN_PROGRESS)
+
+    thread = threading.Thread(target=writer)
+    started = time.monotonic()
+    thread.start()
+    got = store.wait_changes("op-1", after=first.seq, timeout=20)
+    elapsed = time.monotonic() - started
+    thread.join()
+    assert [r.phase_id for r in got] == ["/p00001"]
+    assert 0.3 < elapsed < 10
+    # Records already there come back at once; nothing new means [] after the timeout.
+    assert store.wait_changes("op-1", after=0, timeout=5) == store.changelog("op-1")
+    started = time.monotonic()
+    assert store.wait_changes("op-1", after=got[-1].seq, timeout=0.5) == []
+    assert 0.45 < time.monotonic() - started < 5
+
+
+# -- leases and locks ----------------------------------------------------------------------
+def test_lease_grant_renew_revoke(store: Store) -> None:
+    lease = store.grant_lease("coordinator:op-1", ttl=30)
+    assert (lease.owner, lease.host, lease.pid) == ("coordinator:op-1", this_host(), this_pid())
+    assert lease.ttl >= 30 and lease.expires > time.time() + 25
+    assert store.get_lease(lease.id).owner == "coordinator:op-1"
+    renewed = store.keepalive(lease.id)
+    assert renewed.id == lease.id and renewed.expires >= lease.expires - 1
+    store.revoke_lease(lease.id)
+    assert store.get_lease(lease.id) is None
+    store.revoke_lease(lease.id)  # already gone: no error
+    with pytest.raises(LeaseExpired):
+        store.keepalive(lease.id)
+
+
+def test_lease_expires_after_its_ttl_unless_renewed(store: Store) -> None:
+    lease = store.grant_lease("agent:node-1", ttl=1)
+    with later(store, 3.0):
+        assert store.get_lease(lease.id) is None
+        with pytest.raises(LeaseExpired):
+            store.keepalive(lease.id)
+
+
+def test_lock_is_exclusive_reentrant_and_freed_by_revoking_the_lease(store: Store) -> None:
+    name = coordinator_lock("op-1")
+    mine = store.grant_lease("coordinator:op-1", ttl=30)
+    theirs = store.grant_lease("coordinator:op-1", ttl=30)
+    assert store.lock_holder(name) is None
+    store.acquire_lock(name, mine)
+    store.acquire_lock(name, mine)  # the same lease again: fine
+    assert store.lock_holder(name).id == mine.id
+    with pytest.raises(LockHeld) as err:
+        store.acquire_lock(name, theirs)
+    assert err.value.holder == mine.describe()
+    assert f"lease {mine.id}" in str(err.value) and this_host() in str(err.value)
+
+    store.release_lock(name, theirs.id)  # not theirs to release: nothing happens
+    assert store.lock_holder(name).id == mine.id
+    store.release_lock(name, mine.id)
+    assert store.lock_holder(name) is None
+    store.acquire_lock(name, theirs)
+    store.revoke_lease(theirs.id)
+    assert store.lock_holder(name) is None
+    store.acquire_lock(name, mine)
+    assert store.lock_holder(name).id == mine.id
+
+
+def test_lock_of_an_expired_lease_can_be_taken(store: Store) -> None:
+    name = coordinator_lock("op-1")
+    old = store.grant_lease("coordinator:op-1", ttl=1)
+    store.acquire_lock(name, old)
+    with later(store, 3.0):
+        assert store.lock_holder(name) is None
+        new = store.grant_lease("coordinator:op-1", ttl=30)
+        store.acquire_lock(name, new)
+        assert store.lock_holder(name).id == new.id
+
+
+def test_cluster_lock_is_not_a_lease_lock(store: Store) -> None:
+    store.create_operation(make_op(), leaves(1))
+    assert store.lock_holder(CLUSTER_LOCK) is None
+    assert store.active_operation_id() == "op-1"
+
+
+# -- scale ---------------------------------------------------------------------------------
+def test_ten_thousand_phase_plan_is_created_and_its_states_read(store: Store) -> None:
+    specs = leaves(10_000)
+    store.create_operation(make_op(), specs)
+    assert store.load_specs("op-1") == specs
+    for start in range(0, len(specs), 50):
+        store.apply("op-1", [
+            Transition(0, PhaseState(s.id).advance(State.IN_PROGRESS), State.UNSTARTED)
+            for s in specs[start : start + 50]])
+    states = store.load_states("op-1")
+    assert len(states) == 10_000
+    assert {s.version for s in states.values()} == {1}
+    assert len(store.changelog("op-1", after=0)) == 10_000

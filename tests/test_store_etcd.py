@@ -1,0 +1,284 @@
+"""What only the etcd store has to prove: URL checks, failing fast, riding out an etcd restart,
+and never applying a transition twice when a commit's reply is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.errors import EXIT_INVALID, StoreConfigError, StoreUnavailable
+from engine.model import Operation, OpState, PhaseSpec, PhaseState, State, Transition
+from engine.store import TLSConfig, open_store
+from engine.store.etcd import APPLY_CHUNK, EtcdStore
+from engine.store.etcd_conn import DEFAULT_PATIENCE, parse_url
+from tests.etcd_server import EtcdServer, free_port
+
+
+def make_op(op_id: str = "op-1") -> Operation:
+    now = time.time()
+    return Operation(op_id, "install", "install.yaml", created=now, updated=now)
+
+
+def leaves(n: int) -> list[PhaseSpec]:
+    return [PhaseSpec(f"/p{i:05d}", "", executor="noop") for i in range(n)]
+
+
+def start(phase: str) -> Transition:
+    return Transition(0, PhaseState(phase).advance(State.IN_PROGRESS), State.UNSTARTED)
+
+
+@pytest.fixture
+def store(etcd_url: str) -> Iterator[EtcdStore]:
+    s = EtcdStore.from_url(etcd_url)
+    yield s
+    s.close()
+
+
+# -- the URL -------------------------------------------------------------------------------
+@pytest.mark.parametrize("url", [
+    "etcd://",
+    "etcd://:2379",
+    "etcd://host:",
+    "etcd://host:port",
+    "etcd://host:0",
+    "etcd://host:99999",
+    "etcd://host:2379,,other:2379",
+    "etcd://host:2379,host:2379",
+    "etcd://ho st:2379",
+    "etcd://host:2379//gravity",
+    "etcd://host:2379/a//b",
+    "etcd://host:2379/a/../b",
+    "etcd://host:2379/a/./b",
+    "etcd://host:2379/a/",
+    "etcd://host:2379/a b",
+    "etcd://user:secret@host:2379",
+    "etcd://host:2379?timeout=1",
+    "etcd://host:2379#x",
+    "etcdx://host:2379",
+])
+def test_bad_urls_are_refused_before_connecting(url: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(StoreConfigError) as err:
+        open_store(url)
+    assert err.value.exit_code == EXIT_INVALID
+    assert time.monotonic() - started < 1
+
+
+def test_good_urls_parse_into_endpoints_and_prefix() -> None:
+    cfg = parse_url("etcd://10.0.0.1:2379,node-2.example:12379,[::1]:2380/clusters/prod",
+                    env={})
+    assert cfg.endpoints == (("10.0.0.1", 2379), ("node-2.example", 12379), ("[::1]", 2380))
+    assert (cfg.prefix, cfg.secure, cfg.patience) == ("/clusters/prod", False, DEFAULT_PATIENCE)
+    plain = parse_url("etcds://etcd", env={"GRAVITY_ETCD_USER": "u",
+                                           "GRAVITY_ETCD_PASSWORD": "p",
+                                           "GRAVITY_ETCD_PATIENCE": "5"})
+    assert plain.endpoints == (("etcd", 2379),) and plain.prefix == "/gravity"
+    assert (plain.secure, plain.user, plain.password, plain.patience) == (True, "u", "p", 5.0)
+
+
+@pytest.mark.parametrize(("url", "tls", "env"), [
+    ("etcd://h:2379", TLSConfig(cacert="/ca.pem"), {}),
+    ("etcds://h:2379", TLSConfig(cert="/c.pem"), {}),
+    ("etcd://h:2379", TLSConfig(), {"GRAVITY_ETCD_USER": "gravity"}),
+    ("etcd://h:2379", TLSConfig(), {"GRAVITY_ETCD_PATIENCE": "soon"}),
+    ("etcd://h:2379", TLSConfig(), {"GRAVITY_ETCD_PATIENCE": "-1"}),
+])
+def test_inconsistent_tls_or_credentials_are_refused(
+        url: str, tls: TLSConfig, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GRAVITY_ETCD_USER", "GRAVITY_ETCD_PASSWORD", "GRAVITY_ETCD_PATIENCE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(StoreConfigError):
+        open_store(url, tls=tls)
+
+
+def test_unreadable_tls_files_are_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreConfigError, match="cannot read --etcd-cacert"):
+        open_store("etcds://127.0.0.1:2379", tls=TLSConfig(cacert=str(tmp_path / "none.pem")))
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    with pytest.raises(StoreConfigError, match="not PEM"):
+        open_store("etcds://127.0.0.1:2379", tls=TLSConfig(cacert=str(junk)))
+
+
+def test_nothing_listening_fails_fast_naming_the_url() -> None:
+    url = f"etcd://127.0.0.1:{free_port()}/gravity"
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as err:
+        open_store(url)
+    assert time.monotonic() - started < 15
+    assert url in err.value.message
+    assert "etcdctl --endpoints http://127.0.0.1:" in (err.value.hint or "")
+
+
+def test_a_dead_endpoint_fails_over_to_a_live_one(etcd_server: EtcdServer) -> None:
+    url = f"etcd://127.0.0.1:{free_port()},{etcd_server.endpoint}/failover{time.time_ns()}"
+    for _ in range(3):  # the first endpoint tried is picked at random
+        with EtcdStore.from_url(url) as store:
+            store.create_operation(make_op(f"op-{time.time_ns()}"), leaves(1))
+            assert store.active_operation_id() is not None
+            store.finish_operation(store.active_operation_id() or "", OpState.COMPLETED, None)
+
+
+# -- batching --------------------------------------------------------------------------------
+def test_a_batch_larger_than_one_transaction_is_written_in_chunks(store: EtcdStore) -> None:
+    n = APPLY_CHUNK * 2 + 7
+    store.create_operation(make_op(), leaves(n))
+    records = store.apply("op-1", [start(f"/p{i:05d}") for i in range(n)])
+    assert [r.seq for r in records] == list(range(1, n + 1))
+    assert store.changelog("op-1") == records
+    assert len(store.load_states("op-1")) == n
+
+
+def test_two_steps_of_one_phase_in_one_batch(store: EtcdStore) -> None:
+    store.create_operation(make_op(), leaves(1))
+    first = PhaseState("/p00000").advance(State.IN_PROGRESS)
+    second = first.advance(State.COMPLETED)
+    store.apply("op-1", [Transition(0, first, State.UNSTARTED),
+                         Transition(1, second, State.IN_PROGRESS)])
+    assert store.get_state("op-1", "/p00000") == second
+    with pytest.raises(ValueError, match="exactly one step"):
+        store.apply("op-1", [Transition(2, second.advance(State.FAILED).advance(State.FAILED),
+                                        State.COMPLETED)])
+
+
+def test_store_state_survives_reopening(etcd_url: str) -> None:
+    with EtcdStore.from_url(etcd_url) as first:
+        first.create_operation(make_op(), leaves(2))
+        first.apply("op-1", [start("/p00000")])
+    with EtcdStore.from_url(etcd_url) as second:
+        assert second.active_operation_id() == "op-1"
+        rec = second.apply("op-1", [start("/p00001")])[0]
+        assert rec.seq == 2  # the seq key, not this process's memory, hands out seqs
+
+
+# -- outages ---------------------------------------------------------------------------------
+def test_apply_during_an_etcd_restart_completes_exactly_once(private_etcd: EtcdServer) -> None:
+    store = EtcdStore.from_url(f"{private_etcd.url}/restart")
+    store.create_operation(make_op(), leaves(2))
+    store.apply("op-1", [start("/p00000")])
+    private_etcd.stop()
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["records"] = store.apply("op-1", [start("/p00001")])
+        except Exception as exc:  # reported by the assertion below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(2)
+    assert thread.is_alive(), outcome  # still waiting for etcd, not failed
+    private_etcd.start()
+    thread.join(60)
+    assert "error" not in outcome, outcome
+    records = outcome["records"]
+    log = store.changelog("op-1")
+    assert [r for r in log if r.phase_id == "/p00001"] == records
+    assert store.get_state("op-1", "/p00001").version == 1
+    store.close()
+
+
+def test_patience_runs_out_with_store_unavailable(private_etcd: EtcdServer,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRAVITY_ETCD_PATIENCE", "1.5")
+    with EtcdStore.from_url(f"{private_etcd.url}/patience") as store:
+        private_etcd.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="gave up") as err:
+            store.get_operation("op-1")
+        assert 1.0 < time.monotonic() - started < 10
+        assert "GRAVITY_ETCD_PATIENCE" in (err.value.hint or "")
+
+
+def test_wait_changes_resumes_its_watch_after_an_etcd_restart(private_etcd: EtcdServer) -> None:
+    url = f"{private_etcd.url}/watch"
+    waiter, writer = EtcdStore.from_url(url), EtcdStore.from_url(url)
+    writer.create_operation(make_op(), leaves(2))
+    first = writer.apply("op-1", [start("/p00000")])[0]
+    got: list[object] = []
+    thread = threading.Thread(target=lambda: got.extend(
+        waiter.wait_changes("op-1", after=first.seq, timeout=40)))
+    thread.start()
+    time.sleep(0.5)
+    private_etcd.stop()
+    time.sleep(1)
+    private_etcd.start()
+    second = writer.apply("op-1", [start("/p00001")])[0]
+    thread.join(45)
+    assert got == [second]
+    waiter.close()
+    writer.close()
+
+
+class ReplyCutter:
+    """A TCP relay in front of etcd that, when armed, lets requests through but drops the
+    replies and then cuts the connection: the write commits, the client never hears back."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.dropped = 0
+        self.socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self.socks += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if replies and self.armed.is_set():
+                    self.dropped += len(data)
+                    threading.Timer(0.5, self._cut, args=(src, dst)).start()
+                    continue
+                dst.sendall(data)
+        self._cut(src, dst)
+
+    def _cut(self, *socks: socket.socket) -> None:
+        self.armed.clear()
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self._cut(*self.socks)
+
+
+def test_a_commit_whose_reply_was_lost_is_not_applied_twice(etcd_server: EtcdServer) -> None:
+    relay = ReplyCutter(etcd_server.client_port)
+    store = EtcdStore.from_url(f"etcd://127.0.0.1:{relay.port}/lostreply{time.time_ns()}")
+    try:
+        store.create_operation(make_op(), leaves(2))
+        store.apply("op-1", [start("/p00000")])  # warms the connection and the seq
+        relay.armed.set()
+        records = store.apply("op-1", [start("/p00001")])
+        assert relay.dropped > 0  # the first reply really was lost
+        log = store.changelog("op-1")
+        assert [r for r in log if r.phase_id == "/p00001"] == records
+        assert len(log) == 2
+        assert store.get_state("op-1", "/p00001").version == 1
+    finally:
+        store.close()
+        relay.close()
