@@ -124,8 +124,12 @@ def plan_document(view: PlanView) -> dict[str, Any]:
     counts = {s.value: 0 for s in State}
     for p in leaves:
         counts[view.derived[p].value] += 1
+    operation = op.to_dict()
+    if operation["data"].get("values"):
+        # Values may hold secrets: hooks get them from the values file, displays never do.
+        operation["data"]["values"] = f"(redacted: {len(op.data['values'])} top-level keys)"
     return {
-        "operation": op.to_dict(),
+        "operation": operation,
         "progress": {"leaves": len(leaves), **counts},
         "phases": [_phase_dict(view, r) for r in roots],
     }

@@ -1,0 +1,139 @@
+"""`gravity events`: the operation's changelog — every phase transition — as text or JSON lines.
+Selects records after a sequence number or within a recent duration, and can follow new ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from engine.model import ChangeRecord
+    from engine.store.base import Store
+
+
+@dataclass(frozen=True)
+class Since:
+    """Where `--since` starts: after a changelog sequence number, or a number of seconds ago."""
+
+    seq: int | None = None
+    seconds: float | None = None
+
+    def select(self, records: Iterable[ChangeRecord], now: float) -> list[ChangeRecord]:
+        """The records this bound lets through, in changelog order."""
+        if self.seq is not None:
+            return [r for r in records if r.seq > self.seq]
+        if self.seconds is not None:
+            cutoff = now - self.seconds
+            return [r for r in records if r.at >= cutoff]
+        return list(records)
+
+
+class SinceType(click.ParamType):
+    """`--since 42` (records after seq 42) or `--since 10m` (records of the last 10 minutes)."""
+
+    name = "SEQ|DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Since:
+        if isinstance(value, Since):
+            return value
+        text = str(value).strip()
+        if text.isdigit():
+            return Since(seq=int(text))
+        from engine.planfile import parse_duration
+
+        try:
+            return Since(seconds=parse_duration(text))
+        except ValueError:
+            self.fail(f"expected a sequence number (e.g. 42) or a duration (e.g. 30s, 10m, "
+                      f"1h30m), got {value!r}", param, ctx)
+
+
+def follow(store: Store, operation_id: str, after: int, emit: Callable[[ChangeRecord], None],
+           *, poll: float = 1.0) -> str:
+    """Emit records with seq > `after` as they are written, until nothing more can come.
+
+    Returns why it stopped: "finished" when the operation reached a final state, "idle" when
+    nobody drives it — no live coordinator lock holder and no phase in progress on two checks
+    in a row (the rule of `gravity plan --follow`), so an abandoned operation does not keep
+    the caller waiting forever.
+    """
+    from engine.model import State
+    from engine.service import lease_alive
+    from engine.store.base import coordinator_lock
+
+    idle_checks = 0
+    while True:
+        for rec in store.wait_changes(operation_id, after, timeout=poll):
+            after = rec.seq
+            emit(rec)
+            idle_checks = 0
+        if store.get_operation(operation_id).state.finished:
+            # Records written in the same instant as the final state are still owed.
+            for rec in store.changelog(operation_id, after):
+                after = rec.seq
+                emit(rec)
+            return "finished"
+        holder = store.lock_holder(coordinator_lock(operation_id))
+        driven = holder is not None and lease_alive(store, holder.id) is not None
+        running = any(s.state is State.IN_PROGRESS
+                      for s in store.load_states(operation_id).values())
+        if driven or running:
+            idle_checks = 0
+            continue
+        idle_checks += 1
+        if idle_checks >= 2:
+            return "idle"
+
+
+@click.command()
+@click.option("--operation-id", default=None,
+              help="Operation to show (default: the active operation, else the most recent).")
+@click.option("--since", type=SinceType(), default=None,
+              help="Only records after this sequence number (e.g. 42), or from the last "
+              "DURATION (e.g. 30s, 10m, 1h30m).")
+@click.option("--follow", "follow_", is_flag=True,
+              help="Keep printing records as they are written, until the operation ends or "
+              "nobody drives it.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Readable lines, or one JSON object per line.")
+@click.pass_obj
+def events(obj: Any, operation_id: str | None, since: Since | None, follow_: bool,
+           output: str) -> None:
+    """Print the operation's changelog: every phase transition, oldest first.
+
+    Each line is one state change with its attempt, node, error and note. The
+    changelog is the durable history the current states are rebuilt from, so this
+    is what happened even when the processes that did it are gone.
+    """
+    import json
+
+    from engine.cli.render import record_line
+    from engine.service import resolve_operation
+
+    store = obj.store()
+    op = resolve_operation(store, operation_id)
+    since = since or Since()
+    records = store.changelog(op.id, since.seq or 0)
+
+    def emit(rec: ChangeRecord) -> None:
+        click.echo(json.dumps(rec.to_dict(), ensure_ascii=False) if output == "json"
+                   else record_line(rec))
+
+    for rec in since.select(records, time.time()):
+        emit(rec)
+    if not follow_:
+        return
+    last = records[-1].seq if records else (since.seq or 0)
+    why = follow(store, op.id, last, emit)
+    if why == "finished":
+        final = store.get_operation(op.id)
+        click.echo(f"operation {op.id} {final.state.value}", err=True)
+    else:
+        click.echo(f"operation {op.id} is idle (nobody is driving it); continue it with "
+                   "`gravity plan resume`", err=True)
