@@ -23,6 +23,7 @@ DEFAULT_TTL = 10.0
 
 @dataclass
 class _Running:
+    operation: str
     state: PhaseState
     spec: PhaseSpec
     cancel: threading.Event
@@ -63,11 +64,16 @@ class Agent:
         beat.start()
         try:
             while not self.stopping.is_set():
-                self._poll_once()
+                try:
+                    self._poll_once()
+                except StoreError as exc:
+                    # etcd restarting, a cut connection: keep the phases running, try again.
+                    self.events.emit("store unavailable; retrying", error=exc.message)
+                    self.stopping.wait(0.5)
                 self._report_finished()
-            self._shutdown()
         finally:
             self.stopping.set()
+            self._shutdown()
             beat.join(timeout=5)
             self._retire()
             self.events.close()
@@ -177,13 +183,14 @@ class Agent:
         cancel = threading.Event()
         deadline = time.monotonic() + spec.timeout if spec.timeout else None
         op = self.operation
-        entry = _Running(st, spec, cancel, threading.Thread(), time.monotonic())
+        entry = _Running(str(op), st, spec, cancel, threading.Thread(), time.monotonic())
 
         def output(line: str) -> None:
             self.events.emit("output", phase=st.phase_id, line=line, quiet=True)
 
         def work() -> None:
-            entry.result = run_phase(spec, st, operation_id=str(op), state_dir=self.state_dir,
+            entry.result = run_phase(spec, st, operation_id=entry.operation,
+                                     state_dir=self.state_dir,
                                      operation_data=self.op_data, cancel=cancel,
                                      deadline=deadline, output=output)
 
@@ -215,7 +222,7 @@ class Agent:
             to = State.ROLLED_BACK if st.action is Action.ROLLBACK else State.COMPLETED
             t = fsm.transition(st, to, note=res.note if res is not None else None)
         try:
-            for rec in self.store.apply(str(self.operation), [t]):
+            for rec in self.store.apply(entry.operation, [t]):
                 self.events.transition(rec, duration=time.monotonic() - entry.started)
         except PhaseConflict:
             self.events.emit("result rejected", phase=st.phase_id, version=st.version,
@@ -225,11 +232,17 @@ class Agent:
             self.events.emit("report failed; will retry", phase=st.phase_id,
                              error=exc.message)
             return
+        except EngineError as exc:
+            self.events.emit("result could not be recorded", phase=st.phase_id,
+                             error=exc.message)
         with self.lock:
             self.running.pop(st.phase_id, None)
 
     def _shutdown(self) -> None:
-        """SIGTERM: finish running phases within the grace period, else hand them back."""
+        """SIGTERM: finish running phases within the grace period, else hand them back.
+
+        A result that cannot be recorded now (store down) is retried until the grace ends.
+        """
         deadline = time.monotonic() + self.grace
         while time.monotonic() < deadline:
             with self.lock:
@@ -243,4 +256,8 @@ class Agent:
         for entry in left:
             entry.cancel.set()
             entry.thread.join(timeout=5)
-            self._report(entry, error=f"interrupted: agent on {self.node} stopped")
+            try:
+                self._report(entry, error=f"interrupted: agent on {self.node} stopped")
+            except EngineError as exc:
+                self.events.emit("could not hand back phase", phase=entry.state.phase_id,
+                                 error=exc.message)

@@ -8,6 +8,8 @@ import os
 import signal
 import time
 
+import pytest
+
 CRASH = """
 kind: Plan
 metadata: {name: crash}
@@ -22,6 +24,12 @@ phases:
     executor: command
     data: {run: "echo x >> last.count"}
 """
+
+
+@pytest.fixture(autouse=True)
+def _both_stores(any_store: str) -> str:
+    """Every story here runs on the embedded store and on etcd."""
+    return any_store
 
 
 def lines(path) -> int:

@@ -33,6 +33,12 @@ phases:
 """
 
 
+@pytest.fixture(autouse=True)
+def _both_stores(any_store: str) -> str:
+    """Every story here runs on the embedded store and on etcd."""
+    return any_store
+
+
 def count(gravity, node: str, name: str) -> int:
     path = gravity.node_file(node, name)
     return len(path.read_text().splitlines()) if path.exists() else 0

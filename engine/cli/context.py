@@ -17,6 +17,7 @@ class CliContext:
     state_dir: Path
     store_url: str | None = None
     log_format: str = "console"
+    quiet: bool = False
     tls: TLSConfig = field(default_factory=TLSConfig)
     _store: Store | None = None
 

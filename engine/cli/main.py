@@ -98,6 +98,8 @@ def default_state_dir() -> Path:
               help="Client certificate for etcd TLS.")
 @click.option("--etcd-key", envvar="GRAVITY_ETCD_KEY", default=None,
               help="Client key for etcd TLS.")
+@click.option("-q", "--quiet", is_flag=True, envvar="GRAVITY_QUIET",
+              help="Do not print phase transitions on stderr (the log file still has them).")
 @click.option(
     "--log-format",
     type=click.Choice(["console", "json"]),
@@ -113,6 +115,7 @@ def cli(
     etcd_cacert: str | None,
     etcd_cert: str | None,
     etcd_key: str | None,
+    quiet: bool,
     log_format: str,
 ) -> None:
     """gravity: run cluster operations as resumable plans of phases.
@@ -128,6 +131,7 @@ def cli(
         state_dir=(state_dir or default_state_dir()).expanduser().resolve(),
         store_url=store_url,
         log_format=log_format,
+        quiet=quiet,
         tls=TLSConfig(cacert=etcd_cacert, cert=etcd_cert, key=etcd_key),
     )
     ctx.call_on_close(ctx.obj.close)

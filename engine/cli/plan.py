@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from engine.cli.completion import complete_phase_ids
 from engine.cli.context import CliContext
 
 OP_OPTION = click.option(
@@ -30,7 +31,7 @@ def _engine(obj: CliContext, max_parallel: int = 8, local: bool = False,
     from engine.service import Engine
 
     return Engine(store=obj.store(), state_dir=obj.state_dir, log_format=obj.log_format,
-                  max_parallel=max_parallel, agent_timeout=agent_timeout,
+                  quiet=obj.quiet, max_parallel=max_parallel, agent_timeout=agent_timeout,
                   dispatch="local" if local else dispatch_mode(obj.url))
 
 
@@ -89,49 +90,39 @@ def display(obj: CliContext, operation_id: str | None, output: str, short: bool,
 
     store = obj.store()
     op = resolve_operation(store, operation_id)
+    after = 0
+    if follow:  # where the table stands, so nothing written after it is missed
+        records = store.changelog(op.id)
+        after = records[-1].seq if records else 0
     view = plan_view(store, op)
     click.echo(plan_text(view, short=short) if output == "text" else dump(plan_document(view),
                                                                           output))
     if follow:
-        follow_changes(obj, op.id, output)
+        follow_changes(obj, op.id, output, after)
 
 
-def follow_changes(obj: CliContext, operation_id: str, output: str) -> None:
-    """Print changelog records as they are written until the operation ends or goes idle."""
+def follow_changes(obj: CliContext, operation_id: str, output: str, after: int) -> None:
+    """Print changelog records after `after` as they are written, until the operation ends
+    or goes idle (see engine.cli.events.follow)."""
     import json
 
+    from engine.cli.events import follow
     from engine.cli.render import record_line
-    from engine.model import State
-    from engine.service import lease_alive
-    from engine.store.base import coordinator_lock
 
-    store = obj.store()
-    records = store.changelog(operation_id)
-    last = records[-1].seq if records else 0
-    idle_checks = 0
-    while True:
-        for rec in store.wait_changes(operation_id, last, timeout=1.0):
-            last = rec.seq
-            click.echo(json.dumps(rec.to_dict()) if output == "json" else record_line(rec))
-            idle_checks = 0
-        op = store.get_operation(operation_id)
-        if op.state.finished:
-            click.echo(f"operation {operation_id} {op.state.value}", err=True)
-            return
-        holder = store.lock_holder(coordinator_lock(operation_id))
-        running = any(s.state is State.IN_PROGRESS for s in store.load_states(operation_id)
-                      .values())
-        if (holder is None or lease_alive(store, holder.id) is None) and not running:
-            idle_checks += 1
-            if idle_checks >= 2:
-                click.echo(f"operation {operation_id} is idle (nobody is driving it); "
-                           "continue it with `gravity plan resume`", err=True)
-                return
+    why = follow(obj.store(), operation_id, after, lambda rec: click.echo(
+        json.dumps(rec.to_dict()) if output == "json" else record_line(rec)))
+    if why == "finished":
+        op = obj.store().get_operation(operation_id)
+        click.echo(f"operation {operation_id} {op.state.value}", err=True)
+    else:
+        click.echo(f"operation {operation_id} is idle (nobody is driving it); continue it "
+                   "with `gravity plan resume`", err=True)
 
 
 @plan.command()
 @OP_OPTION
-@click.option("--phase", "phase_id", required=True, help="Phase ID, e.g. /masters/node-1/drain.")
+@click.option("--phase", "phase_id", required=True, help="Phase ID, e.g. /masters/node-1/drain.",
+              shell_complete=complete_phase_ids)
 @click.option("--force", is_flag=True,
               help="Run even if required phases are not completed, or re-run a completed "
               "phase. Never overrides a phase another live process is running.")
@@ -163,7 +154,8 @@ def execute(obj: CliContext, operation_id: str | None, phase_id: str, force: boo
 
 @plan.command("rollback")
 @OP_OPTION
-@click.option("--phase", "phase_id", required=True, help="Phase ID to roll back.")
+@click.option("--phase", "phase_id", required=True, help="Phase ID to roll back.",
+              shell_complete=complete_phase_ids)
 @click.option("--force", is_flag=True,
               help="Roll back even though phases that depend on it are still completed.")
 @click.option("--dry-run", is_flag=True, help="Print what would roll back; change nothing.")

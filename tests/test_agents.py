@@ -1,0 +1,240 @@
+"""Agents on a real etcd: phases run on their own node's agent process, in parallel across
+nodes; an agent or a coordinator killed with -9 is recovered from; stale results are fenced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Gravity
+
+TTL = "2"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.fixture
+def cluster(gravity: Gravity, request: pytest.FixtureRequest) -> Iterator[Gravity]:
+    """`gravity` pointed at a fresh etcd prefix, with agents dispatched to (the etcd default)."""
+    if os.environ.get("GRAVITY_TEST_AGENTS_ON_SQLITE"):  # a quick local check of the logic
+        gravity.extra_env.update(GRAVITY_DISPATCH="agents", GRAVITY_LEASE_TTL=TTL)
+    else:
+        etcd_url = request.getfixturevalue("etcd_url")
+        gravity.extra_env.update(GRAVITY_STORE=etcd_url, GRAVITY_LEASE_TTL=TTL)
+    procs: list[subprocess.Popen[str]] = []
+    gravity.agents = procs  # type: ignore[attr-defined]
+    yield gravity
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+
+
+def start_agent(g: Gravity, node: str) -> subprocess.Popen[str]:
+    proc = g.spawn("agent", "run", "--node", node, "--ttl", TTL, "--grace", "2")
+    g.agents.append(proc)  # type: ignore[attr-defined]
+    wait_for(lambda: node in g("agent", "status", "-o", "json", check=0).stdout
+             and any(r["node"] == node and r["status"] == "Online"
+                     for r in json.loads(g("agent", "status", "-o", "json").stdout)),
+             what=f"agent {node} online")
+    return proc
+
+
+RECORD = "echo $GRAVITY_NODE $PPID > who; date +%s.%N > start; sleep 1; date +%s.%N > end"
+THREE_NODES = f"""
+kind: Plan
+metadata: {{name: spread}}
+phases:
+  - id: work
+    parallel: 3
+    phases:
+      - id: n1
+        node: node-1
+        executor: command
+        data: {{run: "{RECORD}"}}
+      - id: n2
+        node: node-2
+        executor: command
+        data: {{run: "{RECORD}"}}
+      - id: n3
+        node: node-3
+        executor: command
+        data: {{run: "{RECORD}"}}
+  - id: after
+    executor: command
+    data: {{run: "echo $PPID > who"}}
+"""
+
+
+def test_each_phase_runs_on_its_nodes_agent_in_parallel(cluster: Gravity, write_plan) -> None:
+    agents = {n: start_agent(cluster, n) for n in ("node-1", "node-2", "node-3")}
+    cluster("operation", "create", "--plan", str(write_plan(THREE_NODES)), "--id", "op1",
+            check=0)
+    coordinator = cluster("plan", "resume", check=0)
+    assert "resumed: operation op1 is completed" in coordinator.stdout
+    for node, proc in agents.items():
+        assert cluster.node_file(node, "who").read_text().split() == [node, str(proc.pid)]
+    # The phase without a node ran in the coordinator, not on an agent.
+    assert int(cluster.node_file("local", "who").read_text()) not in {
+        p.pid for p in agents.values()}
+    spans = [(float(cluster.node_file(n, "start").read_text()),
+              float(cluster.node_file(n, "end").read_text())) for n in agents]
+    assert max(s for s, _ in spans) < min(e for _, e in spans), f"no overlap: {spans}"
+    states = json.loads(cluster("plan", "-o", "json", check=0).stdout)
+    work = states["phases"][0]["phases"]
+    assert [(p["node"], p["state"]) for p in work] == [
+        ("node-1", "completed"), ("node-2", "completed"), ("node-3", "completed")]
+
+
+FLAKY_AGENT = """
+kind: Plan
+metadata: {name: agent-dies}
+phases:
+  - id: slow
+    node: node-1
+    retry: {attempts: 3, initial: 200ms}
+    executor: command
+    data: {run: "echo x >> started; sleep ${SLOW:-4}; echo x >> finished"}
+"""
+
+
+def test_agent_killed_mid_phase_is_interrupted_then_redispatched(
+        cluster: Gravity, write_plan) -> None:
+    agent = start_agent(cluster, "node-1")
+    cluster("operation", "create", "--plan", str(write_plan(FLAKY_AGENT)), "--id", "op1",
+            check=0)
+    coordinator = cluster.spawn("plan", "resume", "--agent-timeout", "60")
+    started = cluster.node_file("node-1", "started")
+    wait_for(lambda: started.exists(), what="the phase to start")
+    os.kill(agent.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    def interrupted() -> bool:
+        log = cluster("events", "-o", "json", check=0).stdout
+        return "interrupted: agent on node-1 lost" in log
+
+    wait_for(interrupted, timeout=20, what="the interruption to be recorded")
+    assert time.monotonic() - killed_at <= 2 * float(TTL) + 1.5
+    start_agent(cluster, "node-1")
+    assert coordinator.wait(timeout=60) == 0, coordinator.stderr.read()
+    assert len(lines(started)) == 2  # the killed attempt and exactly one more
+    assert len(lines(cluster.node_file("node-1", "finished"))) == 1
+    records = [json.loads(x) for x in cluster("events", "-o", "json", check=0).stdout.splitlines()]
+    assert [(r["to_state"], r["attempt"]) for r in records] == [
+        ("in_progress", 1), ("failed", 1), ("in_progress", 2), ("completed", 2)]
+
+
+CHAIN = """
+kind: Plan
+metadata: {name: coordinator-dies}
+phases:
+  - id: first
+    node: node-1
+    executor: command
+    data: {run: "echo x >> first"}
+  - id: middle
+    node: node-1
+    executor: command
+    data: {run: "echo x >> middle; sleep 3; echo x >> middle.done"}
+  - id: last
+    node: node-2
+    executor: command
+    data: {run: "echo x >> last"}
+"""
+
+
+def test_coordinator_killed_then_resumed_elsewhere(cluster: Gravity, write_plan) -> None:
+    start_agent(cluster, "node-1")
+    start_agent(cluster, "node-2")
+    cluster("operation", "create", "--plan", str(write_plan(CHAIN)), "--id", "op1", check=0)
+    coordinator = cluster.spawn("plan", "resume")
+    wait_for(lambda: cluster.node_file("node-1", "middle").exists(), what="middle to start")
+    os.kill(coordinator.pid, signal.SIGKILL)
+    coordinator.wait(timeout=10)
+    # The agent keeps running the phase and records its result with nobody watching.
+    wait_for(lambda: cluster.states().get("/middle") == "completed", timeout=20,
+             what="the agent to record /middle")
+    # Another coordinator may take over once the dead one's lease is gone.
+    wait_for(lambda: cluster("plan", "resume").returncode == 0, timeout=20,
+             what="resume to succeed")
+    assert cluster.states() == {"/first": "completed", "/middle": "completed",
+                                "/last": "completed"}
+    assert [len(lines(cluster.node_file(n, f))) for n, f in (
+        ("node-1", "first"), ("node-1", "middle"), ("node-1", "middle.done"),
+        ("node-2", "last"))] == [1, 1, 1, 1]
+
+
+def test_two_coordinators_one_drives(cluster: Gravity, write_plan) -> None:
+    start_agent(cluster, "node-1")
+    start_agent(cluster, "node-2")
+    cluster("operation", "create", "--plan", str(write_plan(CHAIN)), "--id", "op1", check=0)
+    first = cluster.spawn("plan", "resume")
+    wait_for(lambda: cluster.node_file("node-1", "first").exists(), what="the first phase")
+    second = cluster("plan", "resume", check=3)
+    assert "is being driven by coordinator:op1" in second.stderr
+    assert f"pid {first.pid}" in second.stderr
+    assert first.wait(timeout=60) == 0
+
+
+def test_a_stale_agents_late_result_is_fenced(cluster: Gravity, write_plan) -> None:
+    old = start_agent(cluster, "node-1")
+    cluster("operation", "create", "--plan",
+            str(write_plan(FLAKY_AGENT.replace("${SLOW:-4}", "1"))), "--id", "op1", check=0)
+    coordinator = cluster.spawn("plan", "resume")
+    wait_for(lambda: cluster.node_file("node-1", "started").exists(), what="first attempt")
+    os.kill(old.pid, signal.SIGSTOP)  # frozen: its lease expires, its phase is interrupted
+    try:
+        wait_for(lambda: "interrupted" in cluster("events", check=0).stdout, timeout=20,
+                 what="the interruption")
+        new = start_agent(cluster, "node-1")
+        assert coordinator.wait(timeout=60) == 0
+    finally:
+        os.kill(old.pid, signal.SIGCONT)
+    # The old agent wakes up, finishes its attempt and tries to report: rejected.
+    log = cluster.state_dir / "logs" / "agent-node-1.jsonl"
+    wait_for(lambda: "result rejected" in log.read_text(), timeout=20,
+             what="the stale result to be rejected")
+    records = [json.loads(x) for x in cluster("events", "-o", "json", check=0).stdout.splitlines()]
+    assert [r["to_state"] for r in records] == ["in_progress", "failed", "in_progress",
+                                               "completed"]
+    assert records[-1]["owner"] is None and records[2]["owner"] != records[0]["owner"]
+    assert cluster.states() == {"/slow": "completed"}
+    assert new.poll() is None
+    wait_for(lambda: old.poll() is not None, timeout=20, what="the stale agent to give up")
+
+
+def test_agent_stop_through_the_store_and_missing_agent_message(
+        cluster: Gravity, write_plan) -> None:
+    agent = start_agent(cluster, "node-1")
+    cluster("agent", "stop", "--node", "node-1", check=0)
+    assert agent.wait(timeout=20) == 0
+    assert json.loads(cluster("agent", "status", "-o", "json", check=0).stdout) == []
+    cluster("operation", "create", "--plan", str(write_plan(CHAIN)), "--id", "op1", check=0)
+    status = json.loads(cluster("agent", "status", "-o", "json", check=0).stdout)
+    assert status == [{"node": n, "status": "Offline", "heartbeat": None, "running": [],
+                       "pid": None, "host": None} for n in ("node-1", "node-2")]
+    assert "gravity agent run --node NODE` on: node-1, node-2" in cluster(
+        "agent", "status", check=0).stdout
+    proc = cluster("plan", "resume", "--agent-timeout", "1", check=1)
+    assert "no agent running on node node-1: run `gravity agent run --node node-1` there" \
+        in proc.stderr
+    # --local runs the phase in this process instead.
+    cluster("plan", "execute", "--phase", "/first", "--local", check=0)
+    assert cluster.states()["/first"] == "completed"
