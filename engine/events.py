@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -45,7 +46,8 @@ class EventLog:
     """Writes every event to the operation's JSONL file and, optionally, to the console."""
 
     def __init__(self, log_dir: Path, operation_id: str, *, console: TextIO | None = sys.stderr,
-                 console_format: str = "console") -> None:
+                 console_format: str = "console",
+                 listener: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.path = log_dir / f"{operation_id}.jsonl"
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -56,7 +58,8 @@ class EventLog:
             processors=[_timestamper, structlog.processors.JSONRenderer(sort_keys=False)],
         )
         self._console = None
-        if console is not None:
+        self._listener = listener
+        if console is not None and listener is None:
             renderer: Any = (structlog.processors.JSONRenderer()
                              if console_format == "json" else _console_line)
             self._console = structlog.wrap_logger(
@@ -69,7 +72,9 @@ class EventLog:
         with self._lock:
             self._json.info(event, **fields)
             self._file.flush()
-            if self._console is not None and not quiet:
+            if self._listener is not None:
+                self._listener(event, dict(fields))
+            elif self._console is not None and not quiet:
                 self._console.info(event, **fields)
 
     def transition(self, rec: ChangeRecord, *, duration: float | None = None,
@@ -87,3 +92,6 @@ class EventLog:
         with self._lock:
             if not self._file.closed:
                 self._file.close()
+        close = getattr(self._listener, "close", None)
+        if close is not None:
+            close()

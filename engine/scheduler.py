@@ -261,6 +261,9 @@ class Scheduler:
             except queue.Empty:
                 continue
             if res.phase_id in self.running:
+                if res.error is not None:
+                    res.error = ExecutionError("interrupted by the operator (Ctrl-C)",
+                                               getattr(res.error, "tail", ""))
                 outbox.append(self._finish(res))
         self._record(outbox, [])
 

@@ -76,13 +76,15 @@ class Engine:
     console: Any = field(default=None)
     dispatch: str = "local"
     agent_timeout: float = 60.0
+    progress: Any = field(default=None)  # factory of an EventLog listener (live TTY display)
 
     def event_log(self, operation_id: str) -> EventLog:
         import sys
 
         console = None if self.quiet else (self.console or sys.stderr)
+        listener = self.progress() if (self.progress and not self.quiet) else None
         return EventLog(self.state_dir / "logs", operation_id, console=console,
-                        console_format=self.log_format)
+                        console_format=self.log_format, listener=listener)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from engine.errors import EXIT_FAILED, EXIT_INVALID, EngineError
+from engine.errors import EXIT_INVALID, EngineError
 
 # name -> "module:attribute"; imported on first use only.
 SUBCOMMANDS: dict[str, str] = {
@@ -139,11 +139,16 @@ def cli(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the CLI and turns engine errors into exit codes."""
+    interrupted = (
+        "\ninterrupted: the operation is left resumable; run `gravity plan resume` to "
+        "continue or `gravity plan` to see where it stopped"
+    )
     try:
         cli.main(args=argv, prog_name="gravity", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(EXIT_FAILED)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C into Abort; either way nothing is half-written.
+        click.echo(interrupted, err=True)
+        sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -152,13 +157,6 @@ def main(argv: list[str] | None = None) -> None:
     except EngineError as exc:
         click.echo(f"error: {exc.render()}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo(
-            "\ninterrupted: the operation is left resumable; run `gravity plan resume` "
-            "to continue or `gravity plan` to see where it stopped",
-            err=True,
-        )
-        sys.exit(130)
     sys.exit(0)
 
 

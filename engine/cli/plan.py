@@ -27,10 +27,20 @@ AGENT_TIMEOUT = click.option(
 
 def _engine(obj: CliContext, max_parallel: int = 8, local: bool = False,
             agent_timeout: float = 60.0):  # -> engine.service.Engine
+    import sys
+
     from engine.dispatch import dispatch_mode
     from engine.service import Engine
 
+    progress = None
+    if obj.log_format == "console" and sys.stderr.isatty():
+        from functools import partial
+
+        from engine.cli.progress import TtyProgress
+
+        progress = partial(TtyProgress, sys.stderr)
     return Engine(store=obj.store(), state_dir=obj.state_dir, log_format=obj.log_format,
+                  progress=progress,
                   quiet=obj.quiet, max_parallel=max_parallel, agent_timeout=agent_timeout,
                   dispatch="local" if local else dispatch_mode(obj.url))
 

@@ -1,0 +1,102 @@
+"""Live progress on a terminal: a bar of finished/total phases, the running phases with their
+node and elapsed time, retries and failures kept above it. Without a TTY, plain lines are used.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, TextIO
+
+BAR_WIDTH = 30
+MAX_RUNNING_SHOWN = 6
+
+
+class TtyProgress:
+    """An EventLog listener that redraws a small status block in place (ANSI escapes)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.total = 0
+        self.done = 0
+        self.failed = 0
+        self.retries = 0
+        self.running: dict[str, tuple[str, float]] = {}
+        self.started = time.monotonic()
+        self.drawn = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+        self.ticker.start()
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        with self.lock:
+            if event == "run started":
+                self.total = int(fields.get("phases", 0))
+                self.done = self.failed = self.retries = 0
+                self.started = time.monotonic()
+            elif event == "transition":
+                self._transition(fields)
+            elif event not in ("run finished", "output"):
+                self._above(f"{event}: " + " ".join(f"{k}={v}" for k, v in fields.items()
+                                                     if k != "operation"))
+            self._draw()
+
+    def _transition(self, f: dict[str, Any]) -> None:
+        phase, to = str(f.get("phase")), f.get("to")
+        if to == "in_progress":
+            self.running[phase] = (str(f.get("node") or "-"), time.monotonic())
+            return
+        self.running.pop(phase, None)
+        if to in ("completed", "rolled_back"):
+            self.done += 1
+            if str(f.get("note") or "").startswith("skipped"):
+                self._above(f"  {phase}: {f['note']}")
+        elif to == "failed":
+            error = str(f.get("error") or "").splitlines()[0] if f.get("error") else "failed"
+            note = str(f.get("note") or "")
+            if note.startswith("attempt"):
+                self.retries += 1
+                self._above(f"↻ {phase} on {f.get('node') or '-'}: {error} ({note})")
+            else:
+                self.failed += 1
+                self._above(f"× {phase} on {f.get('node') or '-'}: {error}")
+
+    def _above(self, line: str) -> None:
+        """A line that stays: printed above the live block."""
+        self._clear()
+        self.stream.write(line + "\n")
+
+    def _clear(self) -> None:
+        if self.drawn:
+            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
+            self.drawn = 0
+
+    def _draw(self) -> None:
+        self._clear()
+        total = max(self.total, 1)
+        filled = int(BAR_WIDTH * min(self.done, total) / total)
+        elapsed = time.monotonic() - self.started
+        lines = [f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {self.done}/{self.total} "
+                 f"phases  {len(self.running)} running  {self.retries} retries  "
+                 f"{self.failed} failed  {elapsed:5.1f}s"]
+        now = time.monotonic()
+        for phase, (node, since) in list(self.running.items())[:MAX_RUNNING_SHOWN]:
+            lines.append(f"  → {phase} on {node} ({now - since:.1f}s)")
+        if len(self.running) > MAX_RUNNING_SHOWN:
+            lines.append(f"  … and {len(self.running) - MAX_RUNNING_SHOWN} more")
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
+        self.drawn = len(lines)
+
+    def _tick(self) -> None:
+        while not self.stop.wait(0.5):
+            with self.lock:
+                if self.drawn:
+                    self._draw()
+
+    def close(self) -> None:
+        self.stop.set()
+        with self.lock:
+            self._clear()
+            self.stream.flush()

@@ -1,0 +1,103 @@
+"""What an operator sees at a terminal: a live progress block on a TTY, plain lines in a pipe,
+and Ctrl-C leaving the operation resumable with a clear message and no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+
+from tests.conftest import Gravity
+
+PLAN = """
+kind: Plan
+metadata: {name: progress}
+phases:
+  - id: one
+    executor: command
+    data: {run: "sleep 1.2"}
+  - id: two
+    executor: command
+    retry: {attempts: 2, initial: 100ms}
+    data: {run: "test -f again || { touch again; echo not yet; exit 1; }"}
+  - id: three
+    executor: noop
+"""
+
+
+def run_in_pty(g: Gravity, *args: str, interrupt_after: float | None = None,
+               timeout: float = 60) -> tuple[int, str]:
+    """Run gravity with stdout/stderr on a pseudo-terminal; optionally send Ctrl-C."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(g.argv(*args), stdin=slave, stdout=slave, stderr=slave,
+                            env=g.env(), cwd=g.tmp, start_new_session=True)
+    os.close(slave)
+    out = b""
+    start = time.monotonic()
+    sent = False
+    while True:
+        if interrupt_after is not None and not sent and time.monotonic() - start > \
+                interrupt_after:
+            os.killpg(proc.pid, signal.SIGINT)
+            sent = True
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk and proc.poll() is not None:
+                break
+            out += chunk
+        elif proc.poll() is not None:
+            break
+        assert time.monotonic() - start < timeout, out.decode(errors="replace")
+    os.close(master)
+    return proc.wait(), out.decode(errors="replace")
+
+
+def test_live_progress_on_a_tty(gravity: Gravity, write_plan) -> None:
+    gravity("operation", "create", "--plan", str(write_plan(PLAN)), check=0)
+    code, out = run_in_pty(gravity, "plan", "resume")
+    assert code == 0, out
+    assert "] 0/3 phases" in out  # the bar before anything finished
+    assert "→ /one on local" in out  # the running phase with its node
+    assert "↻ /two on local: command exited with status 1" in out  # a retry, kept above
+    assert "1 retries" in out
+    assert "\x1b[" in out  # redrawn in place
+    assert out.rstrip().endswith("phases completed")  # the one-line summary
+    assert "completed; 3/3 phases completed" in out
+
+
+def test_plain_lines_without_a_tty(gravity: Gravity, write_plan) -> None:
+    gravity("operation", "create", "--plan", str(write_plan(PLAN)), check=0)
+    proc = gravity("plan", "resume", check=0)
+    assert "\x1b[" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert any(line.endswith("/one: unstarted -> in_progress (execute, node local, attempt 1)")
+               for line in lines)
+    assert all(line[:2].isdigit() and line[2] == ":" for line in lines if line.strip())
+
+
+def test_ctrl_c_leaves_the_operation_resumable(gravity: Gravity, write_plan) -> None:
+    gravity("operation", "create", "--plan", str(write_plan(PLAN.replace("sleep 1.2",
+                                                                         "sleep 30"))),
+            "--id", "op1", check=0)
+    code, out = run_in_pty(gravity, "plan", "resume", interrupt_after=2.0)
+    assert code == 130, out
+    assert "interrupted: the operation is left resumable" in out
+    assert "gravity plan resume" in out
+    assert "Traceback" not in out
+    log = gravity.changelog("op1")
+    assert log[-1]["phase_id"] == "/one" and log[-1]["to_state"] == "failed"
+    assert log[-1]["error"] == "interrupted by the operator (Ctrl-C)"
+    # The coordinator lock was released: resuming works at once.
+    proc = gravity.spawn("plan", "resume")
+    time.sleep(0.5)
+    assert proc.poll() is None  # it is driving, not refused
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
