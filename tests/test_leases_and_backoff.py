@@ -115,3 +115,19 @@ def test_heartbeat_keeps_a_lease_alive_and_reports_loss(store) -> None:
         assert not hb.lost.is_set()
         store.revoke_lease(lease.id)
         assert hb.lost.wait(2.0)
+
+
+def test_an_agent_record_vanishes_with_its_lease(store) -> None:
+    with freeze_time("2026-01-01 00:00:00") as clock:
+        lease = store.grant_lease("agent:node-1", ttl=10)
+        store.kv_put("agents/node-1", {"node": "node-1", "lease": lease.id}, lease.id)
+        store.kv_put("agent-stop/node-9", {"at": 1})
+        assert set(store.kv_list("agents/")) == {"agents/node-1"}
+        clock.tick(6)
+        store.keepalive(lease.id)  # the heartbeat keeps the record
+        clock.tick(6)
+        assert store.kv_get("agents/node-1") == {"node": "node-1", "lease": lease.id}
+        clock.tick(11)
+        assert store.kv_get("agents/node-1") is None
+        assert store.kv_list("agents/") == {}
+        assert store.kv_get("agent-stop/node-9") == {"at": 1}  # not bound to a lease

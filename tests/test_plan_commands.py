@@ -349,3 +349,42 @@ def test_no_operations_yet(gravity) -> None:
     proc = gravity("plan", check=2)
     assert "there are no operations yet" in proc.stderr
     assert "no operations yet" in gravity("status", check=0).stdout
+
+
+SAME_NODE = """
+kind: Plan
+metadata: {name: same-node}
+phases:
+  - id: group
+    parallel: 2
+    phases:
+      - id: one
+        node: n1
+        executor: command
+        data: {run: "date +%s.%N > one.start; sleep 0.6; date +%s.%N > one.end"}
+      - id: two
+        node: n1
+        executor: command
+        data: {run: "date +%s.%N > two.start; sleep 0.6; date +%s.%N > two.end"}
+"""
+
+
+def spans(gravity, node: str) -> list[tuple[float, float]]:
+    return [tuple(float(gravity.node_file(node, f"{p}.{e}").read_text()) for e in ("start",
+                                                                                   "end"))
+            for p in ("one", "two")]
+
+
+def test_phases_on_one_node_do_not_overlap(gravity, write_plan) -> None:
+    create(gravity, write_plan, SAME_NODE)
+    gravity("plan", "resume", check=0)
+    (_s1, e1), (s2, _e2) = sorted(spans(gravity, "n1"))
+    assert e1 <= s2, "two phases overlapped on node n1"
+
+
+def test_a_composite_pinned_to_a_node_lets_its_children_overlap(gravity, write_plan) -> None:
+    pinned = SAME_NODE.replace("    parallel: 2\n", "    parallel: 2\n    node: n1\n")
+    create(gravity, write_plan, pinned)
+    gravity("plan", "resume", check=0)
+    (_s1, e1), (s2, _e2) = sorted(spans(gravity, "n1"))
+    assert s2 < e1, "children of a node-pinned parallel composite should overlap"
