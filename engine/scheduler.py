@@ -105,6 +105,8 @@ class Scheduler:
         self.adopted = set(adopted)
         self.agent_waits: dict[str, float] = {}
         self.node_busy: dict[str, int] = {}
+        self._exclusive: dict[str, bool] = {}
+        self._nodes: dict[str, str] = {}
         self.ready: deque[str] = deque()
         self.timers: list[tuple[float, str]] = []
         self.running: dict[str, tuple[float, float | None, threading.Event]] = {}
@@ -289,7 +291,7 @@ class Scheduler:
             if blocker is not None:
                 self.throttle_waits.setdefault(blocker, deque()).append(pid)
                 continue
-            node = node_of(self.g, pid)
+            node = self._node_of(pid)
             if self._node_exclusive(pid) and self.node_busy.get(node, 0) > 0:
                 deferred.append(pid)  # retried when the node frees up
                 continue
@@ -310,13 +312,22 @@ class Scheduler:
         """A named node runs one phase at a time unless a parallel composite pinned to that
         node says its children may overlap there. Phases without a node follow only the
         plan's parallelism."""
-        if not any(self.g.specs[p].node for p in (pid, *self.g.ancestors(pid))):
-            return False
-        node = node_of(self.g, pid)
+        cached = self._exclusive.get(pid)
+        if cached is not None:
+            return cached
+        exclusive = any(self.g.specs[p].node for p in (pid, *self.g.ancestors(pid)))
+        node = self._node_of(pid)
         for composite, _ in self.throttles.get(pid, ()):
             if composite != ROOT and self.g.specs[composite].node == node:
-                return False
-        return True
+                exclusive = False
+        self._exclusive[pid] = exclusive
+        return exclusive
+
+    def _node_of(self, pid: str) -> str:
+        node = self._nodes.get(pid)
+        if node is None:
+            node = self._nodes[pid] = node_of(self.g, pid)
+        return node
 
     def _throttled(self, pid: str) -> str | None:
         for composite, child in self.throttles.get(pid, ()):
@@ -362,7 +373,7 @@ class Scheduler:
         out: list[tuple[Transition | None, float | None]] = []
         now = time.monotonic()
         for pid, since in list(self.agent_waits.items()):
-            node = node_of(self.g, pid)
+            node = self._node_of(pid)
             if self.dispatcher.owner_for(node) is not None:
                 del self.agent_waits[pid]
                 self.ready.append(pid)
@@ -435,7 +446,7 @@ class Scheduler:
         """Record how an attempt ended (unless its runner did) and decide what comes next."""
         pid = res.phase_id
         self.running.pop(pid, None)
-        node = node_of(self.g, pid)
+        node = self._node_of(pid)
         if self._node_exclusive(pid) and self.node_busy.get(node, 0) > 0:
             self.node_busy[node] -= 1
         cur = self._state(pid)

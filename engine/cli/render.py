@@ -34,9 +34,18 @@ def when(ts: float | None) -> str:
     return time.strftime("%a %b %d %H:%M:%S UTC", time.gmtime(ts))
 
 
-def _latest(view: PlanView, pid: str) -> float:
-    leaves = view.graph.leaves_under(pid)
-    return max((view.states[p].updated for p in leaves if p in view.states), default=0.0)
+def _latest_updates(view: PlanView) -> dict[str, float]:
+    """Last update time of every phase: a leaf's own, a composite's newest leaf's (one pass)."""
+    g = view.graph
+    latest: dict[str, float] = {}
+    for pid in reversed(g.order):
+        spec = g.specs[pid]
+        if spec.is_leaf:
+            st = view.states.get(pid)
+            latest[pid] = st.updated if st else 0.0
+        else:
+            latest[pid] = max((latest[c] for c in spec.children), default=0.0)
+    return latest
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
@@ -53,6 +62,7 @@ def plan_text(view: PlanView, *, short: bool = False) -> str:
     """Gravity's plan table: phases indented by depth, state markers, then failed phases."""
     op = view.operation
     g = view.graph
+    latest = _latest_updates(view)
     rows = []
     for pid in g.order:
         spec = g.specs[pid]
@@ -66,7 +76,7 @@ def plan_text(view: PlanView, *, short: bool = False) -> str:
             label = f"{label} (retrying)"
         node = spec.node or ("" if not spec.is_leaf else node_of(g, pid))
         requires = ",".join(spec.requires) or "-"
-        updated = st.updated if spec.is_leaf and st else _latest(view, pid)
+        updated = latest[pid]
         rows.append([
             "  " * spec.depth + f"{MARKERS[state]} {pid}",
             spec.description or "-",
@@ -78,8 +88,9 @@ def plan_text(view: PlanView, *, short: bool = False) -> str:
     out = [f"Operation {op.id} ({op.type}: {op.plan_name}) — {op.state.value}"
            + (f" ({op.note})" if op.note else ""), ""]
     out.append(table(rows, ["Phase", "Description", "State", "Node", "Requires", "Updated"]))
-    failed = [(p, s) for p, s in sorted(view.states.items(), key=lambda kv: g.order.index(kv[0]))
-              if s.state is State.FAILED and s.error]
+    rank = {pid: i for i, pid in enumerate(g.order)}
+    failed = sorted(((p, s) for p, s in view.states.items()
+                     if s.state is State.FAILED and s.error), key=lambda kv: rank[kv[0]])
     if failed:
         out.append("")
         for pid, st in failed:
