@@ -1,0 +1,105 @@
+"""The docs cannot drift: generated command output and --help match the real CLI, links resolve.
+Runs docs/generate.py --check, checks its normalizing and filling, and every Markdown link.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^(```+|~~~+).*?^\1\s*$", re.MULTILINE | re.DOTALL)
+
+
+def load_generate():
+    """docs/generate.py as a module (it is a script, not part of the package)."""
+    name = "docs_generate"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, DOCS / "generate.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def test_generated_docs_match_the_cli() -> None:
+    proc = subprocess.run([sys.executable, str(DOCS / "generate.py"), "--check"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, (
+        "docs are stale; run `python docs/generate.py`\n" + proc.stdout + proc.stderr)
+
+
+@pytest.mark.parametrize("command", [[], ["plan", "execute"], ["install"]])
+def test_cli_reference_is_what_help_prints(command: list[str]) -> None:
+    """The reference renders help in-process; it must equal `gravity … --help` in a terminal."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVITY_")}
+    env["COLUMNS"] = "200"
+    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", *command, "--help"],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=60,
+                          check=True)
+    heading = "## `" + " ".join(["gravity", *command]) + "`\n\n```text\n"
+    reference = (DOCS / "cli.md").read_text(encoding="utf-8")
+    assert heading in reference
+    section = reference.split(heading, 1)[1].split("```", 1)[0]
+    assert section == proc.stdout
+
+
+def test_normalize_replaces_everything_volatile() -> None:
+    gen = load_generate()
+    raw = ("00:04:39 /w/b: in_progress -> completed (execute, node b, attempt 1) in 0.138s\n"
+           "00:04:40 /w/a: in_progress -> completed (execute, node a, attempt 1) in 2.5s\n"
+           "Updated: Sun Nov 22 00:04:39 UTC at 2025-11-22T00:04:39.123Z\n"
+           "held by (pid 31337 on ops-1, lease 12); see /tmp/gravity-x/logs/op/a.log\n")
+    assert gen.normalize(raw, {"/tmp/gravity-x": "$GRAVITY_STATE_DIR"}) == (
+        "12:00:00 /w/a: in_progress -> completed (execute, node a, attempt 1) in 0.01s\n"
+        "12:00:00 /w/b: in_progress -> completed (execute, node b, attempt 1) in 0.01s\n"
+        "Updated: Mon Jan 01 12:00:00 UTC at 2024-01-01T12:00:00.000Z\n"
+        "held by (pid 4242 on ops-1, lease 7); see $GRAVITY_STATE_DIR/logs/op/a.log\n")
+
+
+def test_elided_transitions_say_how_many_were_left_out() -> None:
+    gen = load_generate()
+    lines = [f"12:00:00 /p{i}: unstarted -> in_progress (execute)" for i in range(6)]
+    text = "\n".join(["created", *lines, "done"])
+    assert gen.elide_transitions(text, 1, 2).split("\n") == [
+        "created", lines[0], "… (3 phase transitions not shown) …", lines[4], lines[5], "done"]
+
+
+def test_fill_replaces_marked_blocks_and_rejects_unknown_keys() -> None:
+    gen = load_generate()
+    template = "intro\n<!-- gravity: a -->\nstale\n<!-- /gravity -->\noutro\n"
+    used: set[str] = set()
+    assert gen.fill(template, {"a": "fresh\n"}, "t.md", used) == (
+        "intro\n<!-- gravity: a -->\nfresh\n<!-- /gravity -->\noutro\n")
+    assert used == {"a"}
+    with pytest.raises(gen.GenerationError, match="'a'"):
+        gen.fill(template, {}, "t.md", set())
+
+
+def markdown_links() -> list[tuple[Path, str]]:
+    """Every relative link target in docs/*.md and README.md, outside code blocks."""
+    found = []
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        text = FENCE.sub("", page.read_text(encoding="utf-8"))
+        text = re.sub(r"`[^`\n]*`", "", text)
+        for target in LINK.findall(text):
+            if not re.match(r"[a-z][a-z0-9+.-]*:", target) and not target.startswith("#"):
+                found.append((page, target))
+    return found
+
+
+def test_every_markdown_link_resolves() -> None:
+    links = markdown_links()
+    assert (ROOT / "README.md", "docs/engine.md") in links  # the scan sees real links
+    broken = [f"{page.relative_to(ROOT)}: {target}" for page, target in links
+              if not (page.parent / target.split("#", 1)[0]).exists()]
+    assert not broken, "broken links:\n" + "\n".join(broken)
