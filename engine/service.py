@@ -268,8 +268,7 @@ def _recover_interrupted(engine: Engine, op: Operation, view: PlanView,
 def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
          *, scope_label: str) -> RunResult:
     if op.state.finished:
-        raise PhaseConflict(f"operation {op.id} is {op.state.value}; it cannot be changed",
-                            operation_id=op.id, hint="create a new operation")
+        op = _reopen_for_rollback(engine, op, options.action)
     events = engine.event_log(op.id)
     try:
         with coordinating(engine, op) as (lease, hb):
@@ -296,6 +295,27 @@ def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
         events.close()
 
 
+def _reopen_for_rollback(engine: Engine, op: Operation, action: Action) -> Operation:
+    """A finished operation changes only one way: one closed as failed may be rolled back
+    (it becomes active again and takes the cluster lock). Everything else is refused."""
+    if op.state is OpState.FAILED and action is Action.ROLLBACK:
+        return engine.store.reopen_operation(op.id, "reopened to roll back")
+    if op.state is OpState.FAILED:
+        raise PhaseConflict(
+            f"operation {op.id} was closed as failed ({op.note or 'completed manually'}); "
+            "it cannot run again", operation_id=op.id,
+            hint=f"roll it back with `gravity rollback --operation-id {op.id}`, or start a "
+            "new operation")
+    if op.state is OpState.ROLLED_BACK:
+        raise PhaseConflict(f"operation {op.id} is already rolled back", operation_id=op.id,
+                            hint="start a new operation")
+    raise PhaseConflict(
+        f"operation {op.id} is completed; a completed operation cannot be changed",
+        operation_id=op.id,
+        hint="undo its effects with a new operation (after an upgrade: `gravity upgrade` "
+        "with the previous image)")
+
+
 def _dispatcher(engine: Engine, op: Operation, lease: Lease) -> Dispatcher | None:
     if engine.dispatch != "agents":
         return None
@@ -315,7 +335,7 @@ def _maybe_finish(engine: Engine, op: Operation, action: Action) -> None:
     elif action is Action.ROLLBACK and leaf_states and all(
         s in (State.ROLLED_BACK, State.UNSTARTED) for s in leaf_states
     ) and any(s is State.ROLLED_BACK for s in leaf_states):
-        engine.store.finish_operation(op.id, OpState.ROLLED_BACK, "rolled back")
+        engine.store.finish_operation(op.id, OpState.ROLLED_BACK, None)
 
 
 def _raise_if_failed(op: Operation, result: RunResult, engine: Engine, verb: str) -> RunResult:

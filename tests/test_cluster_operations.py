@@ -256,3 +256,34 @@ def test_the_images_upgrade_script(gravity, images) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "greeting: scripted" in app_file(gravity, "values.yaml")
     assert runtime(gravity, "node-3") == "2.0.0"
+
+
+def test_an_upgrade_closed_as_failed_can_still_be_rolled_back(gravity, images) -> None:
+    install(gravity, images)
+    gravity.node_file("node-1", "app/maintenance").write_text("")
+    gravity("upgrade", str(images / "v2"), "--id", "closed", check=1)
+    gravity("plan", "complete", check=0)  # closed as failed, half-upgraded
+    assert runtime(gravity, "node-2") == "2.0.0"
+    refused = gravity("plan", "resume", "--operation-id", "closed", check=3)
+    assert "closed as failed" in refused.stderr
+    assert "gravity rollback --operation-id closed" in refused.stderr
+    gravity("rollback", "--operation-id", "closed", check=0)
+    assert [runtime(gravity, n) for n in ("node-1", "node-2", "node-3")] == ["1.0.0"] * 3
+    assert ops(gravity)["closed"]["state"] == "rolled_back"
+    gravity.node_file("node-1", "app/maintenance").unlink()
+    gravity("upgrade", str(images / "v2"), "--id", "next", check=0)
+    refused = gravity("rollback", "--operation-id", "next", check=3)
+    assert "a completed operation cannot be changed" in refused.stderr
+
+
+def test_a_failed_preflight_does_not_block_the_next_upgrade(gravity, images) -> None:
+    install(gravity, images)
+    manifest = images / "v2" / "app.yaml"
+    original = manifest.read_text()
+    manifest.write_text(original.replace("cpu: {min: 1}\n      ram: {min: 128MB}",
+                                         "cpu: {min: 4096}\n      ram: {min: 128MB}"))
+    proc = gravity("upgrade", str(images / "v2"), "--id", "pre", check=1)
+    assert "preflight failed, nothing was changed" in proc.stderr
+    manifest.write_text(original)
+    gravity("upgrade", str(images / "v2"), "--id", "real", check=0)
+    assert runtime(gravity, "node-3") == "2.0.0"

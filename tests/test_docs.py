@@ -103,3 +103,17 @@ def test_every_markdown_link_resolves() -> None:
     broken = [f"{page.relative_to(ROOT)}: {target}" for page, target in links
               if not (page.parent / target.split("#", 1)[0]).exists()]
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_root_help_lists_each_commands_own_short_help() -> None:
+    """`gravity --help` shows static summaries (so it imports nothing); they must not drift."""
+    import click
+
+    from engine.cli.main import SHORT_HELP, SUBCOMMANDS, cli
+
+    ctx = click.Context(cli)
+    assert set(SHORT_HELP) == set(SUBCOMMANDS)
+    for name in SUBCOMMANDS:
+        command = cli.get_command(ctx, name)
+        assert command is not None
+        assert SHORT_HELP[name] == command.get_short_help_str(limit=200), name

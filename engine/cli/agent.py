@@ -43,7 +43,7 @@ def run(obj: CliContext, node: str, ttl: float, grace: float) -> None:
 
 @agent.command()
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+              show_default=True, help="A table, or JSON for scripts.")
 @click.pass_obj
 def status(obj: CliContext, output: str) -> None:
     """Every node of the active operation, the cluster and the registered agents:

@@ -94,7 +94,7 @@ def install(ctx: click.Context, image_dir: Path, nodes_file: Path, flavor: str |
 @click.option("--address", required=True, help="Its address.")
 @click.option("--profile", required=True, help="Its node profile from the manifest.")
 @click.option("--role", type=click.Choice(["node", "master"]), default="node",
-              show_default=True)
+              show_default=True, help="Role of the new node in the cluster.")
 @values_options
 @MANUAL
 @KUBECONFIG

@@ -31,21 +31,29 @@ SUBCOMMANDS: dict[str, str] = {
     "agent": "engine.cli.agent:agent",
 }
 
+# Each command's own short help, kept here so `gravity --help` imports nothing; a test keeps
+# them equal.
 SHORT_HELP: dict[str, str] = {
     "operation": "Create and list operations.",
-    "plan": "Show and drive the active operation's plan.",
-    "status": "Show the active operation and its progress.",
-    "rollback": "Roll back the whole operation in reverse dependency order.",
-    "manifest": "Validate and show Image Manifests.",
-    "values": "Show merged Helm-style values as hooks will see them.",
+    "plan": "Show the operation's plan: every phase with its state, node, requirements and errors.",
+    "status": "Show the cluster and the active (or named, or most recent) operation's progress.",
+    "rollback": (
+        "Roll back the whole operation: every attempted phase, in "
+        "reverse dependency order."
+    ),
+    "manifest": "Validate and show Image Manifests (app.yaml).",
+    "values": "Helm-style values as install and upgrade hooks will see them.",
     "store": "Copy operations between stores.",
-    "events": "Print the operation's phase transitions (its changelog).",
-    "dashboard": "Serve a read-only web dashboard of operations, phases and logs.",
-    "install": "Install a cluster image on the nodes of an inventory.",
-    "expand": "Add a node to the installed cluster.",
-    "join": "Add a node to the installed cluster (alias of expand).",
-    "upgrade": "Upgrade the installed cluster to a new image.",
-    "agent": "Run, inspect and stop per-node agents.",
+    "events": "Print the operation's changelog: every phase transition, oldest first.",
+    "dashboard": (
+        "Serve a read-only web page of operations: the phase tree with live states, each "
+        "phase's error and output log, and the transitions as they happen."
+    ),
+    "install": "Install the cluster image in IMAGE_DIR on the nodes of the inventory.",
+    "expand": "Add a node to the installed cluster (alias: `gravity join`).",
+    "join": "Add a node to the installed cluster (alias: `gravity join`).",
+    "upgrade": "Upgrade the installed cluster to the image in IMAGE_DIR.",
+    "agent": "Run, inspect and stop the per-node agents (used with an etcd store).",
 }
 
 
@@ -122,7 +130,7 @@ def cli(
 
     Exit codes: 0 success; 1 a phase or the operation failed (resumable);
     2 invalid input or usage (nothing written); 3 refused by a rule, a live
-    owner or a lock.
+    owner or a lock; 130 interrupted with Ctrl-C (resumable).
     """
     from engine.cli.context import CliContext
     from engine.store import TLSConfig
@@ -140,7 +148,7 @@ def cli(
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the CLI and turns engine errors into exit codes."""
     interrupted = (
-        "\ninterrupted: the operation is left resumable; run `gravity plan resume` to "
+        "interrupted: the operation is left resumable; run `gravity plan resume` to "
         "continue or `gravity plan` to see where it stopped"
     )
     try:

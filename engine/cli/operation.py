@@ -43,7 +43,7 @@ def create(obj: CliContext, plan_path: Path, operation_id: str | None) -> None:
 
 @operation.command("list")
 @click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text",
-              show_default=True)
+              show_default=True, help="A table, or JSON/YAML records for scripts.")
 @click.pass_obj
 def list_(obj: CliContext, output: str) -> None:
     """List operations, oldest first; the active one is marked with *."""

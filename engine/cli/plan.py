@@ -88,9 +88,10 @@ def plan(ctx: click.Context, operation_id: str | None, output: str, short: bool,
 @plan.command()
 @OP_OPTION
 @click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text",
-              show_default=True)
+              show_default=True, help="Output format of the plan.")
 @click.option("--short", is_flag=True, help="Show only the top-level phases.")
-@click.option("--follow", is_flag=True, help="Then print transitions until the operation ends.")
+@click.option("--follow", is_flag=True,
+              help="Then print transitions until the operation ends or nobody drives it.")
 @click.pass_obj
 def display(obj: CliContext, operation_id: str | None, output: str, short: bool,
             follow: bool) -> None:
@@ -167,7 +168,8 @@ def execute(obj: CliContext, operation_id: str | None, phase_id: str, force: boo
 @click.option("--phase", "phase_id", required=True, help="Phase ID to roll back.",
               shell_complete=complete_phase_ids)
 @click.option("--force", is_flag=True,
-              help="Roll back even though phases that depend on it are still completed.")
+              help="Roll back even though phases that depend on it are completed, failed or "
+              "running.")
 @click.option("--dry-run", is_flag=True, help="Print what would roll back; change nothing.")
 @MAX_PARALLEL
 @LOCAL
@@ -263,10 +265,15 @@ def rollback(obj: CliContext, operation_id: str | None, dry_run: bool, max_paral
 @click.command()
 @OP_OPTION
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+              show_default=True, help="Readable text, or JSON for scripts.")
 @click.pass_obj
 def status(obj: CliContext, operation_id: str | None, output: str) -> None:
-    """Show the active (or named, or most recent) operation and its progress."""
+    """Show the cluster and the active (or named, or most recent) operation's progress.
+
+    The cluster part (application, version, nodes with their roles, profiles and package
+    versions) is derived from the completed operations; then the operation, its progress
+    and the store in use.
+    """
     import json
 
     from engine.cli.render import progress_line, when

@@ -98,9 +98,10 @@ def plan_text(view: PlanView, *, short: bool = False) -> str:
             out.extend(f"    {line}" for line in st.error.splitlines()[-12:])
             if st.note:
                 out.append(f"    ({st.note})")
-    notes = [(p, s) for p, s in view.states.items()
-             if s.note and s.state is State.COMPLETED and s.note.startswith("skipped")]
-    if notes:
+    notes = sorted(((p, s) for p, s in view.states.items()
+                    if s.note and s.state is State.COMPLETED and s.note.startswith("skipped")),
+                   key=lambda kv: rank[kv[0]])
+    if notes and not short:
         out.append("")
         out.extend(f"Phase {p}: {s.note}" for p, s in notes)
     return "\n".join(out)
@@ -161,16 +162,15 @@ def operations_text(ops: list[Operation], active: str | None) -> str:
 
 
 def record_line(rec: ChangeRecord) -> str:
-    """One changelog record as a timestamped line (used by --follow and `gravity events`)."""
+    """One changelog record as a timestamped line, in the same form as the console log."""
     ts = time.strftime("%H:%M:%S", time.gmtime(rec.at))
-    verb = "rollback" if rec.action.value == "rollback" else "execute"
-    parts = [f"{ts} {rec.phase_id}: {rec.from_state.value} -> {rec.to_state.value}",
-             f"({verb}, attempt {rec.attempt}, node {rec.node or '-'})"]
+    line = (f"{ts} {rec.phase_id}: {rec.from_state.value} -> {rec.to_state.value} "
+            f"({rec.action.value}, node {rec.node or '-'}, attempt {rec.attempt})")
     if rec.error:
-        parts.append("error: " + rec.error.splitlines()[0])
+        line += " error: " + rec.error.splitlines()[0]
     if rec.note:
-        parts.append(f"[{rec.note}]")
-    return " ".join(parts)
+        line += f" [{rec.note}]"
+    return line
 
 
 def progress_line(view: PlanView) -> str:

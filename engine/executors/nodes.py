@@ -270,8 +270,8 @@ class HealthExecutor(Executor):
                                     f"{have.get(pkg, 'not installed')}, expected "
                                     f"{' or '.join(accepted)}")
         if problems:
-            raise ExecutionError(f"{len(problems)} node package(s) not as expected",
-                                 "\n".join(problems))
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ExecutionError(f"{problems[0]}{more}", "\n".join(problems))
         return f"{len(ctx.data['nodes'])} node(s) healthy"
 
     def rollback(self, ctx: ExecContext) -> str | None:

@@ -18,6 +18,7 @@ from engine.service import Engine, create_operation, plan_view
 from engine.store.base import Store
 
 PREFLIGHT = ("/init", "/checks")
+PREFLIGHT_FAILED = "preflight failed"  # the note of an operation closed before any change
 
 
 def _data(kind: str, image: Image, **extra: Any) -> dict[str, Any]:
@@ -92,7 +93,7 @@ def start_upgrade(store: Store, image_dir: Path, *, values: Mapping[str, Any],
     cluster = require_cluster(store)
     image = load_image(image_dir)
     ops = store.list_operations()
-    last = last_of_type(ops, "upgrade")
+    last = last_of_type([o for o in ops if o.note != PREFLIGHT_FAILED], "upgrade")
     if last is not None and last.state not in (OpState.COMPLETED, OpState.ROLLED_BACK) \
             and not force:
         raise Refused(f"the last upgrade {last.id} is {last.state.value}, neither completed "
@@ -129,7 +130,7 @@ def close_if_preflight_failed(engine: Engine, operation_id: str) -> bool:
     failed = any(view.derived[p] is State.FAILED for p in attempted)
     if attempted and in_preflight and failed:
         with contextlib.suppress(Refused):
-            engine.store.finish_operation(op.id, OpState.FAILED, "preflight failed")
+            engine.store.finish_operation(op.id, OpState.FAILED, PREFLIGHT_FAILED)
             return True
     return False
 

@@ -65,6 +65,12 @@ class Store(ABC):
     def finish_operation(self, operation_id: str, state: OpState, note: str | None) -> Operation:
         """Set a finished state and release the cluster lock it holds, atomically."""
 
+    @abstractmethod
+    def reopen_operation(self, operation_id: str, note: str | None) -> Operation:
+        """Make a finished operation active again and take the cluster lock for it, atomically
+        (used to roll back an operation that was closed as failed). LockHeld when another
+        active operation holds the lock."""
+
     # -- plan -----------------------------------------------------------------------------
     @abstractmethod
     def load_specs(self, operation_id: str) -> list[PhaseSpec]:

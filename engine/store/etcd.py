@@ -274,6 +274,31 @@ class EtcdStore(LeasesAndLocks, Store):
 
         return self._call(f"finishing operation {operation_id}", attempt)
 
+    def reopen_operation(self, operation_id: str, note: str | None) -> Operation:
+        op_key, lock = self.keys.op(operation_id), self.keys.lock(CLUSTER_LOCK)
+
+        def attempt(client: Client) -> Operation:
+            for _ in range(MAX_ROUNDS):
+                found = client.get_response(op_key)
+                if not found.kvs:
+                    raise NotFound(f"no operation with ID {operation_id}",
+                                   operation_id=operation_id)
+                holder, guard = self._cluster_guard(client)
+                if holder is not None and holder != operation_id:
+                    raise self._lock_refused(holder)
+                d = decode(found.kvs[0].value)
+                d.update(state=OpState.ACTIVE.value, updated=time.time(), note=note)
+                compare = [*guard, tx.Mod(op_key) == found.kvs[0].mod_revision]
+                success = [tx.Put(op_key, encode(d)),
+                           tx.Put(lock, encode({"holder": operation_id, "lease": None}))]
+                ok, _ = client.transaction(compare=compare, success=success, failure=[])
+                if ok:
+                    return Operation.from_dict(d)
+            raise StoreUnavailable(f"operation {operation_id} kept changing while reopening it",
+                                   operation_id=operation_id, hint="retry the command")
+
+        return self._call(f"reopening operation {operation_id}", attempt)
+
     # -- plan -----------------------------------------------------------------------------
     def load_specs(self, operation_id: str) -> list[PhaseSpec]:
         rows, _ = self._conn.scan(f"reading the plan of {operation_id}",

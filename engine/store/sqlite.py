@@ -249,6 +249,32 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise _translate(exc, f"finishing operation {operation_id}") from exc
 
+    def reopen_operation(self, operation_id: str, note: str | None) -> Operation:
+        what = f"reopening operation {operation_id}"
+        try:
+            with self._tx(what) as db:
+                row = db.execute("SELECT data FROM operations WHERE id=?",
+                                 (operation_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"no operation with ID {operation_id}",
+                                   operation_id=operation_id)
+                holder = self._cluster_holder(db)
+                if holder is not None and holder != operation_id:
+                    raise LockHeld(
+                        f"operation {holder} is still active; only one operation may run "
+                        "on a cluster at a time", holder=holder, operation_id=holder,
+                        hint="finish it with `gravity plan resume`, undo it with `gravity "
+                        "rollback`, or close it with `gravity plan complete`")
+                d = json.loads(row[0])
+                d.update(state=OpState.ACTIVE.value, updated=time.time(), note=note)
+                db.execute("UPDATE operations SET data=? WHERE id=?",
+                           (json.dumps(d), operation_id))
+                db.execute("INSERT OR REPLACE INTO locks(name, holder, lease_id) "
+                           "VALUES(?, ?, NULL)", (CLUSTER_LOCK, operation_id))
+                return Operation.from_dict(d)
+        except sqlite3.Error as exc:
+            raise _translate(exc, what) from exc
+
     # -- plan -----------------------------------------------------------------------------
     def load_specs(self, operation_id: str) -> list[PhaseSpec]:
         rows = self._read("SELECT data FROM specs WHERE op_id=? ORDER BY idx", (operation_id,),
