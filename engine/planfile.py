@@ -4,6 +4,7 @@ Checks: shapes and types, IDs, durations, retry values, executors and their data
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,8 +31,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 30s, 5m, 1h30m or a number of seconds")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("expected a non-negative duration")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"expected a finite, non-negative duration, got {value!r}")
         return float(value)
     if isinstance(value, str):
         text = value.strip()
@@ -193,7 +194,8 @@ class _Reader:
                 self.problem(f"{field}.{key}", str(exc), pid)
                 durations[key] = getattr(base, key)
         factor = value.get("factor", base.factor)
-        if isinstance(factor, bool) or not isinstance(factor, int | float) or factor < 1:
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or \
+                not math.isfinite(factor) or factor < 1:
             self.problem(f"{field}.factor", f"expected a number >= 1, got {factor!r}", pid)
             factor = base.factor
         jitter = value.get("jitter", base.jitter)
@@ -271,10 +273,13 @@ def load_plan(path: Path | str) -> Plan:
 
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PlanError(f"cannot read plan {path}: {exc.strerror or exc}",
                         [Problem("expected a readable YAML file", file=str(path))]) from exc
+    except UnicodeDecodeError as exc:
+        raise PlanError(f"plan {path} is not UTF-8 text",
+                        [Problem(f"{exc.reason} at byte {exc.start}", file=str(path))]) from exc
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -166,10 +166,10 @@ def test_plan_graph_unknown_operation_is_bad_input(gravity, write_plan) -> None:
 def test_events_text_json_and_since_a_sequence_number(ran) -> None:
     lines = ran("events", check=0).stdout.splitlines()
     assert [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in lines] == [
-        "/init: unstarted -> in_progress (execute, attempt 1, node local)",
-        "/init: in_progress -> completed (execute, attempt 1, node local)",
-        "/masters/node-1/drain: unstarted -> in_progress (execute, attempt 1, node node-1)",
-        "/masters/node-1/drain: in_progress -> failed (execute, attempt 1, node node-1) "
+        "/init: unstarted -> in_progress (execute, node local, attempt 1)",
+        "/init: in_progress -> completed (execute, node local, attempt 1)",
+        "/masters/node-1/drain: unstarted -> in_progress (execute, node node-1, attempt 1)",
+        "/masters/node-1/drain: in_progress -> failed (execute, node node-1, attempt 1) "
         "error: command exited with status 3",
     ]
     records = [json.loads(line) for line in ran("events", "-o", "json", check=0)

@@ -70,7 +70,7 @@ def parse_node(raw: object, *, file: str | None, field: str,
         problems.append(Problem(f"expected a profile name from the manifest, got {profile!r}",
                                 file=file, field=f"{field}.profile"))
     role = raw.get("role", "node")
-    if role not in {r.value for r in Role}:
+    if not isinstance(role, str) or role not in {r.value for r in Role}:
         problems.append(Problem(f"expected role master or node, got {role!r}", file=file,
                                 field=f"{field}.role"))
     if len(problems) > before:
@@ -85,7 +85,10 @@ def load_inventory(path: Path | str) -> list[Node]:
     path = Path(path)
     file = str(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InventoryError(f"inventory {path} is not UTF-8 text",
+                             [Problem(f"{exc.reason} at byte {exc.start}", file=file)]) from exc
     except OSError as exc:
         raise InventoryError(f"cannot read inventory {path}: {exc.strerror or exc}",
                              [Problem("expected a readable YAML file", file=file)]) from exc
