@@ -30,6 +30,8 @@ class _Running:
     thread: threading.Thread
     started: float
     result: Any = None
+    reported: bool = False
+    reporting: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Agent:
         self.lease: Lease | None = None
         self.started = time.time()
         self.operation: str | None = None
+        self._checked = -1e9
         self.after = 0
         self.specs: dict[str, PhaseSpec] = {}
         self.op_data: dict[str, Any] = {}
@@ -141,15 +144,18 @@ class Agent:
 
     # -- finding work ------------------------------------------------------------------------
     def _poll_once(self) -> None:
-        request = self.store.kv_get(stop_key(self.node))
-        if request is not None and float(request.get("at", 0)) >= self.started:
-            self.events.emit("stop requested", node=self.node, by=request.get("by"))
-            self.store.kv_delete(stop_key(self.node))
-            self.stopping.set()
-            return
-        active = self.store.active_operation_id()
-        if active != self.operation:
-            self._switch(active)
+        now = time.monotonic()
+        if now - self._checked >= 1.0:  # stop requests and operation changes: once a second
+            self._checked = now
+            request = self.store.kv_get(stop_key(self.node))
+            if request is not None and float(request.get("at", 0)) >= self.started:
+                self.events.emit("stop requested", node=self.node, by=request.get("by"))
+                self.store.kv_delete(stop_key(self.node))
+                self.stopping.set()
+                return
+            active = self.store.active_operation_id()
+            if active != self.operation:
+                self._switch(active)
         if self.operation is None:
             self.stopping.wait(0.5)
             return
@@ -193,6 +199,8 @@ class Agent:
                                      state_dir=self.state_dir,
                                      operation_data=self.op_data, cancel=cancel,
                                      deadline=deadline, output=output)
+            if not cancel.is_set():
+                self._report(entry)  # at once: the coordinator is waiting for it
 
         entry.thread = threading.Thread(target=work, name=f"phase {st.phase_id}", daemon=True)
         with self.lock:
@@ -209,6 +217,13 @@ class Agent:
             self._report(entry)
 
     def _report(self, entry: _Running, *, error: str | None = None) -> None:
+        """Record how the attempt ended, once (from its thread, or the loop as a retry)."""
+        with entry.reporting:
+            if entry.reported:
+                return
+            self._record_result(entry, error)
+
+    def _record_result(self, entry: _Running, error: str | None) -> None:
         res = entry.result
         st = entry.state
         if error is None and res is not None and res.error is not None:
@@ -235,6 +250,7 @@ class Agent:
         except EngineError as exc:
             self.events.emit("result could not be recorded", phase=st.phase_id,
                              error=exc.message)
+        entry.reported = True
         with self.lock:
             self.running.pop(st.phase_id, None)
 

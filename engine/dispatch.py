@@ -17,10 +17,11 @@ from typing import Any
 
 from engine.errors import EngineError, ExecutionError
 from engine.executors import ExecContext, registry
-from engine.model import Action, Lease, PhaseSpec, PhaseState, State
+from engine.model import Action, ChangeRecord, Lease, PhaseSpec, PhaseState, State
 from engine.store.base import Store
 
 LOCAL_NODE = "local"
+STALE_RESULT = 10.0  # seconds an agent-run phase may go without its result being read back
 AGENT_KEY = "agents/"
 
 
@@ -145,6 +146,9 @@ class AgentDispatcher(LocalDispatcher):
                          state_dir=state_dir, operation_data=operation_data)
         self.store = store
         self.remote: dict[str, int] = {}  # phase -> version it was dispatched at
+        self.since: dict[str, float] = {}  # phase -> when we started waiting for it
+        self.unclaimed: dict[str, ChangeRecord] = {}  # results seen before `_expect`
+        self._lost_checked = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._after = after
@@ -172,13 +176,23 @@ class AgentDispatcher(LocalDispatcher):
         if st.owner == self.lease.id:
             super().launch(spec, st, deadline, cancel)
             return
-        with self._lock:
-            self.remote[spec.id] = st.version
+        self._expect(st)
 
     def adopt(self, st: PhaseState) -> None:
         """Wait for a phase an agent was already running when this coordinator started."""
+        self._expect(st)
+
+    def _expect(self, st: PhaseState) -> None:
+        """Wait for the result of the attempt at `st.version` — which a fast agent may have
+        recorded (and the watcher seen) before this call: then it is delivered at once."""
         with self._lock:
+            early = self.unclaimed.pop(st.phase_id, None)
+            if early is not None and early.version == st.version + 1:
+                self.results.put(PhaseResult(st.phase_id, st.version,
+                                             recorded=early.state_after()))
+                return
             self.remote[st.phase_id] = st.version
+            self.since[st.phase_id] = time.monotonic()
 
     def _watch(self) -> None:
         while not self._stop.is_set():
@@ -193,13 +207,24 @@ class AgentDispatcher(LocalDispatcher):
                     continue
                 with self._lock:
                     dispatched = self.remote.get(rec.phase_id)
-                    if dispatched is None or rec.version != dispatched + 1:
+                    if dispatched is None:
+                        # Not registered yet (or run here): keep it for `_expect`.
+                        self.unclaimed[rec.phase_id] = rec
+                        continue
+                    if rec.version != dispatched + 1:
                         continue
                     del self.remote[rec.phase_id]
+                    self.since.pop(rec.phase_id, None)
                 self.results.put(PhaseResult(rec.phase_id, dispatched,
                                              recorded=rec.state_after()))
 
     def lost(self, running: Mapping[str, PhaseState]) -> dict[str, str]:
+        """Agent-run phases whose agent's lease is gone (checked at most every TTL/3), and a
+        safety net: a result the watcher never delivered is read back from the store."""
+        now = time.monotonic()
+        if now - self._lost_checked < max(0.2, self.lease.ttl / 3):
+            return {}
+        self._lost_checked = now
         out = {}
         owners: dict[int, bool] = {}
         for pid, st in running.items():
@@ -211,6 +236,20 @@ class AgentDispatcher(LocalDispatcher):
                 out[pid] = f"agent on {st.node}"
                 with self._lock:
                     self.remote.pop(pid, None)
+                    self.since.pop(pid, None)
+        with self._lock:
+            stale = [(p, v) for p, v in self.remote.items()
+                     if now - self.since.get(p, now) > STALE_RESULT and p not in out]
+        for pid, version in stale:
+            current = self.store.get_state(self.op, pid)
+            with self._lock:
+                if self.remote.get(pid) != version:
+                    continue
+                self.since[pid] = now
+                if current.version == version + 1 and current.state is not State.IN_PROGRESS:
+                    del self.remote[pid]
+                    del self.since[pid]
+                    self.results.put(PhaseResult(pid, version, recorded=current))
         return out
 
     def close(self) -> None:

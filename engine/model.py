@@ -171,10 +171,11 @@ class PhaseState:
     updated: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["state"] = self.state.value
-        d["action"] = self.action.value
-        return d
+        # Written out (not dataclasses.asdict): this runs for every transition.
+        return {"phase_id": self.phase_id, "state": self.state.value, "version": self.version,
+                "attempt": self.attempt, "action": self.action.value, "owner": self.owner,
+                "node": self.node, "error": self.error, "note": self.note,
+                "updated": self.updated}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PhaseState:
@@ -251,11 +252,11 @@ class ChangeRecord:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["from_state"] = self.from_state.value
-        d["to_state"] = self.to_state.value
-        d["action"] = self.action.value
-        return d
+        return {"seq": self.seq, "operation_id": self.operation_id, "phase_id": self.phase_id,
+                "version": self.version, "from_state": self.from_state.value,
+                "to_state": self.to_state.value, "action": self.action.value,
+                "attempt": self.attempt, "owner": self.owner, "node": self.node,
+                "error": self.error, "note": self.note, "at": self.at}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ChangeRecord:

@@ -280,8 +280,9 @@ def load_plan(path: Path | str) -> Plan:
     except UnicodeDecodeError as exc:
         raise PlanError(f"plan {path} is not UTF-8 text",
                         [Problem(f"{exc.reason} at byte {exc.start}", file=str(path))]) from exc
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~5x faster on big plans
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"

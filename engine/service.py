@@ -266,14 +266,13 @@ def _recover_interrupted(engine: Engine, op: Operation, view: PlanView,
 
 
 def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
-         *, scope_label: str) -> RunResult:
+         *, scope_label: str, graph: PlanGraph) -> RunResult:
     if op.state.finished:
         op = _reopen_for_rollback(engine, op, options.action)
     events = engine.event_log(op.id)
     try:
         with coordinating(engine, op) as (lease, hb):
-            graph = load_graph(engine.store, op)
-            view = plan_view(engine.store, op, graph)
+            view = plan_view(engine.store, op, graph)  # fresh states, under the lock
             adopted = _recover_interrupted(engine, op, view, targets, events)
             if options.action is Action.ROLLBACK:
                 targets = [p for p in targets
@@ -286,7 +285,7 @@ def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
                               dispatcher=_dispatcher(engine, op, lease),
                               adopted=adopted)
             result = sched.run(targets)
-            _maybe_finish(engine, op, options.action)
+            _maybe_finish(engine, op, options.action, graph)
             events.emit("run finished", quiet=True, scope=scope_label,
                         completed=len(result.completed), failed=len(result.failed),
                         blocked=len(result.blocked))
@@ -326,9 +325,9 @@ def _dispatcher(engine: Engine, op: Operation, lease: Lease) -> Dispatcher | Non
                            after=records[-1].seq if records else 0)
 
 
-def _maybe_finish(engine: Engine, op: Operation, action: Action) -> None:
+def _maybe_finish(engine: Engine, op: Operation, action: Action, graph: PlanGraph) -> None:
     """Close the operation when every leaf is completed (or, after rollback, undone)."""
-    view = plan_view(engine.store, op)
+    view = plan_view(engine.store, op, graph)
     leaf_states = [view.derived[p] for p in view.graph.leaves]
     if action is Action.EXECUTE and all(s is State.COMPLETED for s in leaf_states):
         engine.store.finish_operation(op.id, OpState.COMPLETED, None)
@@ -401,7 +400,7 @@ def execute_phase(engine: Engine, operation_id: str | None, phase_id: str, *,
         return dry_run_order(graph, targets, backward=False)
     options = RunOptions(action=Action.EXECUTE, force=force, max_parallel=engine.max_parallel,
                          agent_timeout=engine.agent_timeout)
-    result = _run(engine, op, targets, options, scope_label=pid)
+    result = _run(engine, op, targets, options, scope_label=pid, graph=graph)
     return _raise_if_failed(op, result, engine, f"execute {pid}")
 
 
@@ -438,7 +437,7 @@ def rollback_phase(engine: Engine, operation_id: str | None, phase_id: str | Non
         return dry_run_order(graph, targets, backward=True)
     options = RunOptions(action=Action.ROLLBACK, force=force, max_parallel=engine.max_parallel,
                          agent_timeout=engine.agent_timeout)
-    result = _run(engine, op, targets, options, scope_label=pid or "/")
+    result = _run(engine, op, targets, options, scope_label=pid or "/", graph=graph)
     return _raise_if_failed(op, result, engine, f"rollback {pid or 'of the operation'}")
 
 
@@ -457,7 +456,7 @@ def resume(engine: Engine, operation_id: str | None, *, keep_going: bool = False
         return RunResult()
     options = RunOptions(action=Action.EXECUTE, keep_going=keep_going,
                          max_parallel=engine.max_parallel, agent_timeout=engine.agent_timeout)
-    result = _run(engine, op, targets, options, scope_label="/")
+    result = _run(engine, op, targets, options, scope_label="/", graph=graph)
     return _raise_if_failed(op, result, engine, "resume")
 
 

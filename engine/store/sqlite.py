@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -327,11 +328,7 @@ class SQLiteStore(Store):
                      for t in transitions],
                 )
                 first = db.execute("SELECT COALESCE(MAX(seq), 0) FROM changelog").fetchone()[0]
-                out = []
-                for i, rec in enumerate(records, start=1):
-                    d = rec.to_dict()
-                    d["seq"] = first + i
-                    out.append(ChangeRecord.from_dict(d))
+                out = [replace(rec, seq=first + i) for i, rec in enumerate(records, start=1)]
                 db.executemany(
                     "INSERT INTO changelog(seq, op_id, data) VALUES(?, ?, ?)",
                     [(r.seq, operation_id, json.dumps(r.to_dict())) for r in out],
