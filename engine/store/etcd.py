@@ -5,7 +5,7 @@ Every write is an etcd transaction guarded by compares; the key layout is in doc
 from __future__ import annotations
 
 import contextlib
-import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,6 +20,7 @@ from engine.errors import (
     LockHeld,
     NotFound,
     PhaseConflict,
+    StoreError,
     StoreUnavailable,
 )
 from engine.model import (
@@ -35,10 +36,9 @@ from engine.store.etcd_conn import Connection, EtcdConfig, batches, parse_url
 from engine.store.etcd_errors import (
     CAUGHT,
     channel_gone,
-    is_compacted,
     is_token_expired,
-    translate,
 )
+from engine.store.etcd_feed import Feed, wait
 from engine.store.etcd_keys import Keys, decode, encode, span
 from engine.store.etcd_locks import LeasesAndLocks
 
@@ -85,6 +85,9 @@ class EtcdStore(LeasesAndLocks, Store):
         self._conn = Connection(config)
         # Last changelog seq seen per operation: a hint only, every use is CAS-checked.
         self._seqs: dict[str, int] = {}
+        # One long-lived changelog watch per operation (see etcd_feed).
+        self._feeds: dict[str, Feed] = {}
+        self._feeds_lock = threading.Lock()
         try:
             self._conn.open()
         except BaseException:
@@ -98,6 +101,13 @@ class EtcdStore(LeasesAndLocks, Store):
                              cert=tls.cert if tls else None, key=tls.key if tls else None))
 
     def close(self) -> None:
+        with self._feeds_lock:
+            feeds, self._feeds = list(self._feeds.values()), {}
+        for feed in feeds:
+            with feed.cond:
+                watch_id, feed.watch_id, feed.broken = feed.watch_id, None, True
+            self._cancel_watch(watch_id)
+            feed.stack.close()
         self._conn.close()
 
     def _call(self, what: str, fn: Callable[[Client], T], *,
@@ -435,71 +445,74 @@ class EtcdStore(LeasesAndLocks, Store):
         return self._changelog_at(operation_id, after)[0]
 
     def wait_changes(self, operation_id: str, after: int, timeout: float) -> list[ChangeRecord]:
-        """Wait on an etcd watch of the operation's log keys, from the revision last read.
+        """Records past `after`, waiting on one long-lived etcd watch of the operation's log.
 
-        If the watch is cut (etcd restarted) it is re-created from the last revision
-        seen, after a read that catches anything committed in between.
+        The watch is opened once per operation and kept, so etcd delivers each commit at
+        once. If it is cut (etcd restarted), the records committed meanwhile are read back
+        from the last seq seen and a new watch starts from the last revision seen: nothing
+        is missed or delivered twice.
         """
         deadline = time.monotonic() + timeout
-        records, revision = self._changelog_at(operation_id, after)
-        pause = 0.05
-        while not records and (remaining := deadline - time.monotonic()) > 0:
-            try:
-                found, revision = self._watch_once(operation_id, after, revision, deadline)
-            except (*CAUGHT, ValueError) as exc:
-                if isinstance(exc, ValueError) and not channel_gone(exc):
-                    raise
-                if is_token_expired(exc) and self.config.user:
-                    self._conn.relogin()
-                err = translate(exc, "watching the changelog", self.url)
-                if not isinstance(err, StoreUnavailable) and not is_compacted(exc):
-                    raise err from exc
-                found = None
-                time.sleep(min(pause, remaining))
-                pause = min(pause * 2, 1.0)
-            if found is not None:
-                return found
-            # The watch could not start or was cut: read what may have been missed.
-            records, revision = self._catch_up(operation_id, after, revision)
-        return records
+        feed = self._feeds.get(operation_id)
+        if feed is None or after < feed.base:
+            records, revision = self._changelog_at(operation_id, after)
+            if feed is None:
+                with self._feeds_lock:
+                    feed = self._feeds.setdefault(operation_id, Feed(after))
+                with feed.cond:
+                    feed.add(records, revision)
+            if records:
+                return records
+        return wait(feed, after, deadline,
+                    lambda f: self._repair_feed(operation_id, f))
 
-    def _watch_once(self, op_id: str, after: int, revision: int, deadline: float
-                    ) -> tuple[list[ChangeRecord] | None, int]:
-        """One watch from `revision` + 1: (records past `after` | [] on timeout | None if the
-        stream was cut, the last revision seen)."""
+    def _cancel_watch(self, watch_id: Any) -> None:
+        if watch_id is not None:
+            with contextlib.suppress(*CAUGHT, ValueError, StoreError), \
+                    self._conn.using() as client:
+                client.cancel_watch(watch_id)
+
+    def _repair_feed(self, op_id: str, feed: Feed) -> bool:
+        """Catch up from the feed's last seq and (re)open its watch; False while unreachable."""
         start, end = span(self.keys.logs(op_id))
-        events: queue.Queue[Any] = queue.Queue()
-        with self._conn.using() as client:
-            watch_id = client.add_watch_callback(start, events.put, range_end=end,
-                                                 start_revision=revision + 1)
-            try:
-                while (remaining := deadline - time.monotonic()) > 0:
-                    try:
-                        item = events.get(timeout=remaining)
-                    except queue.Empty:
-                        break
-                    if not isinstance(item, WatchResponse):
-                        return None, revision  # the stream ended: error or None
-                    revision = max(revision, item.header.revision)
-                    found = sorted((ChangeRecord.from_dict(decode(ev.value))
-                                    for ev in item.events if isinstance(ev, PutEvent)),
-                                   key=lambda r: r.seq)
-                    found = [r for r in found if r.seq > after]
-                    if found:
-                        return found, revision
-                return [], revision
-            finally:
-                with contextlib.suppress(*CAUGHT, ValueError):
-                    client.cancel_watch(watch_id)
-
-    def _catch_up(self, op_id: str, after: int, revision: int
-                  ) -> tuple[list[ChangeRecord], int]:
-        """One quick read for records past `after` while the watch is down."""
+        with feed.cond:
+            old, feed.watch_id = feed.watch_id, None
+            stack, feed.stack = feed.stack, contextlib.ExitStack()
+        self._cancel_watch(old)
+        stack.close()
         try:
-            records, now = self._changelog_at(op_id, after, patience=0.0)
+            records, revision = self._changelog_at(op_id, feed.last_seq, patience=0.0)
         except StoreUnavailable:
-            return [], revision
-        return records, max(revision, now)
+            return False
+        with feed.cond:
+            feed.add(records, revision)
+            revision = feed.revision
+
+        def on_event(item: Any) -> None:
+            with feed.cond:
+                if not isinstance(item, WatchResponse):
+                    feed.broken = True  # the stream ended: error or None
+                    feed.cond.notify_all()
+                    return
+                found = [ChangeRecord.from_dict(decode(ev.value)) for ev in item.events
+                         if isinstance(ev, PutEvent)]
+                feed.add(found, item.header.revision)
+
+        new_stack = contextlib.ExitStack()
+        try:
+            client = new_stack.enter_context(self._conn.using())
+            watch_id = client.add_watch_callback(start, on_event, range_end=end,
+                                                 start_revision=revision + 1)
+        except (*CAUGHT, ValueError, StoreError) as exc:
+            new_stack.close()
+            if isinstance(exc, ValueError) and not channel_gone(exc):
+                raise
+            if not isinstance(exc, StoreError) and is_token_expired(exc) and self.config.user:
+                self._conn.relogin()
+            return False
+        with feed.cond:
+            feed.watch_id, feed.stack, feed.broken = watch_id, new_stack, False
+        return True
 
     # -- copying between stores -----------------------------------------------------------
     def import_operation(self, op: Operation, specs: Sequence[PhaseSpec],

@@ -1,0 +1,82 @@
+"""A long-lived etcd watch per operation's changelog, so `wait_changes` wakes within a round trip.
+A watch opened afresh on every call starts from history and etcd serves it from its 100 ms sync
+loop; one watch kept open stays "synced" and delivers each commit at once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from engine.model import ChangeRecord
+
+
+class Feed:
+    """The changelog records of one operation as the watch delivers them, in seq order.
+
+    `base` is the seq the feed started after: records at or below it are not held here.
+    `broken` means the watch ended (etcd restarted, the channel was cut): the owner must
+    catch up by reading from `last_seq` and open a new watch from `revision` + 1.
+    """
+
+    def __init__(self, base: int) -> None:
+        self.cond = threading.Condition()
+        self.base = base
+        self.seqs: list[int] = []
+        self.records: list[ChangeRecord] = []
+        self.revision = 0
+        self.broken = True
+        self.watch_id: Any = None
+        self.stack = contextlib.ExitStack()
+
+    @property
+    def last_seq(self) -> int:
+        return self.seqs[-1] if self.seqs else self.base
+
+    def add(self, records: list[ChangeRecord], revision: int) -> None:
+        """Append records newer than what the feed holds (callers hold `cond`)."""
+        last = self.last_seq
+        for rec in sorted(records, key=lambda r: r.seq):
+            if rec.seq > last:
+                self.seqs.append(rec.seq)
+                self.records.append(rec)
+                last = rec.seq
+        self.revision = max(self.revision, revision)
+        self.cond.notify_all()
+
+    def after(self, seq: int) -> list[ChangeRecord]:
+        """Records with seq > `seq` (callers hold `cond`)."""
+        return self.records[bisect.bisect_right(self.seqs, seq):]
+
+
+def wait(feed: Feed, after: int, deadline: float, repair: Callable[[Feed], bool]) -> list[
+        ChangeRecord]:
+    """Block until the feed holds records past `after` or the deadline passes.
+
+    `repair` re-reads what a broken watch may have missed and opens a new one; it returns
+    False while the store is unreachable, and is retried with backoff until the deadline.
+    """
+    pause = 0.05
+    while True:
+        with feed.cond:
+            while not feed.broken:
+                found = feed.after(after)
+                if found:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                feed.cond.wait(remaining)
+        if repair(feed):
+            pause = 0.05
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            with feed.cond:
+                return feed.after(after)
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, 1.0)
