@@ -15,6 +15,7 @@ from engine import fsm
 from engine.dispatch import agent_key, run_phase, stop_key
 from engine.errors import EngineError, LeaseExpired, LockHeld, PhaseConflict, StoreError
 from engine.events import EventLog
+from engine.leases import lease_alive
 from engine.model import Action, Lease, PhaseSpec, PhaseState, State
 from engine.store.base import Store, this_host, this_pid
 
@@ -96,8 +97,12 @@ class Agent:
 
     def _announce(self) -> None:
         self.lease = self.store.grant_lease(f"agent:{self.node}", self.ttl)
+        name = f"agent/{self.node}"
         try:
-            self.store.acquire_lock(f"agent/{self.node}", self.lease)
+            holder = self.store.lock_holder(name)
+            if holder is not None and holder.id != self.lease.id:
+                lease_alive(self.store, holder.id)  # a dead local agent's lease goes at once
+            self.store.acquire_lock(name, self.lease)
         except LockHeld as exc:
             self.store.revoke_lease(self.lease.id)
             raise LockHeld(f"an agent for node {self.node} is already running: {exc.holder}",

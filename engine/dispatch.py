@@ -197,7 +197,7 @@ class AgentDispatcher(LocalDispatcher):
     def _watch(self) -> None:
         while not self._stop.is_set():
             try:
-                records = self.store.wait_changes(self.op, self._after, timeout=1.0)
+                records = self.store.wait_changes(self.op, self._after, timeout=0.25)
             except EngineError:
                 time.sleep(0.5)
                 continue

@@ -185,8 +185,18 @@ class Scheduler:
     def run(self, targets: Iterable[str]) -> RunResult:
         targets = set(targets)
         self._prepare(targets)
-        for pid in self.adopted:
-            self._track(self._state(pid))
+        for pid in self.adopted:  # running on an agent already: wait for it, never restart it
+            if pid in self.ready:
+                self.ready.remove(pid)
+            st = self._state(pid)
+            self._occupy(pid)
+            if self._node_exclusive(pid):
+                node = self._node_of(pid)
+                self.node_busy[node] = self.node_busy.get(node, 0) + 1
+            self._track(st)
+            adopt = getattr(self.dispatcher, "adopt", None)
+            if adopt is not None:
+                adopt(st)
         outbox: list[tuple[Transition | None, float | None]] = []
         try:
             while True:

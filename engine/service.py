@@ -27,41 +27,15 @@ from engine.errors import (
 )
 from engine.events import EventLog
 from engine.graph import PlanGraph
+from engine.leases import lease_alive
 from engine.model import Action, Lease, Operation, OpState, PhaseState, Plan, State
 from engine.scheduler import RunOptions, RunResult, Scheduler, node_of
-from engine.store.base import Store, coordinator_lock, this_host
+from engine.store.base import Store, coordinator_lock
 
 
 def lease_ttl() -> float:
     """Lease TTL in seconds (env GRAVITY_LEASE_TTL, default 10)."""
     return float(os.environ.get("GRAVITY_LEASE_TTL", "10"))
-
-
-def pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def lease_alive(store: Store, lease_id: int | None) -> Lease | None:
-    """The lease if its holder is alive: unexpired, and not a dead process on this host.
-
-    A dead local holder's lease is revoked at once, so a crashed coordinator on this
-    machine does not make anyone wait for its TTL.
-    """
-    if lease_id is None:
-        return None
-    lease = store.get_lease(lease_id)
-    if lease is None:
-        return None
-    if lease.host == this_host() and lease.pid != os.getpid() and not pid_exists(lease.pid):
-        store.revoke_lease(lease.id)
-        return None
-    return lease
 
 
 @dataclass

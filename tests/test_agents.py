@@ -238,3 +238,25 @@ def test_agent_stop_through_the_store_and_missing_agent_message(
     # --local runs the phase in this process instead.
     cluster("plan", "execute", "--phase", "/first", "--local", check=0)
     assert cluster.states()["/first"] == "completed"
+
+
+def test_a_new_coordinator_adopts_a_phase_an_agent_is_still_running(
+        cluster: Gravity, write_plan) -> None:
+    agent = start_agent(cluster, "node-1")
+    start_agent(cluster, "node-2")
+    cluster("operation", "create", "--plan", str(write_plan(CHAIN)), "--id", "op1", check=0)
+    coordinator = cluster.spawn("plan", "resume")
+    wait_for(lambda: cluster.node_file("node-1", "middle").exists(), what="middle to start")
+    os.kill(coordinator.pid, signal.SIGKILL)
+    coordinator.wait(timeout=10)
+    # Resume at once, while the agent still runs /middle: it is adopted, not started again.
+    assert cluster.states()["/middle"] == "in_progress"
+    cluster("plan", "resume", check=0)
+    assert cluster.states() == {"/first": "completed", "/middle": "completed",
+                                "/last": "completed"}
+    assert len(lines(cluster.node_file("node-1", "middle"))) == 1
+    assert len(lines(cluster.node_file("node-1", "middle.done"))) == 1
+    # An agent killed with -9 can be started again at once on the same machine.
+    os.kill(agent.pid, signal.SIGKILL)
+    agent.wait(timeout=10)
+    start_agent(cluster, "node-1")

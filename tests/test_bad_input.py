@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.cli.main import main
@@ -160,6 +160,13 @@ TABLE: list[tuple[str, Prepare, tuple[str, ...]]] = [
     ("plan-duplicate-id", plan_file(GOOD_PLAN + "  - id: a\n    executor: noop\n"),
      ("bad-plan.yaml", "phases[1].id")),
     ("plan-is-a-list", plan_file("- 1\n- 2\n"), ("bad-plan.yaml",)),
+    ("plan-not-utf8", plan_file(b"kind: Plan\n\xff\xfe\n"), ("bad-plan.yaml",)),
+    ("plan-nan-duration", plan_file(GOOD_PLAN + "    retry: {attempts: 2, initial: .nan}\n"),
+     ("bad-plan.yaml", "phases[0].retry.initial")),
+    ("plan-infinite-timeout", plan_file(GOOD_PLAN + "    timeout: .inf\n"),
+     ("bad-plan.yaml", "phases[0].timeout")),
+    ("plan-nan-retry-factor", plan_file(GOOD_PLAN + "    retry: {attempts: 2, factor: .nan}\n"),
+     ("bad-plan.yaml", "phases[0].retry.factor")),
     ("plan-missing-file", argv("operation", "create", "--plan", "nowhere.yaml"),
      ("nowhere.yaml",)),
     ("manifest-bad-version", manifest("resourceVersion: 1.0.0", "resourceVersion: banana"),
@@ -187,6 +194,10 @@ TABLE: list[tuple[str, Prepare, tuple[str, ...]]] = [
     ("inventory-flavor-count", inventory(THREE.rsplit("- ", 1)[0]),
      ("bad-nodes.yaml", "worker")),
     ("inventory-not-yaml", inventory("- {name: node-1\n"), ("bad-nodes.yaml",)),
+    ("inventory-not-utf8", inventory(b"- {name: node-1, address: \xff}\n"),
+     ("bad-nodes.yaml",)),
+    ("inventory-role-not-a-string", inventory(THREE.replace("role: node}", "role: [node]}", 1)),
+     ("bad-nodes.yaml", "role")),
     ("inventory-missing-file", argv("install", "IMAGE", "--nodes", "nowhere.yaml"),
      ("nowhere.yaml",)),
     ("set-without-value", install_with("--set", "a.b"), ("--set", "a.b")),
@@ -213,37 +224,8 @@ TABLE: list[tuple[str, Prepare, tuple[str, ...]]] = [
 
 
 
-def engine_bug(reason: str) -> pytest.MarkDecorator:
-    """A known engine bug: strict, so the fix turns it into a failure that says "drop me"."""
-    return pytest.mark.xfail(strict=True, reason=f"engine bug: {reason}")
 
-
-# Bad inputs the engine mishandles today. Each is the correct expectation, marked until fixed.
-KNOWN_BUGS = [
-    pytest.param(plan_file(b"kind: Plan\n\xff\xfe\n"), ("bad-plan.yaml",),
-                 id="plan-not-utf8", marks=engine_bug(
-                     "engine/planfile.py load_plan catches OSError only; a non-UTF-8 file "
-                     "raises UnicodeDecodeError -> traceback, exit 1")),
-    pytest.param(inventory(b"- {name: node-1, address: \xff}\n"), ("bad-nodes.yaml",),
-                 id="inventory-not-utf8", marks=engine_bug(
-                     "engine/operations/inventory.py load_inventory: UnicodeDecodeError is not "
-                     "caught -> traceback, exit 1")),
-    pytest.param(inventory(THREE.replace("role: node}", "role: [node]}", 1)),
-                 ("bad-nodes.yaml", "role"), id="inventory-role-not-a-string", marks=engine_bug(
-                     "engine/operations/inventory.py parse_node: `role not in {...}` with a "
-                     "list/mapping role raises TypeError (unhashable) -> traceback, exit 1")),
-    pytest.param(plan_file(GOOD_PLAN.replace("noop", "command\n    data: {run: 'false'}")
-                           + "    retry: {attempts: 2, initial: .nan}\n"),
-                 ("bad-plan.yaml", "phases[0].retry.initial"), id="plan-nan-duration",
-                 marks=engine_bug(
-                     "engine/planfile.py parse_duration accepts YAML .nan (and .inf); the plan "
-                     "is created, and `plan resume` then dies in format_duration(nan) with a "
-                     "traceback, leaving the phase in progress")),
-]
-
-
-@pytest.mark.parametrize(("prepare", "names"),
-                         [pytest.param(p, n, id=i) for i, p, n in TABLE] + KNOWN_BUGS)
+@pytest.mark.parametrize(("prepare", "names"), [pytest.param(p, n, id=i) for i, p, n in TABLE])
 def test_rejected_input_exits_2_names_the_culprit_and_writes_nothing(
         stage: Stage, tmp_path: Path, prepare: Prepare, names: tuple[str, ...]) -> None:
     args = [str(stage.image) if a == "IMAGE" else a for a in prepare(stage, tmp_path)]
@@ -338,22 +320,6 @@ def documents(base: Any) -> st.SearchStrategy[bytes]:
     return st.one_of(changed, cut, garbled, st.binary(max_size=40))
 
 
-def known_bug(data: bytes, *, inventory: bool = False) -> bool:
-    """Inputs that hit a KNOWN_BUGS case above; delete each test here with its fix."""
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        return True  # plan-not-utf8, inventory-not-utf8
-    if inventory:  # inventory-role-not-a-string
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError:
-            return False
-        nodes = doc.get("nodes") if isinstance(doc, dict) else doc
-        return isinstance(nodes, list) and any(
-            isinstance(n, dict) and isinstance(n.get("role"), list | dict) for n in nodes)
-    return False
-
 
 def outcome(stage: Stage, before: dict[str, bytes], code: int, said: str,
             names: tuple[str, ...]) -> None:
@@ -379,7 +345,6 @@ GOOD_PLAN_DOC = {"kind": "Plan", "metadata": {"name": "fuzz"}, "parallel": 1, "p
 @FUZZ
 @given(data=documents(GOOD_PLAN_DOC))
 def test_fuzzed_plan_files_are_rejected_cleanly(stage: Stage, data: bytes) -> None:
-    assume(not known_bug(data))
     path = stage.base / f"fuzz-plan-{next(counter)}.yaml"
     path.write_bytes(data)
     before = stage.snapshot()
@@ -409,7 +374,6 @@ INVENTORY_DOC = yaml.safe_load((QUICKSTART / "nodes.yaml").read_text())
 @FUZZ
 @given(data=documents(INVENTORY_DOC))
 def test_fuzzed_inventories_are_rejected_cleanly(stage: Stage, data: bytes) -> None:
-    assume(not known_bug(data, inventory=True))
     nodes = stage.base / f"fuzz-nodes-{next(counter)}.yaml"
     nodes.write_bytes(data)
     before = stage.snapshot()

@@ -122,7 +122,8 @@ def load_inventory(path: Path | str) -> list[Node]:
         problems.append(Problem("at least one node needs role: master", file=file,
                                 field=prefix or None))
     if problems:
-        raise InventoryError(f"inventory {path} is invalid ({len(problems)} problems)",
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        raise InventoryError(f"inventory {path} is invalid ({count})",
                              problems, hint="fix the inventory; nothing was written")
     return nodes
 
