@@ -122,7 +122,7 @@ def test_agent_killed_mid_phase_is_interrupted_then_redispatched(
             check=0)
     coordinator = cluster.spawn("plan", "resume", "--agent-timeout", "60")
     started = cluster.node_file("node-1", "started")
-    wait_for(lambda: started.exists(), what="the phase to start")
+    wait_for(lambda: lines(started), what="the phase to start")
     os.kill(agent.pid, signal.SIGKILL)
     killed_at = time.monotonic()
 
@@ -198,7 +198,7 @@ def test_a_stale_agents_late_result_is_fenced(cluster: Gravity, write_plan) -> N
     cluster("operation", "create", "--plan",
             str(write_plan(FLAKY_AGENT.replace("${SLOW:-4}", "1"))), "--id", "op1", check=0)
     coordinator = cluster.spawn("plan", "resume")
-    wait_for(lambda: cluster.node_file("node-1", "started").exists(), what="first attempt")
+    wait_for(lambda: lines(cluster.node_file("node-1", "started")), what="first attempt")
     os.kill(old.pid, signal.SIGSTOP)  # frozen: its lease expires, its phase is interrupted
     try:
         wait_for(lambda: "interrupted" in cluster("events", check=0).stdout, timeout=20,

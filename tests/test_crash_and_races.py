@@ -48,7 +48,7 @@ def test_kill_9_mid_phase_then_resume_finishes_without_rerunning_completed(
     gravity("operation", "create", "--plan", str(write_plan(CRASH)), "--id", "op1", check=0)
     proc = gravity.spawn("plan", "resume")
     slow = gravity.node_file("local", "slow.count")
-    wait_for(lambda: slow.exists())
+    wait_for(lambda: lines(slow))  # written, not just created
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     assert gravity.states() == {"/first": "completed", "/slow": "in_progress",
