@@ -8,7 +8,6 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from engine.errors import PlanError, Problem
 from engine.graph import PlanGraph
@@ -290,37 +289,3 @@ def load_plan(path: Path | str) -> Plan:
                         [Problem(f"{getattr(exc, 'problem', None) or exc} at {where}",
                                  file=str(path))]) from exc
     return plan_from_mapping(doc, file=str(path))
-
-
-def plan_to_mapping(plan: Plan) -> dict[str, Any]:
-    """The inverse of `plan_from_mapping`: a plan document for `kind: Plan`."""
-    by_id = plan.by_id()
-
-    def render(pid: str) -> dict[str, Any]:
-        s = by_id[pid]
-        out: dict[str, Any] = {"id": pid.rsplit("/", 1)[1]}
-        if s.description:
-            out["description"] = s.description
-        if s.children:
-            out["phases"] = [render(c) for c in s.children]
-        else:
-            out["executor"] = s.executor
-            if s.data:
-                out["data"] = dict(s.data)
-        if s.requires:
-            out["requires"] = list(s.requires)
-        if s.node:
-            out["node"] = s.node
-        if s.parallel != 1:
-            out["parallel"] = s.parallel
-        if s.retry != RetryPolicy():
-            out["retry"] = s.retry.to_dict()
-        if s.timeout is not None:
-            out["timeout"] = s.timeout
-        return out
-
-    doc: dict[str, Any] = {"kind": "Plan", "metadata": {"name": plan.name}}
-    if plan.parallel != 1:
-        doc["parallel"] = plan.parallel
-    doc["phases"] = [render(pid) for pid in plan.roots]
-    return doc

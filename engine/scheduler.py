@@ -49,10 +49,6 @@ class RunResult:
     skipped: list[str] = field(default_factory=list)
     stopped: str | None = None
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.blocked and self.stopped is None
-
 
 def node_of(graph: PlanGraph, phase_id: str) -> str:
     """Where a phase runs: its own `node`, else its nearest ancestor's, else the local node."""

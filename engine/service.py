@@ -29,7 +29,7 @@ from engine.events import EventLog
 from engine.graph import PlanGraph
 from engine.leases import lease_alive
 from engine.model import Action, Lease, Operation, OpState, PhaseState, Plan, State
-from engine.scheduler import RunOptions, RunResult, Scheduler, node_of
+from engine.scheduler import RunOptions, RunResult, Scheduler
 from engine.store.base import Store, coordinator_lock
 
 
@@ -69,9 +69,6 @@ class PlanView:
     graph: PlanGraph
     states: dict[str, PhaseState]
     derived: dict[str, State]
-
-    def state_of(self, phase_id: str) -> State:
-        return self.derived[phase_id]
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -449,7 +446,3 @@ def complete(engine: Engine, operation_id: str | None) -> Operation:
     if outcome is State.COMPLETED:
         return engine.store.finish_operation(op.id, OpState.COMPLETED, "completed manually")
     return engine.store.finish_operation(op.id, OpState.FAILED, "completed manually")
-
-
-def phase_node(view: PlanView, phase_id: str) -> str:
-    return node_of(view.graph, phase_id)
