@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from engine.errors import LockHeld
 from engine.model import ChangeRecord, Lease, Operation, OpState, PhaseSpec, PhaseState, Transition
 
 CLUSTER_LOCK = "cluster"
@@ -18,6 +19,18 @@ CLUSTER_LOCK = "cluster"
 def coordinator_lock(operation_id: str) -> str:
     """Name of the lock held by whoever drives `operation_id` (resume, execute, rollback)."""
     return f"coordinator/{operation_id}"
+
+
+def cluster_busy(holder: str) -> LockHeld:
+    """The refusal every backend gives while another operation holds the cluster lock."""
+    return LockHeld(
+        f"operation {holder} is still active; only one operation may run on a cluster at a "
+        "time",
+        holder=holder,
+        operation_id=holder,
+        hint="finish it with `gravity plan resume`, undo it with `gravity rollback`, or close "
+        "it with `gravity plan complete`",
+    )
 
 
 def this_host() -> str:

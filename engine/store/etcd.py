@@ -31,7 +31,7 @@ from engine.model import (
     PhaseState,
     Transition,
 )
-from engine.store.base import CLUSTER_LOCK, Store
+from engine.store.base import CLUSTER_LOCK, Store, cluster_busy
 from engine.store.etcd_conn import Connection, EtcdConfig, batches, parse_url
 from engine.store.etcd_errors import (
     CAUGHT,
@@ -135,15 +135,12 @@ class EtcdStore(LeasesAndLocks, Store):
         return holder, guard
 
     @staticmethod
-    def _lock_refused(holder: str) -> LockHeld:
-        return LockHeld(
-            f"operation {holder} is still active; only one operation may run "
-            "on a cluster at a time",
-            holder=holder,
-            operation_id=holder,
-            hint="finish it with `gravity plan resume`, undo it with `gravity "
-            "rollback`, or close it with `gravity plan complete`",
-        )
+    def _op_record(client: Client, op_key: bytes, operation_id: str) -> Any:
+        """The operation record's kv; NotFound when there is none."""
+        found = client.get_response(op_key)
+        if not found.kvs:
+            raise NotFound(f"no operation with ID {operation_id}", operation_id=operation_id)
+        return found.kvs[0]
 
     @staticmethod
     def _exists(op_id: str) -> LockHeld:
@@ -153,7 +150,7 @@ class EtcdStore(LeasesAndLocks, Store):
     def _check_new(self, client: Client, op_id: str) -> None:
         holder, _ = self._cluster_guard(client)
         if holder is not None:
-            raise self._lock_refused(holder)
+            raise cluster_busy(holder)
         if client.get_response(self.keys.op(op_id)).kvs:
             raise self._exists(op_id)
 
@@ -218,7 +215,7 @@ class EtcdStore(LeasesAndLocks, Store):
                     raise self._exists(op.id)
                 holder, guard = self._cluster_guard(client)
                 if holder is not None and take_lock:
-                    raise self._lock_refused(holder)
+                    raise cluster_busy(holder)
                 lock_it = holder is None and op.state is OpState.ACTIVE
                 success = [tx.Put(op_key, record),
                            tx.Put(self.keys.seq(op.id), str(last_seq).encode())]
@@ -261,13 +258,10 @@ class EtcdStore(LeasesAndLocks, Store):
 
         def attempt(client: Client) -> Operation:
             for _ in range(MAX_ROUNDS):
-                found = client.get_response(op_key)
-                if not found.kvs:
-                    raise NotFound(f"no operation with ID {operation_id}",
-                                   operation_id=operation_id)
-                d = decode(found.kvs[0].value)
+                found = self._op_record(client, op_key, operation_id)
+                d = decode(found.value)
                 d.update(state=state.value, updated=time.time(), note=note)
-                compare = [tx.Mod(op_key) == found.kvs[0].mod_revision]
+                compare = [tx.Mod(op_key) == found.mod_revision]
                 success = [tx.Put(op_key, encode(d))]
                 held = client.get_response(lock)
                 if held.kvs:
@@ -289,16 +283,13 @@ class EtcdStore(LeasesAndLocks, Store):
 
         def attempt(client: Client) -> Operation:
             for _ in range(MAX_ROUNDS):
-                found = client.get_response(op_key)
-                if not found.kvs:
-                    raise NotFound(f"no operation with ID {operation_id}",
-                                   operation_id=operation_id)
+                found = self._op_record(client, op_key, operation_id)
                 holder, guard = self._cluster_guard(client)
                 if holder is not None and holder != operation_id:
-                    raise self._lock_refused(holder)
-                d = decode(found.kvs[0].value)
+                    raise cluster_busy(holder)
+                d = decode(found.value)
                 d.update(state=OpState.ACTIVE.value, updated=time.time(), note=note)
-                compare = [*guard, tx.Mod(op_key) == found.kvs[0].mod_revision]
+                compare = [*guard, tx.Mod(op_key) == found.mod_revision]
                 success = [tx.Put(op_key, encode(d)),
                            tx.Put(lock, encode({"holder": operation_id, "lease": None}))]
                 ok, _ = client.transaction(compare=compare, success=success, failure=[])

@@ -32,7 +32,7 @@ from engine.model import (
     PhaseState,
     Transition,
 )
-from engine.store.base import CLUSTER_LOCK, Store, this_host, this_pid
+from engine.store.base import CLUSTER_LOCK, Store, cluster_busy, this_host, this_pid
 
 SCHEMA_VERSION = 1
 
@@ -175,14 +175,7 @@ class SQLiteStore(Store):
             with self._tx(f"creating operation {op.id}") as db:
                 holder = self._cluster_holder(db)
                 if holder is not None:
-                    raise LockHeld(
-                        f"operation {holder} is still active; only one operation may run "
-                        "on a cluster at a time",
-                        holder=holder,
-                        operation_id=holder,
-                        hint="finish it with `gravity plan resume`, undo it with `gravity "
-                        "rollback`, or close it with `gravity plan complete`",
-                    )
+                    raise cluster_busy(holder)
                 if db.execute("SELECT 1 FROM operations WHERE id=?", (op.id,)).fetchone():
                     raise LockHeld(f"an operation with ID {op.id} already exists",
                                    holder=op.id, hint="choose another --id")
@@ -212,6 +205,14 @@ class SQLiteStore(Store):
             return None
         return str(row[0])
 
+    @staticmethod
+    def _op_record(db: sqlite3.Connection, operation_id: str) -> dict[str, Any]:
+        """The operation's JSON record inside a transaction; NotFound when there is none."""
+        row = db.execute("SELECT data FROM operations WHERE id=?", (operation_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no operation with ID {operation_id}", operation_id=operation_id)
+        return dict(json.loads(row[0]))
+
     def get_operation(self, operation_id: str) -> Operation:
         rows = self._read("SELECT data FROM operations WHERE id=?", (operation_id,),
                           f"reading operation {operation_id}")
@@ -235,12 +236,7 @@ class SQLiteStore(Store):
     def finish_operation(self, operation_id: str, state: OpState, note: str | None) -> Operation:
         try:
             with self._tx(f"finishing operation {operation_id}") as db:
-                row = db.execute("SELECT data FROM operations WHERE id=?",
-                                 (operation_id,)).fetchone()
-                if row is None:
-                    raise NotFound(f"no operation with ID {operation_id}",
-                                   operation_id=operation_id)
-                d = json.loads(row[0])
+                d = self._op_record(db, operation_id)
                 d.update(state=state.value, updated=time.time(), note=note)
                 db.execute("UPDATE operations SET data=? WHERE id=?",
                            (json.dumps(d), operation_id))
@@ -254,19 +250,10 @@ class SQLiteStore(Store):
         what = f"reopening operation {operation_id}"
         try:
             with self._tx(what) as db:
-                row = db.execute("SELECT data FROM operations WHERE id=?",
-                                 (operation_id,)).fetchone()
-                if row is None:
-                    raise NotFound(f"no operation with ID {operation_id}",
-                                   operation_id=operation_id)
+                d = self._op_record(db, operation_id)
                 holder = self._cluster_holder(db)
                 if holder is not None and holder != operation_id:
-                    raise LockHeld(
-                        f"operation {holder} is still active; only one operation may run "
-                        "on a cluster at a time", holder=holder, operation_id=holder,
-                        hint="finish it with `gravity plan resume`, undo it with `gravity "
-                        "rollback`, or close it with `gravity plan complete`")
-                d = json.loads(row[0])
+                    raise cluster_busy(holder)
                 d.update(state=OpState.ACTIVE.value, updated=time.time(), note=note)
                 db.execute("UPDATE operations SET data=? WHERE id=?",
                            (json.dumps(d), operation_id))
