@@ -20,6 +20,21 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.fixtures_etcd"]
 
 
+def leaf_states(doc: dict) -> dict[str, str]:
+    """Leaf phase ID -> state from a plan document (`gravity plan -o json`, `/api/plan`)."""
+    out: dict[str, str] = {}
+
+    def walk(phases: list[dict]) -> None:
+        for p in phases:
+            if "phases" in p:
+                walk(p["phases"])
+            else:
+                out[p["id"]] = p["state"]
+
+    walk(doc["phases"])
+    return out
+
+
 @dataclass
 class Gravity:
     """Runs `gravity` in a subprocess with its own state dir, like an operator's shell."""
@@ -60,17 +75,7 @@ class Gravity:
 
     def states(self, *args: str) -> dict[str, str]:
         """Leaf phase ID -> state, from `gravity plan -o json`."""
-        out: dict[str, str] = {}
-
-        def walk(phases: list[dict]) -> None:
-            for p in phases:
-                if "phases" in p:
-                    walk(p["phases"])
-                else:
-                    out[p["id"]] = p["state"]
-
-        walk(self.plan_json(*args)["phases"])
-        return out
+        return leaf_states(self.plan_json(*args))
 
     def node_file(self, node: str, name: str) -> Path:
         return self.state_dir / "nodes" / node / name

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import leaf_states
+
 PLAN = """
 kind: Plan
 metadata: {name: dash}
@@ -86,20 +88,6 @@ def dashboard(gravity, write_plan) -> Iterator[Dashboard]:
     yield dash
     if dash.proc.poll() is None:
         dash.stop()
-
-
-def leaf_states(doc: dict) -> dict[str, str]:
-    out: dict[str, str] = {}
-
-    def walk(phases: list[dict]) -> None:
-        for p in phases:
-            if "phases" in p:
-                walk(p["phases"])
-            else:
-                out[p["id"]] = p["state"]
-
-    walk(doc["phases"])
-    return out
 
 
 def test_json_api_lists_operations_plan_and_phase_logs(dashboard, gravity) -> None:
