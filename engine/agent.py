@@ -178,8 +178,7 @@ class Agent:
         self.specs, self.op_data, self.after = {}, {}, 0
         if operation is None:
             return
-        records = self.store.changelog(operation)
-        self.after = records[-1].seq if records else 0
+        self.after = self.store.last_seq(operation)
         self.specs = {s.id: s for s in self.store.load_specs(operation)}
         self.op_data = dict(self.store.get_operation(operation).data)
         for st in self.store.load_states(operation).values():

@@ -289,11 +289,9 @@ def _reopen_for_rollback(engine: Engine, op: Operation, action: Action) -> Opera
 def _dispatcher(engine: Engine, op: Operation, lease: Lease) -> Dispatcher | None:
     if engine.dispatch != "agents":
         return None
-    records = engine.store.changelog(op.id)
     return AgentDispatcher(engine.store, lease, workers=engine.max_parallel,
                            operation_id=op.id, state_dir=engine.state_dir,
-                           operation_data=dict(op.data),
-                           after=records[-1].seq if records else 0)
+                           operation_data=dict(op.data), after=engine.store.last_seq(op.id))
 
 
 def _maybe_finish(engine: Engine, op: Operation, action: Action, graph: PlanGraph) -> None:

@@ -225,6 +225,15 @@ def test_changelog_orders_records_filters_by_seq_and_replays_to_the_states(store
         ("/p00001", 2), ("/p00001", 3)]
 
 
+def test_last_seq_is_where_the_changelog_ends(store: Store) -> None:
+    store.create_operation(make_op(), leaves(2))
+    assert store.last_seq("op-1") == 0
+    step(store, "op-1", "/p00000", State.IN_PROGRESS)
+    step(store, "op-1", "/p00000", State.COMPLETED)
+    assert store.last_seq("op-1") == store.changelog("op-1")[-1].seq
+    assert store.changelog("op-1", after=store.last_seq("op-1")) == []
+
+
 def test_operations_whose_ids_share_a_prefix_do_not_mix(store: Store) -> None:
     store.create_operation(make_op("op-1"), leaves(2, "/a"))
     store.finish_operation("op-1", OpState.COMPLETED, None)

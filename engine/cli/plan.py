@@ -103,8 +103,7 @@ def display(obj: CliContext, operation_id: str | None, output: str, short: bool,
     op = resolve_operation(store, operation_id)
     after = 0
     if follow:  # where the table stands, so nothing written after it is missed
-        records = store.changelog(op.id)
-        after = records[-1].seq if records else 0
+        after = store.last_seq(op.id)
     view = plan_view(store, op)
     click.echo(plan_text(view, short=short) if output == "text" else dump(plan_document(view),
                                                                           output))

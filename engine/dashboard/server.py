@@ -85,8 +85,7 @@ def plan_doc(store: Store, operation_id: str | None) -> dict[str, Any]:
     from engine.service import plan_view, resolve_operation
 
     op = resolve_operation(store, operation_id)
-    records = store.changelog(op.id)
-    last_seq = records[-1].seq if records else 0
+    last_seq = store.last_seq(op.id)
     doc = plan_document(plan_view(store, op))
     doc["last_seq"] = last_seq
     return doc

@@ -109,6 +109,11 @@ class Store(ABC):
         """Changelog records with seq > after, in order."""
 
     @abstractmethod
+    def last_seq(self, operation_id: str) -> int:
+        """The seq of the operation's newest changelog record (0 when none), read cheaply:
+        where a reader that wants only what comes next starts."""
+
+    @abstractmethod
     def wait_changes(self, operation_id: str, after: int, timeout: float) -> list[ChangeRecord]:
         """Block until records with seq > after exist (then return them) or timeout ([])."""
 

@@ -435,6 +435,10 @@ class EtcdStore(LeasesAndLocks, Store):
     def changelog(self, operation_id: str, after: int = 0) -> list[ChangeRecord]:
         return self._changelog_at(operation_id, after)[0]
 
+    def last_seq(self, operation_id: str) -> int:
+        return self._call(f"reading the changelog of {operation_id}",
+                          lambda c: self._read_seq(c, operation_id))
+
     def wait_changes(self, operation_id: str, after: int, timeout: float) -> list[ChangeRecord]:
         """Records past `after`, waiting on one long-lived etcd watch of the operation's log.
 

@@ -329,6 +329,11 @@ class SQLiteStore(Store):
                           (operation_id, after), f"reading the changelog of {operation_id}")
         return [ChangeRecord.from_dict(json.loads(r[0])) for r in rows]
 
+    def last_seq(self, operation_id: str) -> int:
+        rows = self._read("SELECT COALESCE(MAX(seq), 0) FROM changelog WHERE op_id=?",
+                          (operation_id,), f"reading the changelog of {operation_id}")
+        return int(rows[0][0])
+
     def wait_changes(self, operation_id: str, after: int, timeout: float) -> list[ChangeRecord]:
         deadline = time.monotonic() + timeout
         while True:
