@@ -225,13 +225,42 @@ def test_changelog_orders_records_filters_by_seq_and_replays_to_the_states(store
         ("/p00001", 2), ("/p00001", 3)]
 
 
-def test_last_seq_is_where_the_changelog_ends(store: Store) -> None:
-    store.create_operation(make_op(), leaves(2))
-    assert store.last_seq("op-1") == 0
-    step(store, "op-1", "/p00000", State.IN_PROGRESS)
+def test_last_seq_is_where_a_reader_of_only_what_comes_next_starts(store: Store) -> None:
+    store.create_operation(make_op(), leaves(3))
+    empty = store.last_seq("op-1")
+    assert store.changelog("op-1", after=empty) == []
+    first = step(store, "op-1", "/p00000", State.IN_PROGRESS)
+    assert first.seq > empty
     step(store, "op-1", "/p00000", State.COMPLETED)
-    assert store.last_seq("op-1") == store.changelog("op-1")[-1].seq
-    assert store.changelog("op-1", after=store.last_seq("op-1")) == []
+
+    mark = store.last_seq("op-1")
+    assert mark >= store.changelog("op-1")[-1].seq
+    assert store.changelog("op-1", after=mark) == []
+    later = step(store, "op-1", "/p00001", State.IN_PROGRESS)
+    assert store.changelog("op-1", after=mark) == [later]
+    assert store.wait_changes("op-1", after=mark, timeout=5) == [later]
+    with pytest.raises(NotFound):
+        store.last_seq("no-such-op")
+
+
+def test_an_agent_reads_only_its_own_nodes_records(store: Store) -> None:
+    store.create_operation(make_op(), leaves(4))
+    mark = store.last_seq("op-1")
+    a1 = step(store, "op-1", "/p00000", State.IN_PROGRESS, node="node-a")
+    b1 = step(store, "op-1", "/p00001", State.IN_PROGRESS, node="node-b")
+    a2 = step(store, "op-1", "/p00000", State.COMPLETED)  # keeps node-a
+    step(store, "op-1", "/p00002", State.IN_PROGRESS, node="node-b/2")  # not a prefix match
+
+    assert a2.node == "node-a"
+    assert store.changelog("op-1", node="node-a") == [a1, a2]
+    assert store.changelog("op-1", after=a1.seq, node="node-a") == [a2]
+    assert store.changelog("op-1", node="node-b") == [b1]
+    assert store.changelog("op-1", node="node-c") == []
+    assert store.wait_changes("op-1", after=mark, timeout=5, node="node-b") == [b1]
+    assert store.wait_changes("op-1", after=b1.seq, timeout=0.3, node="node-b") == []
+    later = step(store, "op-1", "/p00003", State.IN_PROGRESS, node="node-b")
+    assert store.wait_changes("op-1", after=b1.seq, timeout=5, node="node-b") == [later]
+    assert len(store.changelog("op-1")) == 5
 
 
 def test_operations_whose_ids_share_a_prefix_do_not_mix(store: Store) -> None:
@@ -244,6 +273,22 @@ def test_operations_whose_ids_share_a_prefix_do_not_mix(store: Store) -> None:
     assert list(store.load_states("op-1")) == ["/a00000"]
     assert [r.phase_id for r in store.changelog("op-1")] == ["/a00000"]
     assert [o.id for o in store.list_operations()] == ["op-1", "op-10"]
+
+
+def test_wake_ends_a_wait_in_another_thread_without_a_record(store: Store) -> None:
+    """How a coordinator stops its changelog watcher: no waiting out the watcher's timeout."""
+    store.create_operation(make_op(), leaves(2))
+    mark = store.last_seq("op-1")
+    got: list[list[ChangeRecord]] = []
+    waiter = threading.Thread(target=lambda: got.append(
+        store.wait_changes("op-1", after=mark, timeout=60)))
+    waiter.start()
+    time.sleep(0.5)  # it is waiting by now
+    assert waiter.is_alive()
+    store.wake("op-1")
+    waiter.join(timeout=10)  # a join that timed out leaves it alive: the assert below fails
+    assert not waiter.is_alive() and got == [[]]
+    assert store.changelog("op-1") == []
 
 
 def test_wait_changes_wakes_on_a_write_from_another_thread(store: Store) -> None:

@@ -18,6 +18,7 @@ from engine.model import Operation, OpState, PhaseSpec, PhaseState, State, Trans
 from engine.store import TLSConfig, open_store
 from engine.store.etcd import APPLY_CHUNK, EtcdStore
 from engine.store.etcd_conn import DEFAULT_PATIENCE, parse_url
+from engine.store.etcd_keys import SLOTS
 from tests.etcd_server import EtcdServer, free_port
 
 
@@ -133,7 +134,12 @@ def test_a_batch_larger_than_one_transaction_is_written_in_chunks(store: EtcdSto
     n = APPLY_CHUNK * 2 + 7
     store.create_operation(make_op(), leaves(n))
     records = store.apply("op-1", [start(f"/p{i:05d}") for i in range(n)])
-    assert [r.seq for r in records] == list(range(1, n + 1))
+    seqs = [r.seq for r in records]
+    assert seqs == sorted(set(seqs))
+    # one etcd revision per transaction: 60 + 60 + 7 records
+    revisions = [r.seq // SLOTS for r in records]
+    assert [revisions.count(rev) for rev in sorted(set(revisions))] == [
+        APPLY_CHUNK, APPLY_CHUNK, 7]
     assert store.changelog("op-1") == records
     assert len(store.load_states("op-1")) == n
 
@@ -153,11 +159,12 @@ def test_two_steps_of_one_phase_in_one_batch(store: EtcdStore) -> None:
 def test_store_state_survives_reopening(etcd_url: str) -> None:
     with EtcdStore.from_url(etcd_url) as first:
         first.create_operation(make_op(), leaves(2))
-        first.apply("op-1", [start("/p00000")])
+        earlier = first.apply("op-1", [start("/p00000")])[0]
     with EtcdStore.from_url(etcd_url) as second:
         assert second.active_operation_id() == "op-1"
         rec = second.apply("op-1", [start("/p00001")])[0]
-        assert rec.seq == 2  # the seq key, not this process's memory, hands out seqs
+        assert rec.seq > earlier.seq  # etcd's revision, not this process's memory, orders
+        assert second.changelog("op-1") == [earlier, rec]
 
 
 # -- outages ---------------------------------------------------------------------------------
@@ -271,7 +278,7 @@ def test_a_commit_whose_reply_was_lost_is_not_applied_twice(etcd_server: EtcdSer
     store = EtcdStore.from_url(f"etcd://127.0.0.1:{relay.port}/lostreply{time.time_ns()}")
     try:
         store.create_operation(make_op(), leaves(2))
-        store.apply("op-1", [start("/p00000")])  # warms the connection and the seq
+        store.apply("op-1", [start("/p00000")])  # warms the connection
         relay.armed.set()
         records = store.apply("op-1", [start("/p00001")])
         assert relay.dropped > 0  # the first reply really was lost

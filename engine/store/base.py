@@ -105,17 +105,29 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def changelog(self, operation_id: str, after: int = 0) -> list[ChangeRecord]:
-        """Changelog records with seq > after, in order."""
+    def changelog(self, operation_id: str, after: int = 0, node: str | None = None
+                  ) -> list[ChangeRecord]:
+        """Changelog records with seq > after, in order; with `node`, only the records of
+        phases that ran (or were to run) there."""
 
     @abstractmethod
     def last_seq(self, operation_id: str) -> int:
-        """The seq of the operation's newest changelog record (0 when none), read cheaply:
-        where a reader that wants only what comes next starts."""
+        """Where a reader that wants only what comes next starts, read cheaply: every record
+        written so far has a seq at or below it, every later one above it. SQLite returns
+        the newest record's seq (0 when none); etcd the last seq its current revision could
+        hold. NotFound when there is no such operation."""
 
     @abstractmethod
-    def wait_changes(self, operation_id: str, after: int, timeout: float) -> list[ChangeRecord]:
-        """Block until records with seq > after exist (then return them) or timeout ([])."""
+    def wait_changes(self, operation_id: str, after: int, timeout: float,
+                     node: str | None = None) -> list[ChangeRecord]:
+        """Block until records with seq > after (of `node`'s phases, if given) exist, then
+        return them, or until the timeout ([])."""
+
+    @abstractmethod
+    def wake(self, operation_id: str) -> None:
+        """Make every `wait_changes` on the operation in progress in other threads return
+        now (with what it has, often []): how a watcher thread is stopped without waiting
+        out its timeout."""
 
     # -- leases and locks -----------------------------------------------------------------
     @abstractmethod

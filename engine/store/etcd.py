@@ -39,7 +39,16 @@ from engine.store.etcd_errors import (
     is_token_expired,
 )
 from engine.store.etcd_feed import Feed, wait
-from engine.store.etcd_keys import Keys, decode, encode, span
+from engine.store.etcd_keys import (
+    SLOTS,
+    Keys,
+    decode,
+    encode,
+    log_record,
+    log_value,
+    seq_floor,
+    span,
+)
 from engine.store.etcd_locks import LeasesAndLocks
 
 if TYPE_CHECKING:
@@ -50,10 +59,10 @@ Client = MultiEndpointEtcd3Client
 
 # etcd's defaults are --max-txn-ops 128 and --max-request-bytes 1.5 MiB; stay well inside.
 SPEC_BATCH = 100
-# Per transition: 1 compare, 2 puts (state + log), 1 get on failure; plus the seq key.
+# Per transition: 1 compare, 2 puts (state + log), 1 get on failure; plus the operation key.
 APPLY_CHUNK = 60
 MAX_TXN_BYTES = 1_000_000
-# Optimistic loops (a concurrent writer moved the seq key or a lock) give up after this.
+# Optimistic loops (a concurrent writer moved a lock or a record) give up after this.
 MAX_ROUNDS = 50
 
 
@@ -63,11 +72,6 @@ def _weigh_put(item: tuple[bytes, bytes]) -> int:
 
 def _puts(items: Sequence[tuple[bytes, bytes]]) -> list[Any]:
     return [tx.Put(key, value) for key, value in items]
-
-
-def _same(record: ChangeRecord, raw: bytes) -> bool:
-    """Whether a stored log value is exactly `record` (our own earlier write)."""
-    return decode(raw) == decode(encode(record.to_dict()))
 
 
 class EtcdStore(LeasesAndLocks, Store):
@@ -83,10 +87,8 @@ class EtcdStore(LeasesAndLocks, Store):
         self.url = config.url
         self.keys = Keys(config.prefix)
         self._conn = Connection(config)
-        # Last changelog seq seen per operation: a hint only, every use is CAS-checked.
-        self._seqs: dict[str, int] = {}
-        # One long-lived changelog watch per operation (see etcd_feed).
-        self._feeds: dict[str, Feed] = {}
+        # One long-lived changelog watch per (operation, node or None) (see etcd_feed).
+        self._feeds: dict[tuple[str, str | None], Feed] = {}
         self._feeds_lock = threading.Lock()
         try:
             self._conn.open()
@@ -188,13 +190,13 @@ class EtcdStore(LeasesAndLocks, Store):
         items = [(self.keys.spec(op.id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
         try:
             self.write_unpublished(op.id, items, what)
-            self.publish(op, last_seq=0, take_lock=True, what=what)
+            self.publish(op, take_lock=True, what=what)
         except BaseException:
             with contextlib.suppress(EngineError):
                 self.clear_unpublished(op.id, patience=5.0)
             raise
 
-    def publish(self, op: Operation, *, last_seq: int, take_lock: bool, what: str) -> bool:
+    def publish(self, op: Operation, *, take_lock: bool, what: str) -> bool:
         """Write the operation record (and the cluster lock) last, in one transaction.
 
         Until this commits the operation is invisible. With `take_lock`, refuses with
@@ -217,8 +219,7 @@ class EtcdStore(LeasesAndLocks, Store):
                 if holder is not None and take_lock:
                     raise cluster_busy(holder)
                 lock_it = holder is None and op.state is OpState.ACTIVE
-                success = [tx.Put(op_key, record),
-                           tx.Put(self.keys.seq(op.id), str(last_seq).encode())]
+                success = [tx.Put(op_key, record)]
                 if lock_it:
                     success.append(tx.Put(lock, encode({"holder": op.id, "lease": None})))
                 try:
@@ -325,7 +326,8 @@ class EtcdStore(LeasesAndLocks, Store):
 
         A batch larger than a chunk (or naming one phase twice) is atomic per chunk
         only; the engine sends small batches. A phase's PhaseState.version equals its
-        state key's etcd version, so the CAS is `version(key) == expected`.
+        state key's etcd version, so the CAS is `version(key) == expected`. Writers of
+        different phases never compare the same key, so they never retry each other.
         """
         for t in transitions:
             if t.new.version != t.expected + 1:
@@ -347,119 +349,137 @@ class EtcdStore(LeasesAndLocks, Store):
             out.extend(self._apply_chunk(operation_id, chunk))
         return out
 
-    def _read_seq(self, client: Client, op_id: str) -> int:
-        resp = client.get_response(self.keys.seq(op_id))
-        if not resp.kvs:
-            raise NotFound(f"no operation with ID {op_id}", operation_id=op_id,
-                           hint="list operations with `gravity operation list`")
-        return int(resp.kvs[0].value)
-
     def _apply_chunk(self, op_id: str, chunk: Sequence[Transition]) -> list[ChangeRecord]:
+        """One transaction: compare every state key's version (and that the operation
+        exists), put the new states and one `log/<phase>/<version>` record each. The
+        records' seqs come from the transaction's revision."""
         keys = self.keys
-        seq_key = keys.seq(op_id)
+        op_key = keys.op(op_id)
         state_keys = [keys.state(op_id, t.phase_id) for t in chunk]
-        unsure: list[list[ChangeRecord]] = []  # attempts whose commit we never heard back on
+        log_keys = [keys.log(op_id, t.new.node, t.phase_id, t.new.version) for t in chunk]
+        values = [log_value(ChangeRecord.of(op_id, t), i) for i, t in enumerate(chunk)]
+        compare = [tx.Version(op_key) > 0]
+        compare += [tx.Version(k) == t.expected for k, t in zip(state_keys, chunk, strict=True)]
+        success = [tx.Put(k, encode(t.new.to_dict()))
+                   for k, t in zip(state_keys, chunk, strict=True)]
+        success += [tx.Put(k, v) for k, v in zip(log_keys, values, strict=True)]
+        failure = [tx.Get(op_key), *(tx.Get(k) for k in state_keys)]
+        unsure = False  # an attempt whose commit we never heard back on
 
         def attempt(client: Client) -> list[ChangeRecord]:
-            for _ in range(MAX_ROUNDS):
-                last = self._seqs.get(op_id)
-                if last is None:
-                    last = self._read_seq(client, op_id)
-                records = [ChangeRecord.of(op_id, t, seq=last + i)
-                           for i, t in enumerate(chunk, start=1)]
-                compare = [tx.Value(seq_key) == str(last).encode()]
-                compare += [tx.Version(k) == t.expected for k, t in zip(state_keys, chunk,
-                                                                         strict=True)]
-                success = [tx.Put(k, encode(t.new.to_dict()))
-                           for k, t in zip(state_keys, chunk, strict=True)]
-                success += [tx.Put(keys.log(op_id, r.seq), encode(r.to_dict())) for r in records]
-                success.append(tx.Put(seq_key, str(last + len(chunk)).encode()))
-                failure = [tx.Get(seq_key), *(tx.Get(k) for k in state_keys)]
-                try:
-                    ok, responses = client.transaction(compare=compare, success=success,
-                                                       failure=failure)
-                except CAUGHT:
-                    unsure.append(records)
-                    self._seqs.pop(op_id, None)
-                    raise
-                if ok:
-                    self._seqs[op_id] = last + len(chunk)
-                    return records
-                if not responses[0]:
-                    raise NotFound(f"no operation with ID {op_id}", operation_id=op_id)
-                self._seqs[op_id] = int(responses[0][0][0])
-                for t, kvs in zip(chunk, responses[1:], strict=True):
-                    found = int(decode(kvs[0][0])["version"]) if kvs else 0
-                    if found == t.expected:
-                        continue
-                    done = self._committed(client, op_id, unsure)
+            nonlocal unsure
+            try:
+                ok, responses = client.transaction(compare=compare, success=success,
+                                                   failure=failure)
+            except CAUGHT:
+                unsure = True
+                raise
+            if ok:
+                revision = int(responses[0].response_put.header.revision)
+                if revision <= 0:  # not every etcd fills inner headers: read it back
+                    revision = int(client.get_response(log_keys[0]).kvs[0].mod_revision)
+                return [log_record(v, revision) for v in values]
+            if not responses[0]:
+                raise NotFound(f"no operation with ID {op_id}", operation_id=op_id)
+            for t, kvs in zip(chunk, responses[1:], strict=True):
+                found = int(decode(kvs[0][0])["version"]) if kvs else 0
+                if found == t.expected:
+                    continue
+                if unsure:
+                    done = self._committed(client, log_keys, values)
                     if done is not None:
                         return done
-                    raise PhaseConflict(
-                        f"phase {t.phase_id} changed under us (expected version "
-                        f"{t.expected}, found {found}); someone else is acting on it",
-                        operation_id=op_id, phase_id=t.phase_id,
-                        hint="check `gravity plan` and retry",
-                    )
-                # Only the seq key moved (another writer appended): go again on the new one.
-            raise StoreUnavailable(f"the changelog of {op_id} kept moving while writing to it",
+                raise PhaseConflict(
+                    f"phase {t.phase_id} changed under us (expected version "
+                    f"{t.expected}, found {found}); someone else is acting on it",
+                    operation_id=op_id, phase_id=t.phase_id,
+                    hint="check `gravity plan` and retry",
+                )
+            raise StoreUnavailable(f"etcd refused the transition of {op_id} without a reason",
                                    operation_id=op_id, hint="retry the command")
 
         return self._call(f"recording {len(chunk)} transition(s) of {op_id}", attempt)
 
-    def _committed(self, client: Client, op_id: str,
-                   unsure: list[list[ChangeRecord]]) -> list[ChangeRecord] | None:
-        """The records of an earlier attempt that did commit (its reply was lost), if any."""
-        for records in reversed(unsure):
-            first = self.keys.log(op_id, records[0].seq)
-            end = self.keys.log(op_id, records[-1].seq) + b"\0"
-            kvs = client.get_range_response(first, end).kvs
-            if len(kvs) == len(records) and all(
-                _same(r, kv.value) for r, kv in zip(records, kvs, strict=True)
-            ):
-                return records
-        return None
+    @staticmethod
+    def _committed(client: Client, log_keys: Sequence[bytes], values: Sequence[bytes]
+                   ) -> list[ChangeRecord] | None:
+        """Our records, if an earlier attempt whose reply was lost did commit them.
 
-    def _changelog_at(self, op_id: str, after: int, *, patience: float | None = None
-                      ) -> tuple[list[ChangeRecord], int]:
-        logs = self.keys.logs(op_id)
-        start = self.keys.log(op_id, max(after + 1, 0))
-        _, end = span(logs)
+        Each log key can only have been written by the transition that moved its phase to
+        that version; the value (stamped with our time) tells whether that was us.
+        """
+        out = []
+        for key, value in zip(log_keys, values, strict=True):
+            kvs = client.get_response(key).kvs
+            if not kvs or decode(kvs[0].value) != decode(value):
+                return None
+            out.append(log_record(kvs[0].value, kvs[0].mod_revision))
+        return out
+
+    def _changelog_at(self, op_id: str, after: int, node: str | None = None, *,
+                      patience: float | None = None) -> tuple[list[ChangeRecord], int]:
+        """Records with seq > `after` (of phases on `node`, if given) in seq order, and the
+        revision they were read at."""
+        start, end = span(self.keys.logs(op_id, node))
+        floor = seq_floor(after)
 
         def run(client: Client) -> tuple[list[ChangeRecord], int]:
-            rows, revision = self._conn.scan_with(client, start, end)
-            return [ChangeRecord.from_dict(decode(kv.value)) for _, kv in rows], revision
+            rows, revision = self._conn.scan_with(client, start, end, min_mod_revision=floor)
+            records = [log_record(kv.value, kv.mod_revision) for _, kv in rows]
+            records = [r for r in records if r.seq > after]
+            records.sort(key=lambda r: r.seq)
+            return records, revision
 
         return self._call(f"reading the changelog of {op_id}", run, patience=patience)
 
-    def changelog(self, operation_id: str, after: int = 0) -> list[ChangeRecord]:
-        return self._changelog_at(operation_id, after)[0]
+    def changelog(self, operation_id: str, after: int = 0, node: str | None = None
+                  ) -> list[ChangeRecord]:
+        return self._changelog_at(operation_id, after, node)[0]
 
     def last_seq(self, operation_id: str) -> int:
-        return self._call(f"reading the changelog of {operation_id}",
-                          lambda c: self._read_seq(c, operation_id))
+        """The last seq the revision read now could hold: every record written before has
+        a seq at or below it, every later one above it (one read, whatever the log's size)."""
+        def run(client: Client) -> int:
+            resp = client.get_response(self.keys.op(operation_id))
+            if not resp.kvs:
+                raise NotFound(f"no operation with ID {operation_id}",
+                               operation_id=operation_id,
+                               hint="list operations with `gravity operation list`")
+            return int(resp.header.revision) * SLOTS + SLOTS - 1
 
-    def wait_changes(self, operation_id: str, after: int, timeout: float) -> list[ChangeRecord]:
-        """Records past `after`, waiting on one long-lived etcd watch of the operation's log.
+        return self._call(f"reading the changelog of {operation_id}", run)
 
-        The watch is opened once per operation and kept, so etcd delivers each commit at
-        once. If it is cut (etcd restarted), the records committed meanwhile are read back
-        from the last seq seen and a new watch starts from the last revision seen: nothing
-        is missed or delivered twice.
+    def wait_changes(self, operation_id: str, after: int, timeout: float,
+                     node: str | None = None) -> list[ChangeRecord]:
+        """Records past `after`, waiting on one long-lived etcd watch of the operation's log
+        (with `node`, of `log/<node>/` only: an agent hears nothing of other nodes' phases).
+
+        The watch is opened once per (operation, node) and kept, so etcd delivers each
+        commit at once. If it is cut (etcd restarted), the records committed meanwhile are
+        read back from the last seq seen and a new watch starts from the last revision
+        seen: nothing is missed or delivered twice.
         """
         deadline = time.monotonic() + timeout
-        feed = self._feeds.get(operation_id)
+        feed = self._feeds.get((operation_id, node))
         if feed is None or after < feed.base:
-            records, revision = self._changelog_at(operation_id, after)
+            records, revision = self._changelog_at(operation_id, after, node)
             if feed is None:
                 with self._feeds_lock:
-                    feed = self._feeds.setdefault(operation_id, Feed(after))
+                    feed = self._feeds.setdefault((operation_id, node), Feed(after))
                 with feed.cond:
                     feed.add(records, revision)
             if records:
                 return records
         return wait(feed, after, deadline,
-                    lambda f: self._repair_feed(operation_id, f))
+                    lambda f: self._repair_feed(operation_id, node, f))
+
+    def wake(self, operation_id: str) -> None:
+        with self._feeds_lock:
+            feeds = [f for (op, _), f in self._feeds.items() if op == operation_id]
+        for feed in feeds:
+            with feed.cond:
+                feed.wakes += 1
+                feed.cond.notify_all()
 
     def _cancel_watch(self, watch_id: Any) -> None:
         if watch_id is not None:
@@ -467,16 +487,16 @@ class EtcdStore(LeasesAndLocks, Store):
                     self._conn.using() as client:
                 client.cancel_watch(watch_id)
 
-    def _repair_feed(self, op_id: str, feed: Feed) -> bool:
+    def _repair_feed(self, op_id: str, node: str | None, feed: Feed) -> bool:
         """Catch up from the feed's last seq and (re)open its watch; False while unreachable."""
-        start, end = span(self.keys.logs(op_id))
+        start, end = span(self.keys.logs(op_id, node))
         with feed.cond:
             old, feed.watch_id = feed.watch_id, None
             stack, feed.stack = feed.stack, contextlib.ExitStack()
         self._cancel_watch(old)
         stack.close()
         try:
-            records, revision = self._changelog_at(op_id, feed.last_seq, patience=0.0)
+            records, revision = self._changelog_at(op_id, feed.last_seq, node, patience=0.0)
         except StoreUnavailable:
             return False
         with feed.cond:
@@ -489,7 +509,7 @@ class EtcdStore(LeasesAndLocks, Store):
                     feed.broken = True  # the stream ended: error or None
                     feed.cond.notify_all()
                     return
-                found = [ChangeRecord.from_dict(decode(ev.value)) for ev in item.events
+                found = [log_record(ev.value, ev.mod_revision) for ev in item.events
                          if isinstance(ev, PutEvent)]
                 feed.add(found, item.header.revision)
 
@@ -515,7 +535,8 @@ class EtcdStore(LeasesAndLocks, Store):
                          replace: bool = False) -> bool:
         """Write a whole operation as another store holds it (see engine.store.copy).
 
-        Versions and seqs are kept. Returns whether the cluster lock was taken.
+        Versions and changelog order are kept; seqs are this store's. Returns whether
+        the cluster lock was taken.
         """
         from engine.store.etcd_import import import_operation
 

@@ -346,28 +346,33 @@ class Connection:
 
     # -- reads ----------------------------------------------------------------------------
     def range_page(self, client: MultiEndpointEtcd3Client, start: bytes, end: bytes, *,
-                   revision: int | None = None, limit: int = PAGE) -> Any:
+                   revision: int | None = None, limit: int = PAGE,
+                   min_mod_revision: int = 0) -> Any:
         """One range request (linearizable unless pinned to `revision`)."""
         kwargs: dict[str, Any] = {"limit": limit}
         if revision is not None:
             kwargs["revision"] = revision
+        if min_mod_revision > 0:
+            kwargs["min_mod_revision"] = min_mod_revision
         return client.get_range_response(start, end, **kwargs)
 
-    def scan_with(self, client: MultiEndpointEtcd3Client, start: bytes, end: bytes
-                  ) -> tuple[list[tuple[bytes, Any]], int]:
-        """Every (key, kv) in [start, end) as one consistent snapshot, and its revision.
+    def scan_with(self, client: MultiEndpointEtcd3Client, start: bytes, end: bytes, *,
+                  min_mod_revision: int = 0) -> tuple[list[tuple[bytes, Any]], int]:
+        """Every (key, kv) in [start, end) as one consistent snapshot, and its revision;
+        with `min_mod_revision`, only keys written at that revision or later.
 
         The first page is a linearizable read; later pages are pinned to its
         revision so the result is the store at one instant, however many pages.
         """
         out: list[tuple[bytes, Any]] = []
-        resp = self.range_page(client, start, end)
+        resp = self.range_page(client, start, end, min_mod_revision=min_mod_revision)
         revision = int(resp.header.revision)
         while True:
             out.extend((kv.key, kv) for kv in resp.kvs)
             if not resp.more or not resp.kvs:
                 return out, revision
-            resp = self.range_page(client, resp.kvs[-1].key + b"\0", end, revision=revision)
+            resp = self.range_page(client, resp.kvs[-1].key + b"\0", end, revision=revision,
+                                   min_mod_revision=min_mod_revision)
 
     def scan(self, what: str, start: bytes, end: bytes) -> tuple[list[tuple[bytes, Any]], int]:
         """`scan_with` under the retry policy."""

@@ -30,6 +30,7 @@ class Feed:
         self.records: list[ChangeRecord] = []
         self.revision = 0
         self.broken = True
+        self.wakes = 0  # bumped by `wake`: every wait in progress returns at once
         self.watch_id: Any = None
         self.stack = contextlib.ExitStack()
 
@@ -61,11 +62,13 @@ def wait(feed: Feed, after: int, deadline: float, repair: Callable[[Feed], bool]
     False while the store is unreachable, and is retried with backoff until the deadline.
     """
     pause = 0.05
+    with feed.cond:
+        woken = feed.wakes
     while True:
         with feed.cond:
             while not feed.broken:
                 found = feed.after(after)
-                if found:
+                if found or feed.wakes != woken:
                     return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

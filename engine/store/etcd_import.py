@@ -1,5 +1,6 @@
 """Raw import of a whole operation into etcd, for `gravity store copy` (engine.store.copy).
-Keeps versions and seqs; the operation record is written last, so a partial import is invisible.
+Keeps versions and changelog order; the operation record is written last, so a partial import
+is invisible.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from engine.errors import EngineError, StoreError, StoreUnavailable
 from engine.model import ChangeRecord, Operation, PhaseSpec, PhaseState
 from engine.store.base import CLUSTER_LOCK
 from engine.store.etcd_conn import batches
-from engine.store.etcd_keys import decode, encode, span
+from engine.store.etcd_keys import decode, encode, log_value, span
 
 if TYPE_CHECKING:
     from engine.store.etcd import EtcdStore
 
 # Compares + puts of one state round must stay under etcd's --max-txn-ops (128).
 STATE_BATCH = 100
+# Changelog records per transaction: well inside --max-txn-ops and the bytes limit.
+LOG_BATCH = 50
 MAX_TXN_BYTES = 1_000_000
 
 
@@ -35,24 +38,32 @@ def import_operation(store: EtcdStore, op: Operation, specs: Sequence[PhaseSpec]
     every state that reached it, taken from the changelog (the state that record
     left behind) or, if the log lacks it, the final state relabelled as version k.
     Each round compares the key's etcd version, so a retried round never bumps a
-    key twice. Records keep their seqs; the seq key is set to the last one.
+    key twice. Records keep their order, written in batches of LOG_BATCH, so their seqs
+    (etcd revision, then place in the batch) follow the source's.
     """
     keys = store.keys
     what = f"importing operation {op.id}"
     ordered = sorted(records, key=lambda r: r.seq)
     if len({r.seq for r in ordered}) != len(ordered) or any(r.seq <= 0 for r in ordered):
         raise ValueError(f"changelog of {op.id} has duplicate or non-positive seqs")
+    if len({(r.phase_id, r.version) for r in ordered}) != len(ordered):
+        raise ValueError(f"changelog of {op.id} records one phase version twice")
     if store._conn.get(what, keys.op(op.id)) is not None:
         if not replace:
             raise store._exists(op.id)
         _remove(store, op.id, what)
     store.clear_unpublished(op.id)
     items = [(keys.spec(op.id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
-    items += [(keys.log(op.id, r.seq), encode(dataclasses.replace(r, operation_id=op.id)
-                                                  .to_dict())) for r in ordered]
+    log_batches = [
+        [(keys.log(op.id, r.node, r.phase_id, r.version),
+          log_value(dataclasses.replace(r, operation_id=op.id), i)) for i, r in enumerate(run)]
+        for run in batches(ordered, LOG_BATCH, lambda r: 1, LOG_BATCH)
+    ]
     history = {(r.phase_id, r.version): r.state_after() for r in ordered}
     try:
         store.write_unpublished(op.id, items, what)
+        for log_items in log_batches:  # one transaction each, so one revision each
+            store.write_unpublished(op.id, log_items, what)
         top = max((s.version for s in states), default=0)
         for k in range(1, top + 1):
             round_items = []
@@ -64,8 +75,7 @@ def import_operation(store: EtcdStore, op: Operation, specs: Sequence[PhaseSpec]
                     step = dataclasses.replace(s, version=k)
                 round_items.append((keys.state(op.id, s.phase_id), encode(step.to_dict())))
             _put_round(store, op.id, round_items, k, what)
-        last = ordered[-1].seq if ordered else 0
-        return store.publish(op, last_seq=last, take_lock=False, what=what)
+        return store.publish(op, take_lock=False, what=what)
     except BaseException:
         with contextlib.suppress(EngineError):
             store.clear_unpublished(op.id, patience=5.0)
@@ -121,7 +131,6 @@ def _remove(store: EtcdStore, op_id: str, what: str) -> None:
                                hint="run the copy again")
 
     store._call(what, attempt)
-    store._seqs.pop(op_id, None)
 
 
 __all__ = ["import_operation"]

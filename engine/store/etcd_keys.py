@@ -9,10 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
+from engine.model import ChangeRecord
 from engine.store.etcd_conn import prefix_end
 
 SPEC_WIDTH = 8  # spec/<index>: written order, up to 10^8 phases
-SEQ_WIDTH = 12  # log/<seq>: key order is changelog order
+VERSION_WIDTH = 8  # log/<phase>/<version>
+# A changelog record's seq is `mod_revision * SLOTS + index`: the etcd revision of the
+# transaction that wrote it, then its place among that transaction's records.
+SLOTS = 1000
 
 
 def esc(text: str) -> str:
@@ -26,6 +30,11 @@ def esc(text: str) -> str:
 
 def unesc(segment: str) -> str:
     return unquote(segment)
+
+
+def node_segment(node: str | None) -> str:
+    """The key segment of a record's node; `-` for a record that names none."""
+    return esc(node) if node else "-"
 
 
 def encode(data: dict[str, Any]) -> bytes:
@@ -68,15 +77,18 @@ class Keys:
     def state(self, op_id: str, phase_id: str) -> bytes:
         return self._k("data", esc(op_id), "state", esc(phase_id))
 
-    def logs(self, op_id: str) -> bytes:
-        return self._k("data", esc(op_id), "log", "")
+    def logs(self, op_id: str, node: str | None = None) -> bytes:
+        """The operation's whole changelog, or only the records of phases on `node`."""
+        if node is None:
+            return self._k("data", esc(op_id), "log", "")
+        return self._k("data", esc(op_id), "log", node_segment(node), "")
 
-    def log(self, op_id: str, seq: int) -> bytes:
-        return self._k("data", esc(op_id), "log", f"{seq:0{SEQ_WIDTH}d}")
-
-    def seq(self, op_id: str) -> bytes:
-        """The last changelog seq handed out for the operation (decimal text)."""
-        return self._k("data", esc(op_id), "seq")
+    def log(self, op_id: str, node: str | None, phase_id: str, version: int) -> bytes:
+        """The record of the transition that took `phase_id` (running on `node`) to `version`:
+        unique because that transition compare-and-swapped the state key from `version - 1`.
+        The node comes first so an agent can watch its own node's records alone."""
+        return self._k("data", esc(op_id), "log", node_segment(node), esc(phase_id),
+                       f"{version:0{VERSION_WIDTH}d}")
 
     # locks and leases
     def lock(self, name: str) -> bytes:
@@ -90,9 +102,33 @@ class Keys:
         return self._k("kv", esc(key))
 
 
+def log_value(record: ChangeRecord, index: int) -> bytes:
+    """A changelog record as stored: without its seq (etcd assigns the revision), with its
+    `index` among the records of its transaction."""
+    if not 0 <= index < SLOTS:
+        raise ValueError(f"a transaction holds at most {SLOTS} changelog records")
+    d = record.to_dict()
+    del d["seq"]
+    d["index"] = index
+    return encode(d)
+
+
+def log_record(value: bytes, mod_revision: int) -> ChangeRecord:
+    """The record stored as `value` at `mod_revision`, its seq filled in."""
+    d = decode(value)
+    d["seq"] = int(mod_revision) * SLOTS + int(d.pop("index"))
+    return ChangeRecord.from_dict(d)
+
+
+def seq_floor(seq: int) -> int:
+    """The lowest etcd revision that can hold a record with a seq above `seq`."""
+    return max(seq, 0) // SLOTS
+
+
 def span(prefix: bytes) -> tuple[bytes, bytes]:
     """(start, end) of the range holding every key under `prefix`."""
     return prefix, prefix_end(prefix)
 
 
-__all__ = ["Keys", "decode", "encode", "esc", "span", "unesc"]
+__all__ = ["SLOTS", "Keys", "decode", "encode", "esc", "log_record", "log_value", "node_segment",
+           "seq_floor", "span", "unesc"]

@@ -81,6 +81,7 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._wakes: dict[str, int] = {}  # per operation: `wake` calls, seen by polling waits
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -324,22 +325,37 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise _translate(exc, what) from exc
 
-    def changelog(self, operation_id: str, after: int = 0) -> list[ChangeRecord]:
+    def changelog(self, operation_id: str, after: int = 0, node: str | None = None
+                  ) -> list[ChangeRecord]:
         rows = self._read("SELECT data FROM changelog WHERE op_id=? AND seq>? ORDER BY seq",
                           (operation_id, after), f"reading the changelog of {operation_id}")
-        return [ChangeRecord.from_dict(json.loads(r[0])) for r in rows]
+        records = [ChangeRecord.from_dict(json.loads(r[0])) for r in rows]
+        return records if node is None else [r for r in records if r.node == node]
 
     def last_seq(self, operation_id: str) -> int:
-        rows = self._read("SELECT COALESCE(MAX(seq), 0) FROM changelog WHERE op_id=?",
-                          (operation_id,), f"reading the changelog of {operation_id}")
-        return int(rows[0][0])
+        rows = self._read("SELECT (SELECT COUNT(*) FROM operations WHERE id=?), "
+                          "COALESCE(MAX(seq), 0) FROM changelog WHERE op_id=?",
+                          (operation_id, operation_id),
+                          f"reading the changelog of {operation_id}")
+        if not rows[0][0]:
+            raise NotFound(f"no operation with ID {operation_id}", operation_id=operation_id,
+                           hint="list operations with `gravity operation list`")
+        return int(rows[0][1])
 
-    def wait_changes(self, operation_id: str, after: int, timeout: float) -> list[ChangeRecord]:
+    def wake(self, operation_id: str) -> None:
+        with self._conns_lock:
+            self._wakes[operation_id] = self._wakes.get(operation_id, 0) + 1
+
+    def wait_changes(self, operation_id: str, after: int, timeout: float,
+                     node: str | None = None) -> list[ChangeRecord]:
         deadline = time.monotonic() + timeout
+        woken = self._wakes.get(operation_id, 0)
         while True:
-            records = self.changelog(operation_id, after)
+            records = self.changelog(operation_id, after, node)
             if records or time.monotonic() >= deadline:
                 return records
+            if self._wakes.get(operation_id, 0) != woken:
+                return []
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     # -- leases and locks -----------------------------------------------------------------
