@@ -4,9 +4,11 @@ active operation for phases dispatched to it, runs them and records each result,
 
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +24,42 @@ from engine.store.base import Store, this_host, this_pid
 DEFAULT_TTL = 10.0
 
 
+class _Workers:
+    """Daemon threads reused from phase to phase (starting a thread per phase costs ~2 ms on a
+    busy machine); a new one starts only when none is idle, so a hung phase blocks no other."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.idle = 0
+        self.lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self.lock:
+            spawn = self.idle == 0
+            if not spawn:
+                self.idle -= 1
+        self.jobs.put(job)
+        if spawn:
+            threading.Thread(target=self._serve, name="agent-phase", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                job()
+            finally:
+                with self.lock:
+                    self.idle += 1
+
+
 @dataclass
 class _Running:
     operation: str
     state: PhaseState
     spec: PhaseSpec
     cancel: threading.Event
-    thread: threading.Thread
     started: float
+    done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     reported: bool = False
     reporting: threading.Lock = field(default_factory=threading.Lock)
@@ -49,6 +79,7 @@ class Agent:
 
     def __post_init__(self) -> None:
         self.running: dict[str, _Running] = {}
+        self.workers = _Workers()
         self.lock = threading.Lock()
         self.lease: Lease | None = None
         self.started = time.time()
@@ -164,7 +195,8 @@ class Agent:
         if self.operation is None:
             self.stopping.wait(0.5)
             return
-        for rec in self.store.wait_changes(self.operation, self.after, timeout=0.5):
+        for rec in self.store.wait_changes(self.operation, self.after, timeout=0.5,
+                                           node=self.node):
             self.after = max(self.after, rec.seq)
             if rec.to_state is State.IN_PROGRESS and self._mine(rec.owner):
                 self._start(rec.state_after())
@@ -193,30 +225,32 @@ class Agent:
         cancel = threading.Event()
         deadline = time.monotonic() + spec.timeout if spec.timeout else None
         op = self.operation
-        entry = _Running(str(op), st, spec, cancel, threading.Thread(), time.monotonic())
+        entry = _Running(str(op), st, spec, cancel, time.monotonic())
 
         def output(line: str) -> None:
             self.events.emit("output", phase=st.phase_id, line=line, quiet=True)
 
         def work() -> None:
-            entry.result = run_phase(spec, st, operation_id=entry.operation,
-                                     state_dir=self.state_dir,
-                                     operation_data=self.op_data, cancel=cancel,
-                                     deadline=deadline, output=output)
+            try:
+                entry.result = run_phase(spec, st, operation_id=entry.operation,
+                                         state_dir=self.state_dir,
+                                         operation_data=self.op_data, cancel=cancel,
+                                         deadline=deadline, output=output)
+            finally:
+                entry.done.set()
             if not cancel.is_set():
                 self._report(entry)  # at once: the coordinator is waiting for it
 
-        entry.thread = threading.Thread(target=work, name=f"phase {st.phase_id}", daemon=True)
         with self.lock:
             self.running[st.phase_id] = entry
         self.events.emit("phase started", phase=st.phase_id, attempt=st.attempt,
                          action=st.action.value, version=st.version)
-        entry.thread.start()
+        self.workers.submit(work)
 
     # -- reporting ---------------------------------------------------------------------------
     def _report_finished(self) -> None:
         with self.lock:
-            done = [e for e in self.running.values() if not e.thread.is_alive()]
+            done = [e for e in self.running.values() if e.done.is_set()]
         for entry in done:
             self._report(entry)
 
@@ -266,7 +300,7 @@ class Agent:
         deadline = time.monotonic() + self.grace
         while time.monotonic() < deadline:
             with self.lock:
-                alive = [e for e in self.running.values() if e.thread.is_alive()]
+                alive = [e for e in self.running.values() if not e.done.is_set()]
             self._report_finished()
             if not alive:
                 break
@@ -275,7 +309,7 @@ class Agent:
             left = list(self.running.values())
         for entry in left:
             entry.cancel.set()
-            entry.thread.join(timeout=5)
+            entry.done.wait(timeout=5)
             try:
                 self._report(entry, error=f"interrupted: agent on {self.node} stopped")
             except EngineError as exc:

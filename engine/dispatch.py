@@ -197,7 +197,7 @@ class AgentDispatcher(LocalDispatcher):
     def _watch(self) -> None:
         while not self._stop.is_set():
             try:
-                records = self.store.wait_changes(self.op, self._after, timeout=0.25)
+                records = self.store.wait_changes(self.op, self._after, timeout=1.0)
             except EngineError:
                 time.sleep(0.5)
                 continue
@@ -254,7 +254,11 @@ class AgentDispatcher(LocalDispatcher):
 
     def close(self) -> None:
         self._stop.set()
-        self._watcher.join(timeout=3)
+        deadline = time.monotonic() + 3
+        while self._watcher.is_alive() and time.monotonic() < deadline:
+            # Its wait returns now, not at its timeout; again, in case it was not yet waiting.
+            self.store.wake(self.op)
+            self._watcher.join(timeout=0.01)
         super().close()
 
 
