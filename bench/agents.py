@@ -68,6 +68,19 @@ class AgentPool:
                 raise RuntimeError(f"timed out waiting for {what} (exited: {dead})")
             time.sleep(0.05)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the running agents have used so far, from /proc."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for proc in self.procs.values():
+            try:
+                stat = Path(f"/proc/{proc.pid}/stat").read_text()
+            except OSError:
+                continue  # exited
+            fields = stat[stat.rindex(")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / tick
+
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM every agent (they retire their registration), SIGKILL stragglers."""
         for proc in self.procs.values():

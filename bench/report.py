@@ -91,12 +91,14 @@ def case_line(case: dict[str, Any]) -> str:
         line += (f" dispatch_p50={checks[2].inline()} dispatch_p99={checks[3].inline()}"
                  f" (coordinator->agent p50={_fmt(case.get('dispatch_p50_ms'))}ms"
                  f" p99={_fmt(case.get('dispatch_p99_ms'))}ms,"
-                 f" {case.get('ready_samples', 0)} samples)")
+                 f" {case.get('ready_samples', 0)} samples)"
+                 f" cpu_s coordinator={_fmt(case.get('cpu_s'), 2)}"
+                 f" agents={_fmt(case.get('agents_cpu_s'), 2)}")
     return line
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def finished(cases: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
