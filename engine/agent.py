@@ -17,6 +17,7 @@ from engine import fsm
 from engine.dispatch import agent_key, run_phase, stop_key
 from engine.errors import EngineError, LeaseExpired, LockHeld, PhaseConflict, StoreError
 from engine.events import EventLog
+from engine.executors import registry
 from engine.leases import lease_alive
 from engine.model import Action, Lease, PhaseSpec, PhaseState, State
 from engine.store.base import Store, this_host, this_pid
@@ -94,6 +95,9 @@ class Agent:
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self) -> None:
         self._install_signals()
+        # Load (import) every executor now, not when the first phase arrives: a broken
+        # plug-in fails the agent at start, and the first dispatch does not wait on imports.
+        registry.names()
         self._announce()
         beat = threading.Thread(target=self._heartbeat, name="agent-heartbeat", daemon=True)
         beat.start()
@@ -236,10 +240,10 @@ class Agent:
                                          state_dir=self.state_dir,
                                          operation_data=self.op_data, cancel=cancel,
                                          deadline=deadline, output=output)
+                if not cancel.is_set():
+                    self._report(entry)  # at once: the coordinator is waiting for it
             finally:
-                entry.done.set()
-            if not cancel.is_set():
-                self._report(entry)  # at once: the coordinator is waiting for it
+                entry.done.set()  # the run loop reports what this thread could not
 
         with self.lock:
             self.running[st.phase_id] = entry
@@ -264,6 +268,8 @@ class Agent:
     def _record_result(self, entry: _Running, error: str | None) -> None:
         res = entry.result
         st = entry.state
+        if error is None and res is None:
+            error = f"the agent on {self.node} could not run the phase (its runner crashed)"
         if error is None and res is not None and res.error is not None:
             tail = getattr(res.error, "tail", "")
             error = f"{res.error.message}\n{tail}".strip() if tail else res.error.message

@@ -154,6 +154,11 @@ class AgentDispatcher(LocalDispatcher):
         self._after = after
         self._agents: dict[str, dict[str, Any]] = {}
         self._agents_read = 0.0
+        # Open the changelog watch now, before anything is dispatched. A watch opened later
+        # starts from history, and etcd delivers such an "unsynced" watch's first events on
+        # its 100 ms sync loop: the first results would wait for it. What this returns stays
+        # in the store's feed for the watcher's first call.
+        store.wait_changes(operation_id, after, timeout=0)
         self._watcher = threading.Thread(target=self._watch, name="dispatch-watch",
                                          daemon=True)
         self._watcher.start()
