@@ -114,16 +114,6 @@ def agent_starts(state_dir: Path, nodes: Iterable[str]) -> dict[str, float]:
     return starts
 
 
-def _stamp_gap(later: float, earlier: float) -> float:
-    """later - earlier, repairing the log stamp's rare one-second slip.
-
-    The event log builds its stamp from two clock reads (seconds, then milliseconds), so an
-    event logged as a second ticks over can read up to 1 s early; a gap below -0.5 s is that.
-    """
-    gap = later - earlier
-    return gap + 1.0 if gap < -0.5 else gap
-
-
 def dispatch_latencies(records: list[ChangeRecord], starts: Mapping[str, float],
                        previous: Mapping[str, str]) -> dict[str, list[float]]:
     """Two latencies per dispatched phase, in seconds.
@@ -143,10 +133,10 @@ def dispatch_latencies(records: list[ChangeRecord], starts: Mapping[str, float],
     ready, dispatch = [], []
     for phase, started in starts.items():
         if phase in dispatched:
-            dispatch.append(_stamp_gap(started, dispatched[phase]))
+            dispatch.append(started - dispatched[phase])
         before = previous.get(phase)
         if before is not None and before in completed:
-            ready.append(_stamp_gap(started, completed[before]))
+            ready.append(started - completed[before])
     return {"ready": ready, "dispatch": dispatch}
 
 

@@ -16,10 +16,11 @@ import structlog
 from engine.model import ChangeRecord
 
 
-def _timestamper(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    event.setdefault("ts", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) +
-                     f".{int(time.time() * 1000) % 1000:03d}Z")
-    return event
+def stamp(now: float) -> str:
+    """An event's `ts`: UTC to the millisecond, from one clock reading."""
+    whole = int(now)
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            + f".{int((now - whole) * 1000):03d}Z")
 
 
 def _console_line(_: Any, __: str, event: dict[str, Any]) -> str:
@@ -43,7 +44,12 @@ def _console_line(_: Any, __: str, event: dict[str, Any]) -> str:
 
 
 class EventLog:
-    """Writes every event to the operation's JSONL file and, optionally, to the console."""
+    """Writes every event to the operation's JSONL file and, optionally, to the console.
+
+    Each event is rendered by structlog's processors (JSON for the file; JSON or
+    `_console_line` for the console), called directly: an event is a dict rendered
+    once per sink, with one `ts` shared by both.
+    """
 
     def __init__(self, log_dir: Path, operation_id: str, *, console: TextIO | None = sys.stderr,
                  console_format: str = "console",
@@ -53,29 +59,26 @@ class EventLog:
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._lock = threading.Lock()
         self.operation_id = operation_id
-        self._json = structlog.wrap_logger(
-            structlog.WriteLogger(self._file),
-            processors=[_timestamper, structlog.processors.JSONRenderer(sort_keys=False)],
-        )
-        self._console = None
+        self._json = structlog.processors.JSONRenderer(sort_keys=False)
+        self._console = console if listener is None else None
+        self._console_render: Any = (structlog.processors.JSONRenderer()
+                                     if console_format == "json" else _console_line)
         self._listener = listener
-        if console is not None and listener is None:
-            renderer: Any = (structlog.processors.JSONRenderer()
-                             if console_format == "json" else _console_line)
-            self._console = structlog.wrap_logger(
-                structlog.PrintLogger(console), processors=[_timestamper, renderer])
 
     def emit(self, event: str, *, quiet: bool = False, **fields: Any) -> None:
         """Record one event; `quiet` keeps it out of the console (file only)."""
         fields = {k: v for k, v in fields.items() if v is not None}
         fields["operation"] = self.operation_id
+        record = {**fields, "event": event, "ts": stamp(time.time())}
+        line = self._json(None, "info", dict(record))
         with self._lock:
-            self._json.info(event, **fields)
+            self._file.write(line + "\n")
             self._file.flush()
             if self._listener is not None:
                 self._listener(event, dict(fields))
             elif self._console is not None and not quiet:
-                self._console.info(event, **fields)
+                self._console.write(self._console_render(None, "info", record) + "\n")
+                self._console.flush()
 
     def transition(self, rec: ChangeRecord, *, duration: float | None = None,
                    quiet: bool = False) -> None:

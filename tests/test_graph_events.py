@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import shutil
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 from engine.cli.completion import complete_phase_ids
 from engine.cli.events import Since
 from engine.cli.graph import COLOURS
+from engine.events import EventLog, stamp
 from engine.model import Action, ChangeRecord, State
 
 PLAN = """
@@ -310,3 +312,19 @@ def test_bash_completion_of_the_installed_command(ran) -> None:
     proc = ran(check=0, **COMPLETE_ENV)
     assert proc.stdout.splitlines() == [
         "plain,/masters/node-1/drain", "plain,/masters/node-1/upgrade"]
+
+
+def test_an_event_stamp_is_one_clock_reading_even_as_a_second_ticks_over(tmp_path: Path) -> None:
+    """The stamp's seconds and milliseconds come from the same reading: never a second early."""
+    assert stamp(1_700_000_000.9996) == "2023-11-14T22:13:20.999Z"
+    assert stamp(1_700_000_001.0004) == "2023-11-14T22:13:21.000Z"
+    log = EventLog(tmp_path, "op", console=None)
+    before = time.time()
+    log.emit("phase started", phase="/p")
+    after = time.time()
+    log.close()
+    event = json.loads((tmp_path / "op.jsonl").read_text())
+    logged = datetime.datetime.strptime(event["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.UTC).timestamp()
+    assert before - 0.001 <= logged <= after
+    assert event["event"] == "phase started" and event["phase"] == "/p"

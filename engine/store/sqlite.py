@@ -10,7 +10,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -308,7 +307,6 @@ class SQLiteStore(Store):
                             hint="check `gravity plan` and retry",
                         )
                     current[t.phase_id] = t.new.version
-                records = [ChangeRecord.of(operation_id, t) for t in transitions]
                 db.executemany(
                     "INSERT OR REPLACE INTO states(op_id, phase_id, version, data) "
                     "VALUES(?, ?, ?, ?)",
@@ -316,7 +314,8 @@ class SQLiteStore(Store):
                      for t in transitions],
                 )
                 first = db.execute("SELECT COALESCE(MAX(seq), 0) FROM changelog").fetchone()[0]
-                out = [replace(rec, seq=first + i) for i, rec in enumerate(records, start=1)]
+                out = [ChangeRecord.of(operation_id, t, seq=first + i)
+                       for i, t in enumerate(transitions, start=1)]
                 db.executemany(
                     "INSERT INTO changelog(seq, op_id, data) VALUES(?, ?, ?)",
                     [(r.seq, operation_id, json.dumps(r.to_dict())) for r in out],
