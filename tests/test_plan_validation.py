@@ -182,6 +182,15 @@ def test_every_problem_is_reported_at_once() -> None:
     assert all(p.file == "many.yaml" for p in err.value.problems)
 
 
+def test_requires_as_a_plain_string_is_a_one_item_list() -> None:
+    as_string = plan_from_mapping({"kind": "Plan", "metadata": {"name": "s"}, "phases": [
+        {"id": "a", "executor": "noop"}, {"id": "b", "executor": "noop", "requires": "/a"}]})
+    as_list = plan_from_mapping({"kind": "Plan", "metadata": {"name": "s"}, "phases": [
+        {"id": "a", "executor": "noop"}, {"id": "b", "executor": "noop", "requires": ["/a"]}]})
+    assert [s.requires for s in as_string.specs] == [(), ("/a",)]
+    assert as_string.specs == as_list.specs
+
+
 def test_missing_plan_file_is_exit_2(gravity, tmp_path: Path) -> None:
     proc = gravity("operation", "create", "--plan", str(tmp_path / "absent.yaml"), check=2)
     assert "cannot read plan" in proc.stderr
