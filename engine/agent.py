@@ -4,6 +4,7 @@ active operation for phases dispatched to it, runs them and records each result,
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import threading
@@ -88,6 +89,9 @@ class Agent:
         self._checked = -1e9
         self.after = 0
         self.specs: dict[str, PhaseSpec] = {}
+        # (phase, version) of every attempt started in the followed operation: the same
+        # dispatch can arrive twice (read at `_switch` and seen again by the watch).
+        self.attempts: set[tuple[str, int]] = set()
         self.op_data: dict[str, Any] = {}
         self.events = EventLog(self.state_dir / "logs", f"agent-{self.node}",
                                console_format=self.log_format)
@@ -131,21 +135,35 @@ class Agent:
                 "ttl": self.ttl, "operation": self.operation, "running": running}
 
     def _announce(self) -> None:
-        self.lease = self.store.grant_lease(f"agent:{self.node}", self.ttl)
+        """Take a new lease and the node's lock, then publish this agent's record.
+
+        All or nothing: if any step fails the new lease is revoked (freeing whatever it
+        took) and `self.lease` is what it was, so no half-announced lease is kept alive by
+        the heartbeat or published where a coordinator would dispatch to it.
+        """
+        previous = self.lease
+        lease = self.store.grant_lease(f"agent:{self.node}", self.ttl)
         name = f"agent/{self.node}"
         try:
             holder = self.store.lock_holder(name)
-            if holder is not None and holder.id != self.lease.id:
+            if holder is not None and holder.id != lease.id:
                 lease_alive(self.store, holder.id)  # a dead local agent's lease goes at once
-            self.store.acquire_lock(name, self.lease)
-        except LockHeld as exc:
-            self.store.revoke_lease(self.lease.id)
-            raise LockHeld(f"an agent for node {self.node} is already running: {exc.holder}",
-                           holder=exc.holder,
-                           hint=f"stop it first with `gravity agent stop --node {self.node}`"
-                           ) from None
-        self.store.kv_put(agent_key(self.node), self._info(), self.lease.id)
-        self.events.emit("agent started", node=self.node, lease=self.lease.id,
+            self.store.acquire_lock(name, lease)
+            # Ours from here: a coordinator dispatches to it only once the record is out.
+            self.lease = lease
+            self.store.kv_put(agent_key(self.node), self._info(), lease.id)
+        except BaseException as exc:
+            self.lease = previous
+            with contextlib.suppress(EngineError):
+                self.store.revoke_lease(lease.id)
+            if isinstance(exc, LockHeld):
+                raise LockHeld(
+                    f"an agent for node {self.node} is already running: {exc.holder}",
+                    holder=exc.holder,
+                    hint=f"stop it first with `gravity agent stop --node {self.node}`",
+                ) from None
+            raise
+        self.events.emit("agent started", node=self.node, lease=lease.id,
                          pid=this_pid(), host=this_host(), ttl=self.ttl)
 
     def _heartbeat(self) -> None:
@@ -212,6 +230,8 @@ class Agent:
         """Follow a new active operation: load its plan and pick up anything already ours."""
         self.operation = operation
         self.specs, self.op_data, self.after = {}, {}, 0
+        with self.lock:
+            self.attempts = set()
         if operation is None:
             return
         self.after = self.store.last_seq(operation)
@@ -223,8 +243,11 @@ class Agent:
 
     def _start(self, st: PhaseState) -> None:
         with self.lock:
-            if st.phase_id in self.running or st.phase_id not in self.specs:
+            attempt = (st.phase_id, st.version)
+            if (st.phase_id in self.running or st.phase_id not in self.specs
+                    or attempt in self.attempts):
                 return
+            self.attempts.add(attempt)
         spec = self.specs[st.phase_id]
         cancel = threading.Event()
         deadline = time.monotonic() + spec.timeout if spec.timeout else None

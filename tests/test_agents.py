@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -260,3 +261,93 @@ def test_a_new_coordinator_adopts_a_phase_an_agent_is_still_running(
     os.kill(agent.pid, signal.SIGKILL)
     agent.wait(timeout=10)
     start_agent(cluster, "node-1")
+
+
+SPAWNER = """
+import json, sys, threading
+from pathlib import Path
+from engine.store import open_store
+from engine.executors.base import ExecContext, run_process
+from engine.errors import ExecutionError
+from engine.model import Operation, PhaseSpec
+
+url, workdir, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+store = open_store(url)  # a live etcd connection, watch and lease, as an agent holds
+store.create_operation(Operation(id="op", type="plan", plan_name="spawn"),
+                       [PhaseSpec(id="/p", parent="/", executor="noop")])
+lease = store.grant_lease("agent:spawner", 5)
+stop = threading.Event()
+def watch():
+    while not stop.is_set():
+        store.wait_changes("op", 0, timeout=0.2)
+def beat():
+    while not stop.wait(0.1):
+        store.keepalive(lease.id)
+        store.kv_put("agents/spawner", {"n": 1}, lease.id)
+threads = [threading.Thread(target=f, daemon=True) for f in (watch, beat)]
+for t in threads:
+    t.start()
+ctx = ExecContext("op", "/p", "spawner", 1, {}, workdir, workdir, workdir / "p.log")
+failures = []
+for _ in range(n):
+    try:
+        run_process(ctx, ["sh", "-c", "true"])
+    except ExecutionError as exc:
+        failures.append(exc.message)
+stop.set()
+print(json.dumps({"failures": failures}))
+"""
+
+
+def test_phase_processes_of_a_process_talking_to_etcd_are_not_aborted_by_grpc(
+        etcd_url: str, tmp_path: Path) -> None:
+    """gRPC's fork handlers used to restart its poller in every forked phase process, which then
+    aborted (`command exited with status -6`) before running anything, in ~3% of spawns."""
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
+    proc = subprocess.run([sys.executable, "-c", SPAWNER, etcd_url, str(tmp_path), "300"],
+                          capture_output=True, text=True, timeout=300, env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    failures = json.loads(proc.stdout.splitlines()[-1])["failures"]
+    assert failures == [], f"{len(failures)} of 300 spawns failed, first: {failures[0]}"
+
+
+def test_a_dispatch_seen_twice_runs_once(tmp_path: Path) -> None:
+    """An agent that starts following an operation reads its stored states and then watches the
+    changelog from where it was when it began; a dispatch written in between shows up in both.
+    The agent must run that attempt once, not twice."""
+    from engine import fsm
+    from engine.agent import Agent
+    from engine.model import Action, PhaseState, State
+    from engine.planfile import plan_from_mapping
+    from engine.service import create_operation
+    from engine.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "gravity.db")
+    plan = plan_from_mapping({"kind": "Plan", "metadata": {"name": "once"}, "phases": [
+        {"id": "p", "node": "node-1", "executor": "command", "data": {"run": "echo x >> ran"}}]})
+    create_operation(store, plan, operation_id="op1")
+    agent = Agent(store=store, node="node-1", state_dir=tmp_path, log_format="json")
+    agent._announce()
+    assert agent.lease is not None
+    position = store.last_seq("op1")  # where its watch will start: before the dispatch
+    store.apply("op1", [fsm.transition(PhaseState("/p"), State.IN_PROGRESS, action=Action.EXECUTE,
+                                       owner=agent.lease.id,
+                                       attempt=1, node="node-1")])
+    agent._switch("op1")  # reads the dispatch from the stored states and starts it
+    deadline = time.monotonic() + 30
+    while store.get_state("op1", "/p").state is State.IN_PROGRESS:
+        assert time.monotonic() < deadline, "the phase never finished"
+        time.sleep(0.02)
+    agent.after = position
+    agent._poll_once()  # the watch now delivers the same dispatch
+    while agent.running:  # a second run, if one started, ends (and is fenced)
+        assert time.monotonic() < deadline, "a second run never finished"
+        agent._report_finished()
+        time.sleep(0.02)
+    assert store.get_state("op1", "/p").state is State.COMPLETED
+    assert (tmp_path / "nodes" / "node-1" / "ran").read_text() == "x\n"
+    assert [r.to_state for r in store.changelog("op1")] == [State.IN_PROGRESS, State.COMPLETED]
+    agent.stopping.set()
+    agent._retire()
+    store.close()

@@ -4,12 +4,20 @@ The engine never imports a backend module directly; it asks for a Store here.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from engine.errors import StoreConfigError
 from engine.store.base import Store
+
+# Phase processes are fork()ed (preexec_fn sets PR_SET_PDEATHSIG, so no vfork). With gRPC's fork
+# support on, its fork handlers restart gRPC's epoll poller in the child; the child then closes
+# its descriptors before exec, the poller sees EBADF and abort()s: the phase "exited with status
+# -6" before its command ran (grpc/grpc#43055). Nothing here uses gRPC across a fork, so turn
+# the handlers off before grpc is first imported (every etcd module lives in this package).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 
 @dataclass(frozen=True)
