@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.errors import LockHeld
+from engine.errors import LockHeld, NotFound
 from engine.model import ChangeRecord, Lease, Operation, OpState, PhaseSpec, PhaseState, Transition
 
 CLUSTER_LOCK = "cluster"
@@ -19,6 +19,12 @@ CLUSTER_LOCK = "cluster"
 def coordinator_lock(operation_id: str) -> str:
     """Name of the lock held by whoever drives `operation_id` (resume, execute, rollback)."""
     return f"coordinator/{operation_id}"
+
+
+def no_operation(operation_id: str) -> NotFound:
+    """The error every backend gives for an operation ID it does not hold."""
+    return NotFound(f"no operation with ID {operation_id}", operation_id=operation_id,
+                    hint="list operations with `gravity operation list`")
 
 
 def cluster_busy(holder: str) -> LockHeld:

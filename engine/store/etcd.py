@@ -18,7 +18,6 @@ from pyetcd.watch import WatchResponse
 from engine.errors import (
     EngineError,
     LockHeld,
-    NotFound,
     PhaseConflict,
     StoreError,
     StoreUnavailable,
@@ -31,7 +30,7 @@ from engine.model import (
     PhaseState,
     Transition,
 )
-from engine.store.base import CLUSTER_LOCK, Store, cluster_busy
+from engine.store.base import CLUSTER_LOCK, Store, cluster_busy, no_operation
 from engine.store.etcd_conn import Connection, EtcdConfig, batches, parse_url
 from engine.store.etcd_errors import (
     CAUGHT,
@@ -141,7 +140,7 @@ class EtcdStore(LeasesAndLocks, Store):
         """The operation record's kv; NotFound when there is none."""
         found = client.get_response(op_key)
         if not found.kvs:
-            raise NotFound(f"no operation with ID {operation_id}", operation_id=operation_id)
+            raise no_operation(operation_id)
         return found.kvs[0]
 
     @staticmethod
@@ -242,8 +241,7 @@ class EtcdStore(LeasesAndLocks, Store):
     def get_operation(self, operation_id: str) -> Operation:
         kv = self._conn.get(f"reading operation {operation_id}", self.keys.op(operation_id))
         if kv is None:
-            raise NotFound(f"no operation with ID {operation_id}", operation_id=operation_id,
-                           hint="list operations with `gravity operation list`")
+            raise no_operation(operation_id)
         return Operation.from_dict(decode(kv.value))
 
     def list_operations(self) -> list[Operation]:
@@ -254,24 +252,28 @@ class EtcdStore(LeasesAndLocks, Store):
     def active_operation_id(self) -> str | None:
         return self._call("reading the cluster lock", lambda c: self._cluster_guard(c)[0])
 
+    def release_guard(self, client: Client, op_id: str) -> tuple[list[Any], list[Any]]:
+        """Compares that pin the cluster lock as read now, and the delete that frees it if
+        `op_id` holds it (nothing otherwise): for a transaction that ends an operation."""
+        lock = self.keys.lock(CLUSTER_LOCK)
+        held = client.get_response(lock)
+        if not held.kvs:
+            return [tx.Version(lock) == 0], []
+        mine = decode(held.kvs[0].value).get("holder") == op_id
+        return [tx.Mod(lock) == held.kvs[0].mod_revision], [tx.Delete(lock)] if mine else []
+
     def finish_operation(self, operation_id: str, state: OpState, note: str | None) -> Operation:
-        op_key, lock = self.keys.op(operation_id), self.keys.lock(CLUSTER_LOCK)
+        op_key = self.keys.op(operation_id)
 
         def attempt(client: Client) -> Operation:
             for _ in range(MAX_ROUNDS):
                 found = self._op_record(client, op_key, operation_id)
                 d = decode(found.value)
                 d.update(state=state.value, updated=time.time(), note=note)
-                compare = [tx.Mod(op_key) == found.mod_revision]
-                success = [tx.Put(op_key, encode(d))]
-                held = client.get_response(lock)
-                if held.kvs:
-                    compare.append(tx.Mod(lock) == held.kvs[0].mod_revision)
-                    if decode(held.kvs[0].value).get("holder") == operation_id:
-                        success.append(tx.Delete(lock))
-                else:
-                    compare.append(tx.Version(lock) == 0)
-                ok, _ = client.transaction(compare=compare, success=success, failure=[])
+                guard, release = self.release_guard(client, operation_id)
+                ok, _ = client.transaction(
+                    compare=[tx.Mod(op_key) == found.mod_revision, *guard],
+                    success=[tx.Put(op_key, encode(d)), *release], failure=[])
                 if ok:
                     return Operation.from_dict(d)
             raise StoreUnavailable(f"operation {operation_id} kept changing while finishing it",
@@ -351,7 +353,7 @@ class EtcdStore(LeasesAndLocks, Store):
 
     def _apply_chunk(self, op_id: str, chunk: Sequence[Transition]) -> list[ChangeRecord]:
         """One transaction: compare every state key's version (and that the operation
-        exists), put the new states and one `log/<phase>/<version>` record each. The
+        exists), put the new states and one `log/<node>/<phase>/<version>` record each. The
         records' seqs come from the transaction's revision."""
         keys = self.keys
         op_key = keys.op(op_id)
@@ -380,7 +382,7 @@ class EtcdStore(LeasesAndLocks, Store):
                     revision = int(client.get_response(log_keys[0]).kvs[0].mod_revision)
                 return [log_record(v, revision) for v in values]
             if not responses[0]:
-                raise NotFound(f"no operation with ID {op_id}", operation_id=op_id)
+                raise no_operation(op_id)
             for t, kvs in zip(chunk, responses[1:], strict=True):
                 found = int(decode(kvs[0][0])["version"]) if kvs else 0
                 if found == t.expected:
@@ -442,9 +444,7 @@ class EtcdStore(LeasesAndLocks, Store):
         def run(client: Client) -> int:
             resp = client.get_response(self.keys.op(operation_id))
             if not resp.kvs:
-                raise NotFound(f"no operation with ID {operation_id}",
-                               operation_id=operation_id,
-                               hint="list operations with `gravity operation list`")
+                raise no_operation(operation_id)
             return int(resp.header.revision) * SLOTS + SLOTS - 1
 
         return self._call(f"reading the changelog of {operation_id}", run)

@@ -14,9 +14,8 @@ from pyetcd import transactions as tx
 
 from engine.errors import EngineError, StoreError, StoreUnavailable
 from engine.model import ChangeRecord, Operation, PhaseSpec, PhaseState
-from engine.store.base import CLUSTER_LOCK
 from engine.store.etcd_conn import batches
-from engine.store.etcd_keys import decode, encode, log_value, span
+from engine.store.etcd_keys import encode, log_value, span
 
 if TYPE_CHECKING:
     from engine.store.etcd import EtcdStore
@@ -110,21 +109,15 @@ def _put_round(store: EtcdStore, op_id: str, items: list[tuple[bytes, bytes]], v
 def _remove(store: EtcdStore, op_id: str, what: str) -> None:
     """Delete an operation (record, data and the cluster lock if it holds it): --force."""
     keys = store.keys
-    lock = keys.lock(CLUSTER_LOCK)
     start, end = span(keys.data(op_id))
 
     def attempt(client: Any) -> None:
         for _ in range(20):
-            held = client.get_response(lock)
-            compare: list[Any] = []
-            success: list[Any] = [tx.Delete(keys.op(op_id)), tx.Delete(start, end)]
-            if held.kvs:
-                compare.append(tx.Mod(lock) == held.kvs[0].mod_revision)
-                if decode(held.kvs[0].value).get("holder") == op_id:
-                    success.append(tx.Delete(lock))
-            else:
-                compare.append(tx.Version(lock) == 0)
-            ok, _ = client.transaction(compare=compare, success=success, failure=[])
+            guard, release = store.release_guard(client, op_id)
+            ok, _ = client.transaction(
+                compare=guard,
+                success=[tx.Delete(keys.op(op_id)), tx.Delete(start, end), *release],
+                failure=[])
             if ok:
                 return
         raise StoreUnavailable(f"the cluster lock kept changing while {what}",

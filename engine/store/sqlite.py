@@ -16,7 +16,6 @@ from typing import Any
 from engine.errors import (
     LeaseExpired,
     LockHeld,
-    NotFound,
     PhaseConflict,
     StoreConfigError,
     StoreError,
@@ -31,7 +30,14 @@ from engine.model import (
     PhaseState,
     Transition,
 )
-from engine.store.base import CLUSTER_LOCK, Store, cluster_busy, this_host, this_pid
+from engine.store.base import (
+    CLUSTER_LOCK,
+    Store,
+    cluster_busy,
+    no_operation,
+    this_host,
+    this_pid,
+)
 
 SCHEMA_VERSION = 1
 
@@ -210,15 +216,14 @@ class SQLiteStore(Store):
         """The operation's JSON record inside a transaction; NotFound when there is none."""
         row = db.execute("SELECT data FROM operations WHERE id=?", (operation_id,)).fetchone()
         if row is None:
-            raise NotFound(f"no operation with ID {operation_id}", operation_id=operation_id)
+            raise no_operation(operation_id)
         return dict(json.loads(row[0]))
 
     def get_operation(self, operation_id: str) -> Operation:
         rows = self._read("SELECT data FROM operations WHERE id=?", (operation_id,),
                           f"reading operation {operation_id}")
         if not rows:
-            raise NotFound(f"no operation with ID {operation_id}", operation_id=operation_id,
-                           hint="list operations with `gravity operation list`")
+            raise no_operation(operation_id)
         return Operation.from_dict(json.loads(rows[0][0]))
 
     def list_operations(self) -> list[Operation]:
@@ -337,8 +342,7 @@ class SQLiteStore(Store):
                           (operation_id, operation_id),
                           f"reading the changelog of {operation_id}")
         if not rows[0][0]:
-            raise NotFound(f"no operation with ID {operation_id}", operation_id=operation_id,
-                           hint="list operations with `gravity operation list`")
+            raise no_operation(operation_id)
         return int(rows[0][1])
 
     def wake(self, operation_id: str) -> None:
