@@ -302,7 +302,7 @@ class Agent:
             t = fsm.transition(st, State.FAILED, error=error)
         else:
             to = State.ROLLED_BACK if st.action is Action.ROLLBACK else State.COMPLETED
-            t = fsm.transition(st, to, note=res.note if res is not None else None)
+            t = fsm.transition(st, to, note=res.note)
         try:
             for rec in self.store.apply(entry.operation, [t]):
                 self.events.transition(rec, duration=time.monotonic() - entry.started)

@@ -13,7 +13,7 @@ from engine.model import ChangeRecord
 from engine.store.etcd_conn import prefix_end
 
 SPEC_WIDTH = 8  # spec/<index>: written order, up to 10^8 phases
-VERSION_WIDTH = 8  # log/<phase>/<version>
+VERSION_WIDTH = 8  # log/<node>/<phase>/<version>
 # A changelog record's seq is `mod_revision * SLOTS + index`: the etcd revision of the
 # transaction that wrote it, then its place among that transaction's records.
 SLOTS = 1000
