@@ -16,7 +16,7 @@ from typing import Any
 
 from chaos.checker import Verdict, check_trial
 from chaos.scenarios import OP, SCENARIOS, TrialError
-from chaos.world import TTL, Trial, World
+from chaos.world import TTL, Trial, TrialSkipped, World
 
 # 0 done, 1 a phase failed (resumable), 3 refused (another driver), -9 killed by the scenario.
 EXPECTED_EXITS = (0, 1, 3, -9)
@@ -50,6 +50,8 @@ def run_trial(world: World, scenario: str, index: int) -> tuple[Trial, Verdict]:
         trial.stop_agents()
         verdict = check_trial(trial.store, OP, staged.leaves, trial.state_dir, staged.expect,
                               agent_nodes=staged.agent_nodes, settle=TTL * 1.5 + 1)
+    except TrialSkipped as exc:
+        verdict = Verdict(outcome="skipped", stuck=[str(exc)])
     except (TrialError, TimeoutError, RuntimeError) as exc:
         verdict = Verdict(outcome="error", stuck=[f"the trial could not run: {exc}"])
     finally:
@@ -67,18 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print(f"# chaos seed={seed} trials={args.trials} per scenario, scenarios={scenarios}, "
           f"dir={root}", flush=True)
-    totals = {"trials": 0, "completed": 0, "lost": 0, "duplicated": 0, "stuck": 0,
-              "violations": 0}
+    totals = {"trials": 0, "completed": 0, "lost": 0, "duplicated": 0, "concurrent": 0,
+              "stuck": 0, "violations": 0, "skipped": 0}
     rows: list[dict[str, Any]] = []
     odd_exits = 0
     with World(root, seed) as world:
         for index in range(args.first, args.first + args.trials):
             for scenario in scenarios:
                 trial, verdict = run_trial(world, scenario, index)
+                if verdict.outcome == "skipped":
+                    totals["skipped"] += 1
+                    print(f"skip {scenario} trial={index}: {verdict.stuck[0]}", flush=True)
+                    continue
                 totals["trials"] += 1
                 totals["completed"] += int(verdict.expected)
                 totals["lost"] += len(verdict.lost)
                 totals["duplicated"] += len(verdict.duplicated)
+                totals["concurrent"] += len(verdict.concurrent)
                 totals["stuck"] += len(verdict.stuck)
                 totals["violations"] += len(verdict.violations)
                 row = {**trial.describe(), "outcome": verdict.outcome,
@@ -107,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{odd_exits}", flush=True)
     print(" ".join(f"{k}={v}" for k, v in totals.items()), flush=True)
     if not args.workdir and not args.keep and totals["completed"] == totals["trials"] and \
-            not any(totals[k] for k in ("lost", "duplicated", "stuck", "violations")):
+            not any(totals[k] for k in ("lost", "duplicated", "concurrent", "stuck", "violations")):
         shutil.rmtree(root, ignore_errors=True)
     bad = totals["completed"] != totals["trials"] or any(
-        totals[k] for k in ("lost", "duplicated", "stuck", "violations"))
+        totals[k] for k in ("lost", "duplicated", "concurrent", "stuck", "violations"))
     return 1 if bad else 0
 
 

@@ -38,16 +38,18 @@ class Verdict:
     expected: bool = False
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
+    concurrent: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.expected and not (self.lost or self.duplicated or self.stuck
-                                      or self.violations)
+        return self.expected and not (self.lost or self.duplicated or self.concurrent
+                                      or self.stuck or self.violations)
 
     def findings(self) -> list[str]:
         return ([f"lost: {x}" for x in self.lost] + [f"duplicated: {x}" for x in self.duplicated]
+                + [f"concurrent: {x}" for x in self.concurrent]
                 + [f"stuck: {x}" for x in self.stuck] + [f"violation: {x}" for x in
                                                            self.violations])
 
@@ -116,6 +118,7 @@ def check_effects(eff: Effects, recs: list[ChangeRecord], v: Verdict) -> None:
     no completion without its effect."""
     pid = eff.phase_id
     v.violations.extend(eff.problems)
+    v.concurrent.extend(eff.overlaps)
     started = {r.attempt for r in recs if r.to_state is State.IN_PROGRESS}
     closing = {}
     for i, rec in enumerate(recs):
@@ -158,7 +161,7 @@ def check_effects(eff: Effects, recs: list[ChangeRecord], v: Verdict) -> None:
     for a, b in itertools.pairwise(ordered):
         end = _attempt_end(a, recs)
         if end is None or b.started < end:
-            v.violations.append(f"{pid}: attempt {b.attempt} started at {b.started:.3f} while "
+            v.concurrent.append(f"{pid}: attempt {b.attempt} started at {b.started:.3f} while "
                                 f"attempt {a.attempt} was still running (until "
                                 f"{'?' if end is None else f'{end:.3f}'})")
 

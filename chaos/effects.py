@@ -12,8 +12,13 @@ EFFECTS_DIR = "effects"
 
 # Runs in bash -c on the node (coordinator or agent). $EPOCHREALTIME is bash's own clock
 # read (no fork), $$ the attempt's shell, whose death ends the attempt.
+# Every attempt also holds an exclusive flock on the phase's lock file (fd 9, inherited by
+# its children): the kernel drops it only when the last process of the attempt is gone,
+# however it died. An attempt that cannot take it runs while another is alive: `overlap`.
 PROLOGUE = (
     'F="$GRAVITY_STATE_DIR/effects/${GRAVITY_PHASE//\\//_}.log"; mkdir -p "${F%/*}"\n'
+    'exec 9>>"$F.lock"\n'
+    'flock -n 9 || echo "overlap $GRAVITY_ATTEMPT $EPOCHREALTIME $$" >> "$F"\n'
     'echo "start $GRAVITY_ATTEMPT $EPOCHREALTIME $$ $GRAVITY_NODE" >> "$F"\n'
 )
 EPILOGUE = 'echo "end $GRAVITY_ATTEMPT $EPOCHREALTIME $$" >> "$F"\n'
@@ -57,6 +62,7 @@ class Effects:
     phase_id: str
     attempts: list[Attempt] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    overlaps: list[str] = field(default_factory=list)  # attempts started while one lived
 
     @property
     def finished(self) -> list[Attempt]:
@@ -77,6 +83,9 @@ def read_effects(state_dir: Path, phase_ids: Iterable[str]) -> dict[str, Effects
                 a = Attempt(int(parts[1]), float(parts[2]), int(parts[3]), parts[4])
                 eff.attempts.append(a)
                 open_by_pid[a.pid] = a
+            elif len(parts) == 4 and parts[0] == "overlap":
+                eff.overlaps.append(f"{pid}: attempt {parts[1]} (pid {parts[3]}) started at "
+                                    f"{parts[2]} while another attempt's processes lived")
             elif len(parts) == 4 and parts[0] == "end":
                 a = open_by_pid.pop(int(parts[3]), None)
                 if a is None or a.attempt != int(parts[1]):

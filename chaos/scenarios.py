@@ -14,7 +14,7 @@ import yaml
 
 from chaos.checker import Expect
 from chaos.effects import effect_command, read_effects
-from chaos.world import Trial, wait_for
+from chaos.world import TTL, Trial, wait_for
 from engine.model import OpState
 from engine.planfile import plan_from_mapping
 
@@ -239,6 +239,116 @@ def flaky(t: Trial) -> Staged:
     return Staged(Expect(OpState.FAILED, "/flaky", ("/after",)), leaves, nodes)
 
 
+def db_held(t: Trial) -> Staged:
+    """SQLite: another process holds the database's write lock for 0.3–2.5 leases mid-run;
+    half the time a second driver queues behind it to take over."""
+    t.use_sqlite()
+    leaves = create(t, spread(t))
+    coord = t.spawn("plan", "resume")
+    if _sleep_unless_exit(coord, t.rng.uniform(0.1, 2.0)):
+        t.note("the coordinator finished before the database was held")
+    holder = t.hold_database(t.rng.uniform(0.3, 2.5) * TTL)
+    others = [t.spawn("plan", "resume")] if t.rng.random() < 0.5 else []
+    holder.wait()
+    for proc in [coord, *others]:
+        wait_exit(t, proc)
+    drive_to_end(t)
+    return Staged(Expect(), leaves)
+
+
+def driver_pause(t: Trial) -> Staged:
+    """SIGSTOP the coordinator for 0.3–3 leases (a VM pause, a GC stall); half the time
+    another driver takes over meanwhile; then SIGCONT it."""
+    t.dispatch = t.rng.choice(("local", "agents"))
+    if t.rng.random() < 0.3:
+        t.use_sqlite()
+    nodes = NODES if t.dispatch == "agents" else ()
+    if nodes:
+        t.start_agents(*nodes)
+    leaves = create(t, spread(t))
+    coord = t.spawn("plan", "resume")
+    if _sleep_unless_exit(coord, t.rng.uniform(0.2, 2.5)):
+        t.note("the coordinator finished before the pause")
+    t.freeze(coord, "the coordinator")
+    pause = t.rng.uniform(0.3, 3.0) * TTL
+    deadline = time.monotonic() + pause
+    if t.rng.random() < 0.5:
+        time.sleep(pause / 2)
+        other = t.spawn("plan", "resume")
+        while time.monotonic() < deadline and other.poll() is None:
+            time.sleep(0.05)
+        if other.poll() is not None:
+            t.codes.append(other.returncode)
+    time.sleep(max(0.0, deadline - time.monotonic()))
+    t.thaw(coord, "the coordinator")
+    wait_exit(t, coord)
+    drive_to_end(t)
+    return Staged(Expect(), leaves, nodes)
+
+
+def agent_pause(t: Trial) -> Staged:
+    """SIGSTOP an agent while it runs a phase for 0.3–3 leases, then SIGCONT it: its guard
+    stops the phase before its lease ends, and it announces itself again."""
+    t.start_agents(*NODES)
+    leaves = create(t, spread(t))
+    coord = t.spawn("plan", "resume")
+    victim = t.rng.choice(NODES)
+    try:
+        wait_for(lambda: running_on(t, leaves, victim), 30, f"a phase running on {victim}",
+                 interval=0.02)
+    except TimeoutError:
+        t.note(f"no phase seen running on {victim}; pausing its agent anyway")
+    t.freeze(t.agents[victim], f"agent on {victim}")
+    time.sleep(t.rng.uniform(0.3, 3.0) * TTL)
+    t.thaw(t.agents[victim], f"agent on {victim}")
+    wait_exit(t, coord)
+    drive_to_end(t)
+    if t.agents[victim].poll() is not None:  # stepped aside: start it for the checker's stop
+        t.note(f"agent on {victim} exited {t.agents[victim].returncode} after the pause")
+    return Staged(Expect(), leaves, NODES)
+
+
+def disk_full(t: Trial) -> Staged:
+    """The disk under the event and phase logs fills up mid-run, then is freed; the operator
+    resumes. The run stops with a clear error and nothing left in progress."""
+    t.dispatch = "local"
+    if t.rng.random() < 0.5:
+        t.use_sqlite()
+    logs = t.mount_logs("size=512k")
+    leaves = create(t, spread(t))
+    coord = t.spawn("plan", "resume")
+    if _sleep_unless_exit(coord, t.rng.uniform(0.1, 2.0)):
+        t.note("the coordinator finished before the disk filled")
+    subprocess.run(f"head -c 64M /dev/zero > {logs}/filler; "
+                   f"yes '' | head -c 16384 >> {logs}/{OP}.jsonl", shell=True, check=False)
+    t.note("the log disk is full")
+    wait_exit(t, coord)
+    (logs / "filler").unlink()
+    t.note("space freed")
+    drive_to_end(t)
+    return Staged(Expect(), leaves)
+
+
+def log_readonly(t: Trial) -> Staged:
+    """The log directory goes read-only mid-run (a remount after an I/O error), then
+    writable again; the operator resumes."""
+    t.dispatch = "local"
+    if t.rng.random() < 0.5:
+        t.use_sqlite()
+    t.mount_logs("size=8m")
+    leaves = create(t, spread(t))
+    coord = t.spawn("plan", "resume")
+    if _sleep_unless_exit(coord, t.rng.uniform(0.1, 2.0)):
+        t.note("the coordinator finished before the remount")
+    t.remount_logs("ro")
+    wait_exit(t, coord)
+    code, _ = t.gravity("plan", "resume")  # refused while read-only: names the file
+    t.codes.append(code)
+    t.remount_logs("rw")
+    drive_to_end(t)
+    return Staged(Expect(), leaves)
+
+
 def _sleep_unless_exit(proc: subprocess.Popen[bytes], seconds: float) -> bool:
     """Sleep up to `seconds`; True if the process exited meanwhile."""
     deadline = time.monotonic() + seconds
@@ -257,4 +367,9 @@ SCENARIOS: dict[str, Callable[[Trial], Staged]] = {
     "race_execute": race_execute,
     "timeout": timeout,
     "flaky": flaky,
+    "db_held": db_held,
+    "driver_pause": driver_pause,
+    "agent_pause": agent_pause,
+    "disk_full": disk_full,
+    "log_readonly": log_readonly,
 }

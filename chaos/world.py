@@ -22,6 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TTL = 2.0  # leases of coordinators and agents: a dead one is noticed within ~TTL
 
 
+class TrialSkipped(RuntimeError):
+    """This host cannot stage the fault (no privilege to mount, say): the trial is skipped."""
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, what: str,
              interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
@@ -69,6 +73,7 @@ class Trial:
         self.t0 = time.time()
         self._store: Store | None = None
         self._outputs: list[IO[bytes]] = []
+        self._mounts: list[Path] = []
         self._count = 0
 
     # -- store and environment -----------------------------------------------------------------
@@ -86,6 +91,14 @@ class Trial:
                    GRAVITY_AGENT_TIMEOUT="60", GRAVITY_ETCD_PATIENCE="60")
         env.update(extra)
         return env
+
+    def use_sqlite(self) -> None:
+        """Run this trial on the embedded store (phases in the coordinator's process)."""
+        self.url = f"sqlite://{self.state_dir / 'gravity.db'}"
+        self.dispatch = "local"
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def note(self, text: str) -> None:
         self.notes.append(f"+{time.time() - self.t0:.2f}s {text}")
@@ -176,12 +189,58 @@ class Trial:
                 self.kill(proc, f"agent on {node} that ignored SIGTERM")
                 self.notes.append(f"agent on {node} did not stop within {timeout:.0f}s")
 
+    # -- faults of the host ------------------------------------------------------------------
+    def hold_database(self, seconds: float) -> subprocess.Popen[bytes]:
+        """Another process takes the SQLite file's write lock and keeps it for `seconds`."""
+        code = ("import sqlite3, sys, time\n"
+                "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)\n"
+                "c.execute('BEGIN IMMEDIATE'); print('held', flush=True)\n"
+                "time.sleep(float(sys.argv[2])); c.execute('COMMIT')\n")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(self.state_dir / "gravity.db"),
+                                 f"{seconds:.3f}"], stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"held":
+            raise RuntimeError("the database holder could not take the lock")
+        self.procs.append(proc)
+        self.note(f"database held by another process for {seconds:.2f}s")
+        return proc
+
+    def freeze(self, proc: subprocess.Popen[bytes], what: str) -> None:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGSTOP)
+            self.note(f"SIGSTOP {what} (pid {proc.pid})")
+
+    def thaw(self, proc: subprocess.Popen[bytes], what: str) -> None:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            self.note(f"SIGCONT {what} (pid {proc.pid})")
+
+    def mount_logs(self, options: str) -> Path:
+        """A small tmpfs over the state dir's logs (root only); unmounted by `close`."""
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(logs)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise TrialSkipped(f"cannot mount a tmpfs: {proc.stderr.strip()}")
+        self._mounts.append(logs)
+        return logs
+
+    def remount_logs(self, options: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{options}", str(self.state_dir / "logs")],
+                       check=True, capture_output=True)
+        self.note(f"logs remounted {options}")
+
     def close(self) -> None:
         """End every process this trial started that is still running, by its own pid."""
         for proc in self.procs:
             if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
+        for where in reversed(self._mounts):
+            subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
+        self._mounts.clear()
         for out in self._outputs:
             out.close()
         if self._store is not None:

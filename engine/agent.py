@@ -19,7 +19,8 @@ from engine.dispatch import agent_key, run_phase, stop_key
 from engine.errors import EngineError, LeaseExpired, LockHeld, PhaseConflict, StoreError
 from engine.events import EventLog
 from engine.executors import registry
-from engine.leases import lease_alive
+from engine.executors.fence import ChildFence
+from engine.leases import LeaseKeeper, lease_alive
 from engine.model import Action, Lease, PhaseSpec, PhaseState, State
 from engine.store.base import Store, this_host, this_pid
 
@@ -64,12 +65,13 @@ class _Running:
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     reported: bool = False
+    fenced: bool = False  # its lease was lost while it ran: its result is never recorded
     reporting: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass
 class Agent:
-    """One node's worker. `run()` blocks until SIGTERM/SIGINT or `gravity agent stop`."""
+    """One node's worker. `run()` blocks until SIGTERM, SIGINT, SIGHUP or `gravity agent stop`."""
 
     store: Store
     node: str
@@ -84,6 +86,10 @@ class Agent:
         self.workers = _Workers()
         self.lock = threading.Lock()
         self.lease: Lease | None = None
+        self.keeper: LeaseKeeper | None = None
+        self.fence = ChildFence()  # one guard for the agent's life, re-armed per lease
+        self._reannounce_at = 0.0
+        self._fenced_logged = False
         self.started = time.time()
         self.operation: str | None = None
         self._checked = -1e9
@@ -103,27 +109,30 @@ class Agent:
         # plug-in fails the agent at start, and the first dispatch does not wait on imports.
         registry.names()
         self._announce()
-        beat = threading.Thread(target=self._heartbeat, name="agent-heartbeat", daemon=True)
-        beat.start()
         try:
             while not self.stopping.is_set():
                 try:
+                    if self.keeper is not None and self.keeper.lost.is_set():
+                        self._recover_lease()
                     self._poll_once()
                 except StoreError as exc:
-                    # etcd restarting, a cut connection: keep the phases running, try again.
+                    # etcd restarting, a cut connection: keep the phases running (their
+                    # guard stops them if the lease runs out first), try again.
                     self.events.emit("store unavailable; retrying", error=exc.message)
                     self.stopping.wait(0.5)
                 self._report_finished()
         finally:
             self.stopping.set()
             self._shutdown()
-            beat.join(timeout=5)
+            if self.keeper is not None:
+                self.keeper.stop()
             self._retire()
+            self.fence.close()
             self.events.close()
 
     def _install_signals(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, lambda *_: self.stopping.set())
 
     def _info(self) -> dict[str, Any]:
@@ -152,6 +161,8 @@ class Agent:
             # Ours from here: a coordinator dispatches to it only once the record is out.
             self.lease = lease
             self.store.kv_put(agent_key(self.node), self._info(), lease.id)
+            keeper = LeaseKeeper(self.store, lease, fence=self.fence,
+                                 on_renewed=self._renewed)
         except BaseException as exc:
             self.lease = previous
             with contextlib.suppress(EngineError):
@@ -163,30 +174,49 @@ class Agent:
                     hint=f"stop it first with `gravity agent stop --node {self.node}`",
                 ) from None
             raise
+        self.keeper = keeper.start()
         self.events.emit("agent started", node=self.node, lease=lease.id,
                          pid=this_pid(), host=this_host(), ttl=self.ttl)
 
-    def _heartbeat(self) -> None:
-        interval = max(0.2, self.ttl / 3)
-        while not self.stopping.wait(interval):
-            try:
-                assert self.lease is not None
-                self.store.keepalive(self.lease.id)
-                self.store.kv_put(agent_key(self.node), self._info(), self.lease.id)
-            except LeaseExpired:
-                # Our claims are void; results of running phases are still fenced by version.
-                self.events.emit("lease lost; re-announcing", node=self.node)
-                try:
-                    self._announce()
-                except LockHeld as exc:
-                    # Another agent took this node over while we were gone: step aside.
-                    self.events.emit("another agent took over; stopping", holder=exc.holder)
-                    self.lease = None
-                    self.stopping.set()
-                except EngineError as exc:
-                    self.events.emit("re-announce failed", error=exc.message)
-            except StoreError as exc:
-                self.events.emit("heartbeat failed", error=exc.message, quiet=True)
+    def _renewed(self, lease: Lease) -> None:
+        """After each renewal: refresh the record coordinators read (running phases…)."""
+        if self.lease is not None and lease.id == self.lease.id:
+            self.store.kv_put(agent_key(self.node), self._info(), lease.id)
+
+    def _recover_lease(self) -> None:
+        """The lease could not be kept: the guard has stopped the running phases. Their
+        results are dropped (the coordinator marks them interrupted), the old lease is
+        revoked so nobody waits for it, and the agent announces itself again."""
+        if time.monotonic() < self._reannounce_at:
+            return
+        self._reannounce_at = time.monotonic() + 1.0
+        keeper, old = self.keeper, self.lease
+        assert keeper is not None and old is not None
+        if not self._fenced_logged:
+            with self.lock:
+                entries = list(self.running.values())
+            for entry in entries:
+                entry.fenced = True
+                entry.cancel.set()
+            self.events.emit("lease lost; phases stopped", node=self.node, lease=old.id,
+                             reason=keeper.reason,
+                             phases=",".join(e.state.phase_id for e in entries) or None)
+            self._fenced_logged = True
+        with contextlib.suppress(EngineError):
+            self.store.revoke_lease(old.id)
+        try:
+            keeper.stop()
+            self._announce()
+        except LockHeld as exc:
+            # Another agent took this node over while we were gone: step aside.
+            self.events.emit("another agent took over; stopping", holder=exc.holder)
+            self.lease = None
+            self.stopping.set()
+            return
+        except EngineError as exc:
+            self.events.emit("re-announce failed; retrying", error=exc.message)
+            return
+        self._fenced_logged = False
 
     def _retire(self) -> None:
         if self.lease is None:
@@ -242,6 +272,8 @@ class Agent:
                 self._start(st)
 
     def _start(self, st: PhaseState) -> None:
+        if self.keeper is None or self.keeper.lost.is_set():
+            return  # a dispatch to a lease we no longer hold
         with self.lock:
             attempt = (st.phase_id, st.version)
             if (st.phase_id in self.running or st.phase_id not in self.specs
@@ -262,7 +294,8 @@ class Agent:
                 entry.result = run_phase(spec, st, operation_id=entry.operation,
                                          state_dir=self.state_dir,
                                          operation_data=self.op_data, cancel=cancel,
-                                         deadline=deadline, output=output)
+                                         deadline=deadline, output=output,
+                                         fence=self.fence)
                 if not cancel.is_set():
                     self._report(entry)  # at once: the coordinator is waiting for it
             finally:
@@ -291,6 +324,13 @@ class Agent:
     def _record_result(self, entry: _Running, error: str | None) -> None:
         res = entry.result
         st = entry.state
+        if entry.fenced:
+            self.events.emit("result dropped", phase=st.phase_id, version=st.version,
+                             reason="this agent lost the lease it ran under")
+            entry.reported = True
+            with self.lock:
+                self.running.pop(st.phase_id, None)
+            return
         if error is None and res is None:
             error = f"the agent on {self.node} could not run the phase (its runner crashed)"
         if error is None and res is not None and res.error is not None:
@@ -304,12 +344,13 @@ class Agent:
             to = State.ROLLED_BACK if st.action is Action.ROLLBACK else State.COMPLETED
             t = fsm.transition(st, to, note=res.note)
         try:
-            for rec in self.store.apply(entry.operation, [t]):
+            for rec in self.store.apply(entry.operation, [t], fence=st.owner):
                 self.events.transition(rec, duration=time.monotonic() - entry.started)
-        except PhaseConflict:
+        except (PhaseConflict, LeaseExpired):
             self.events.emit("result rejected", phase=st.phase_id, version=st.version,
-                             reason="the phase moved on while it ran (fenced: a newer "
-                             "attempt or an interruption was recorded)")
+                             reason="the phase moved on while it ran, or the lease it ran "
+                             "under is gone (fenced: a newer attempt or an interruption was "
+                             "recorded)")
         except StoreError as exc:
             self.events.emit("report failed; will retry", phase=st.phase_id,
                              error=exc.message)

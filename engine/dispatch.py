@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.errors import EngineError, ExecutionError
 from engine.executors import ExecContext, registry
+from engine.leases import lease_grace
 from engine.model import Action, ChangeRecord, Lease, PhaseSpec, PhaseState, State
 from engine.store.base import Store
 
@@ -53,14 +54,14 @@ class PhaseResult:
 
 def run_phase(spec: PhaseSpec, st: PhaseState, *, operation_id: str, state_dir: Path,
               operation_data: Mapping[str, Any], cancel: threading.Event,
-              deadline: float | None, output: Any = None) -> PhaseResult:
+              deadline: float | None, output: Any = None, fence: Any = None) -> PhaseResult:
     """Run one attempt of a leaf's executor (execute or rollback, per the state's action)."""
     node = st.node or LOCAL_NODE
     ctx = ExecContext(
         operation_id=operation_id, phase_id=spec.id, node=node, attempt=st.attempt,
         data=spec.data, workdir=state_dir / "nodes" / node, state_dir=state_dir,
         log_path=phase_log_path(state_dir, operation_id, spec.id), deadline=deadline,
-        timeout=spec.timeout, cancel=cancel, operation_data=operation_data,
+        timeout=spec.timeout, cancel=cancel, operation_data=operation_data, fence=fence,
         **({"output": output} if output is not None else {}),
     )
     started = time.monotonic()
@@ -110,9 +111,9 @@ class LocalDispatcher(Dispatcher):
     """Runs every phase in this process on a pool of worker threads."""
 
     def __init__(self, lease: Lease, *, workers: int, operation_id: str, state_dir: Path,
-                 operation_data: Mapping[str, Any]) -> None:
+                 operation_data: Mapping[str, Any], fence: Any = None) -> None:
         super().__init__()
-        self.lease = lease
+        self.lease, self.fence = lease, fence
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="phase")
         self.op, self.state_dir, self.data = operation_id, state_dir, operation_data
 
@@ -124,7 +125,8 @@ class LocalDispatcher(Dispatcher):
         def work() -> None:
             self.results.put(run_phase(spec, st, operation_id=self.op,
                                        state_dir=self.state_dir, operation_data=self.data,
-                                       cancel=cancel, deadline=deadline))
+                                       cancel=cancel, deadline=deadline,
+                                       fence=self.fence))
 
         self.pool.submit(work)
 
@@ -141,14 +143,16 @@ class AgentDispatcher(LocalDispatcher):
     """
 
     def __init__(self, store: Store, lease: Lease, *, workers: int, operation_id: str,
-                 state_dir: Path, operation_data: Mapping[str, Any], after: int) -> None:
+                 state_dir: Path, operation_data: Mapping[str, Any], after: int,
+                 fence: Any = None) -> None:
         super().__init__(lease, workers=workers, operation_id=operation_id,
-                         state_dir=state_dir, operation_data=operation_data)
+                         state_dir=state_dir, operation_data=operation_data, fence=fence)
         self.store = store
         self.remote: dict[str, int] = {}  # phase -> version it was dispatched at
         self.since: dict[str, float] = {}  # phase -> when we started waiting for it
         self.unclaimed: dict[str, ChangeRecord] = {}  # results seen before `_expect`
         self._lost_checked = 0.0
+        self._gone_since: dict[int, float] = {}  # agent lease -> when first seen gone
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._after = after
@@ -238,6 +242,10 @@ class AgentDispatcher(LocalDispatcher):
             if st.owner not in owners:
                 owners[st.owner] = self.store.get_lease(st.owner) is not None
             if not owners[st.owner]:
+                # Its guard stopped the phase before the lease ran out; the grace covers
+                # the kill itself. Only then may the phase run again elsewhere.
+                if now - self._gone_since.setdefault(st.owner, now) < lease_grace():
+                    continue
                 out[pid] = f"agent on {st.node}"
                 with self._lock:
                     self.remote.pop(pid, None)

@@ -16,13 +16,18 @@ Every error carries the operation/phase it concerns and a `hint` naming the next
     ├── StoreError                   exit 1  (the store failed; state is unchanged)
     │   └── StoreUnavailable                 transient: connection refused, timeout
     ├── LeaseExpired                 exit 1  (our own lease is gone; stop writing)
+    ├── EventLogError                exit 1  (the event log cannot be written: disk full…)
     ├── ExecutionError               exit 1  (an executor's effect failed; carries its output tail)
     │   └── PhaseTimeout                     the phase ran past its timeout
     └── OperationFailed              exit 1  (a phase failed; the operation is resumable)
+
+    Interrupted (a KeyboardInterrupt) exit 128+signal: SIGINT (Ctrl-C), SIGTERM or SIGHUP
+    stopped the command; running phases were stopped and recorded interrupted.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -158,6 +163,11 @@ class LeaseExpired(EngineError):
     """This process's lease is gone, so its claims are void; it must stop writing."""
 
 
+class EventLogError(EngineError):
+    """The event log file cannot be written (read-only, disk full): the run stops, since
+    what it does could no longer be explained afterwards."""
+
+
 class OperationFailed(EngineError):
     """A phase failed with its retries exhausted; the operation is left resumable."""
 
@@ -174,3 +184,32 @@ class ExecutionError(EngineError):
 
 class PhaseTimeout(ExecutionError):
     """A phase ran past its `timeout`; its work was stopped."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal that ends a command the way Ctrl-C does (SIGTERM from `kill` or `systemctl
+    stop`, SIGHUP from a dropped SSH session): running phases are stopped and recorded."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def reason(self) -> str:
+        """How the phases it stopped are recorded."""
+        if self.signum == signal.SIGINT:
+            return "interrupted by the operator (Ctrl-C)"
+        return f"interrupted: {self.name}"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def interruption(exc: BaseException) -> Interrupted:
+    """A KeyboardInterrupt as an Interrupted (plain Ctrl-C is SIGINT)."""
+    return exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)

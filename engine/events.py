@@ -4,6 +4,7 @@ as JSON lines in `<state-dir>/logs/<operation-id>.jsonl` and readable lines on t
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from engine.errors import EventLogError
 from engine.model import ChangeRecord
 
 
@@ -54,10 +56,14 @@ class EventLog:
     def __init__(self, log_dir: Path, operation_id: str, *, console: TextIO | None = sys.stderr,
                  console_format: str = "console",
                  listener: Callable[[str, dict[str, Any]], None] | None = None) -> None:
-        log_dir.mkdir(parents=True, exist_ok=True)
         self.path = log_dir / f"{operation_id}.jsonl"
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - in close()
+        except OSError as exc:
+            raise self._failed(exc, "nothing was started") from exc
         self._lock = threading.Lock()
+        self.broken: EventLogError | None = None
         self.operation_id = operation_id
         self._json = structlog.processors.JSONRenderer(sort_keys=False)
         self._console = console if listener is None else None
@@ -72,8 +78,15 @@ class EventLog:
         record = {**fields, "event": event, "ts": stamp(time.time())}
         line = self._json(None, "info", dict(record))
         with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
+            if self.broken is None:
+                try:
+                    self._file.write(line + "\n")
+                    self._file.flush()
+                except OSError as exc:
+                    # Raised once; later events go to the console only, so the caller can
+                    # still record in the store how its phases ended before it stops.
+                    self.broken = self._failed(exc, "the operation is left resumable")
+                    raise self.broken from exc
             if self._listener is not None:
                 self._listener(event, dict(fields))
             elif self._console is not None and not quiet:
@@ -91,10 +104,17 @@ class EventLog:
             duration=round(duration, 3) if duration is not None else None,
         )
 
+    def _failed(self, exc: OSError, state: str) -> EventLogError:
+        return EventLogError(
+            f"cannot write the event log {self.path}: {exc.strerror or exc}; {state}",
+            hint=f"free space on, or make writable, {self.path.parent}; then `gravity plan "
+            "resume`")
+
     def close(self) -> None:
         with self._lock:
             if not self._file.closed:
-                self._file.close()
+                with contextlib.suppress(OSError):  # a flush that already failed
+                    self._file.close()
         close = getattr(self._listener, "close", None)
         if close is not None:
             close()

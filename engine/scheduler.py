@@ -16,10 +16,18 @@ from pathlib import Path
 
 from engine import fsm
 from engine.dispatch import LOCAL_NODE, Dispatcher, LocalDispatcher, PhaseResult
-from engine.errors import ExecutionError, PhaseConflict, PhaseTimeout
+from engine.errors import (
+    EventLogError,
+    ExecutionError,
+    LeaseExpired,
+    PhaseConflict,
+    PhaseTimeout,
+    interruption,
+)
 from engine.events import EventLog
 from engine.graph import ROOT, PlanGraph
-from engine.model import Action, Lease, PhaseState, State, Transition
+from engine.leases import LeaseKeeper
+from engine.model import Action, PhaseState, State, Transition
 from engine.planfile import format_duration
 from engine.retry import delay_after, should_retry
 from engine.store.base import Store
@@ -48,6 +56,7 @@ class RunResult:
     blocked: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     stopped: str | None = None
+    dropped: list[str] = field(default_factory=list)  # results another process overrode
 
 
 def node_of(graph: PlanGraph, phase_id: str) -> str:
@@ -74,12 +83,11 @@ class Scheduler:
         graph: PlanGraph,
         states: dict[str, PhaseState],
         *,
-        lease: Lease,
+        keeper: LeaseKeeper,
         state_dir: Path,
         events: EventLog,
         options: RunOptions,
         operation_data: dict | None = None,
-        lease_lost: threading.Event | None = None,
         dispatcher: Dispatcher | None = None,
         adopted: Iterable[str] = (),
     ) -> None:
@@ -87,16 +95,16 @@ class Scheduler:
         self.op = operation_id
         self.g = graph
         self.states = states
-        self.lease = lease
+        self.keeper = keeper
+        self.lease = keeper.lease
         self.state_dir = state_dir
         self.events = events
         self.opt = options
         self.operation_data = operation_data or {}
-        self.lease_lost = lease_lost or threading.Event()
         self.backward = options.action is Action.ROLLBACK
         self.dispatcher = dispatcher or LocalDispatcher(
-            lease, workers=options.max_parallel, operation_id=operation_id,
-            state_dir=state_dir, operation_data=self.operation_data)
+            self.lease, workers=options.max_parallel, operation_id=operation_id,
+            state_dir=state_dir, operation_data=self.operation_data, fence=keeper.fence)
         self.results = self.dispatcher.results
         self.adopted = set(adopted)
         self.agent_waits: dict[str, float] = {}
@@ -196,14 +204,15 @@ class Scheduler:
         outbox: list[tuple[Transition | None, float | None]] = []
         try:
             while True:
-                if self.lease_lost.is_set():
-                    self._stop("this process lost its lease; another coordinator may "
-                               "take over")
+                self.keeper.check()  # a lost lease: stop, record nothing more
                 self._due_timers()
                 outbox.extend(self._due_agents())
                 starts = [] if self.stopping else self._pick_starts()
                 applied = self._record(outbox, starts)
                 outbox = []
+                if self.events.broken is not None:
+                    self._unlaunch([t for t, _ in starts if t in applied])
+                    raise self.events.broken
                 for t, _ in starts:
                     if t in applied:
                         self._launch(t.new)
@@ -211,8 +220,16 @@ class Scheduler:
                         not self.ready and not self.timers and not self.agent_waits)):
                     break
                 outbox = self._collect()
-        except KeyboardInterrupt:
-            self._interrupted(outbox)
+        except KeyboardInterrupt as exc:
+            self._interrupted(outbox, interruption(exc).reason)
+            raise
+        except LeaseExpired:
+            self._abandon()
+            raise
+        except EventLogError as exc:
+            # The log went read-only or full: stop, and record in the store how each running
+            # phase ended, so nothing is left in progress that is not running.
+            self._interrupted(outbox, f"interrupted: {exc.message}")
             raise
         finally:
             self.dispatcher.close()
@@ -246,20 +263,27 @@ class Scheduler:
                         kept.append((t, d))
                     else:
                         self.states[t.phase_id] = now
+                        if t.from_state is State.IN_PROGRESS:
+                            self.result.dropped.append(t.phase_id)
                         self.events.emit("transition dropped", phase=t.phase_id,
                                          reason="the phase was changed by another process",
                                          expected=t.expected, found=now.version)
                 pairs = kept
                 continue
-            for rec, (_, dur) in zip(records, pairs, strict=True):
-                self.events.transition(rec, duration=dur)
+            try:
+                for rec, (_, dur) in zip(records, pairs, strict=True):
+                    self.events.transition(rec, duration=dur)
+            except EventLogError:
+                pass  # recorded in the store all the same; `run` sees `events.broken`
             return [t for t, _ in pairs]
         raise PhaseConflict(f"operation {self.op} keeps changing under this coordinator",
                             operation_id=self.op, hint="check for another coordinator")
 
-    def _interrupted(self, outbox: list[tuple[Transition | None, float | None]]) -> None:
-        """Ctrl-C: stop every running phase's processes and record how each one ended."""
-        self._stop("interrupted by the operator")
+    def _interrupted(self, outbox: list[tuple[Transition | None, float | None]],
+                     reason: str) -> None:
+        """Ctrl-C, SIGTERM, SIGHUP: stop every running phase's processes and record how each
+        one ended (`reason` for those that failed by being stopped)."""
+        self._stop(reason)
         for _, _, cancel in self.running.values():
             cancel.set()
         deadline = time.monotonic() + 5
@@ -270,13 +294,40 @@ class Scheduler:
                 continue
             if res.phase_id in self.running:
                 if res.error is not None:
-                    res.error = ExecutionError("interrupted by the operator (Ctrl-C)",
-                                               getattr(res.error, "tail", ""))
+                    res.error = ExecutionError(reason, getattr(res.error, "tail", ""),
+                                               retryable=False)
                 outbox.append(self._finish(res))
         self._record(outbox, [])
 
+    def _unlaunch(self, started: list[Transition]) -> None:
+        """Phases recorded as started that will not be launched (the event log broke as
+        their start was logged): record them failed at once, never left in progress."""
+        for t in started:
+            self.running.pop(t.phase_id, None)
+        why = "not run: " + (self.events.broken.message if self.events.broken else "stopped")
+        self._record([(fsm.transition(t.new, State.FAILED, error=why), None)
+                      for t in started], [])
+
+    def _abandon(self) -> None:
+        """The lease is lost: stop every running phase and wait (briefly) for its worker to
+        return, recording nothing — whoever takes over marks them interrupted."""
+        self._stop("this process lost its lease")
+        self.keeper.fence.fence()
+        for _, _, cancel in self.running.values():
+            cancel.set()
+        deadline = time.monotonic() + 5
+        while self.running and time.monotonic() < deadline:
+            try:
+                res = self.results.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.running.pop(res.phase_id, None)
+        self.events.emit("lease lost", reason=self.keeper.reason or "the store refused it",
+                         abandoned=len(self.running))
+
     def _apply(self, transitions: list[Transition]) -> list:
-        records = self.store.apply(self.op, transitions)
+        self.keeper.check()
+        records = self.store.apply(self.op, transitions, fence=self.lease.id)
         for t in transitions:
             self.states[t.phase_id] = t.new
         return records

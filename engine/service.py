@@ -5,7 +5,6 @@ Each checks the rules (fsm) against fresh store reads, then drives a Scheduler u
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,6 @@ from typing import Any
 from engine import fsm
 from engine.dispatch import AgentDispatcher, Dispatcher, phase_log_path
 from engine.errors import (
-    LeaseExpired,
     LockHeld,
     NotFound,
     OperationFailed,
@@ -27,8 +25,8 @@ from engine.errors import (
 )
 from engine.events import EventLog
 from engine.graph import PlanGraph
-from engine.leases import lease_alive
-from engine.model import Action, Lease, Operation, OpState, PhaseState, Plan, State
+from engine.leases import LeaseKeeper, lease_alive, wait_out_fencing
+from engine.model import Action, Operation, OpState, PhaseState, Plan, State
 from engine.scheduler import RunOptions, RunResult, Scheduler
 from engine.store.base import Store, coordinator_lock
 
@@ -138,43 +136,12 @@ def create_operation(store: Store, plan: Plan, *, operation_id: str | None = Non
 
 
 # -- driving --------------------------------------------------------------------------------
-class Heartbeat:
-    """Renews a lease every ttl/3 on a thread; sets `lost` if the lease could not be kept."""
-
-    def __init__(self, store: Store, lease: Lease) -> None:
-        self.store, self.lease = store, lease
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
-
-    def _loop(self) -> None:
-        interval = max(0.2, self.lease.ttl / 3)
-        failures_since = None
-        while not self._stop.wait(interval):
-            try:
-                self.store.keepalive(self.lease.id)
-                failures_since = None
-            except LeaseExpired:
-                self.lost.set()
-                return
-            except StoreError:
-                failures_since = failures_since or time.monotonic()
-                if time.monotonic() - failures_since > self.lease.ttl:
-                    self.lost.set()
-                    return
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 @contextmanager
-def coordinating(engine: Engine, op: Operation) -> Iterator[tuple[Lease, Heartbeat]]:
-    """Hold the operation's coordinator lock under a kept-alive lease for the duration."""
+def coordinating(engine: Engine, op: Operation) -> Iterator[LeaseKeeper]:
+    """Hold the operation's coordinator lock under a kept-alive lease for the duration.
+
+    The keeper fences this process when the lease cannot be renewed in time: its phase
+    processes are killed and the scheduler stops recording (LeaseExpired)."""
     store = engine.store
     lease = store.grant_lease(f"coordinator:{op.id}", lease_ttl())
     try:
@@ -191,8 +158,8 @@ def coordinating(engine: Engine, op: Operation) -> Iterator[tuple[Lease, Heartbe
                     f"process is dead its lease expires within {holder.ttl:.0f}s",
                 ) from None
             store.acquire_lock(name, lease)
-        with Heartbeat(store, lease) as hb:
-            yield lease, hb
+        with LeaseKeeper(store, lease) as keeper:
+            yield keeper
     finally:
         try:
             store.release_lock(coordinator_lock(op.id), lease.id)
@@ -202,7 +169,7 @@ def coordinating(engine: Engine, op: Operation) -> Iterator[tuple[Lease, Heartbe
 
 
 def _recover_interrupted(engine: Engine, op: Operation, view: PlanView,
-                         scope: list[str], events: EventLog) -> list[str]:
+                         scope: list[str], events: EventLog, keeper: LeaseKeeper) -> list[str]:
     """Phases left in progress by a dead owner become failed (interrupted) and retryable.
 
     With agents, a phase a live agent is still running is adopted: the new coordinator
@@ -210,6 +177,7 @@ def _recover_interrupted(engine: Engine, op: Operation, view: PlanView,
     """
     transitions = []
     adopted = []
+    gone: list[int] = []
     for pid in scope:
         st = view.states.get(pid)
         if st is None or st.state is not State.IN_PROGRESS:
@@ -228,8 +196,12 @@ def _recover_interrupted(engine: Engine, op: Operation, view: PlanView,
         who = (f"agent on {st.node}" if st.node and st.node != "local"
                else f"owner (lease {st.owner}) of {pid}")
         transitions.append(fsm.interrupt(st, who))
+        if st.owner is not None:
+            gone.append(st.owner)
     if transitions:
-        for rec in engine.store.apply(op.id, transitions):
+        # Their owners' guards stopped them before the leases ran out; wait out the kill.
+        wait_out_fencing(gone, lambda msg: events.emit("waiting for fencing", detail=msg))
+        for rec in engine.store.apply(op.id, transitions, fence=keeper.lease.id):
             events.transition(rec)
         for t in transitions:
             view.states[t.phase_id] = t.new
@@ -242,18 +214,18 @@ def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
         op = _reopen_for_rollback(engine, op, options.action)
     events = engine.event_log(op.id)
     try:
-        with coordinating(engine, op) as (lease, hb):
+        with coordinating(engine, op) as keeper:
             view = plan_view(engine.store, op, graph)  # fresh states, under the lock
-            adopted = _recover_interrupted(engine, op, view, targets, events)
+            adopted = _recover_interrupted(engine, op, view, targets, events, keeper)
             if options.action is Action.ROLLBACK:
                 targets = [p for p in targets
                            if view.states.get(p, PhaseState(p)).state in fsm.ROLLBACK_CANDIDATES]
             events.emit("run started", quiet=True, scope=scope_label,
                         action=options.action.value, phases=len(targets))
-            sched = Scheduler(engine.store, op.id, graph, view.states, lease=lease,
+            sched = Scheduler(engine.store, op.id, graph, view.states, keeper=keeper,
                               state_dir=engine.state_dir, events=events, options=options,
-                              operation_data=dict(op.data), lease_lost=hb.lost,
-                              dispatcher=_dispatcher(engine, op, lease),
+                              operation_data=dict(op.data),
+                              dispatcher=_dispatcher(engine, op, keeper),
                               adopted=adopted)
             result = sched.run(targets)
             _maybe_finish(engine, op, options.action, graph)
@@ -286,12 +258,13 @@ def _reopen_for_rollback(engine: Engine, op: Operation, action: Action) -> Opera
         "with the previous image)")
 
 
-def _dispatcher(engine: Engine, op: Operation, lease: Lease) -> Dispatcher | None:
+def _dispatcher(engine: Engine, op: Operation, keeper: LeaseKeeper) -> Dispatcher | None:
     if engine.dispatch != "agents":
         return None
-    return AgentDispatcher(engine.store, lease, workers=engine.max_parallel,
+    return AgentDispatcher(engine.store, keeper.lease, workers=engine.max_parallel,
                            operation_id=op.id, state_dir=engine.state_dir,
-                           operation_data=dict(op.data), after=engine.store.last_seq(op.id))
+                           operation_data=dict(op.data), after=engine.store.last_seq(op.id),
+                           fence=keeper.fence)
 
 
 def _maybe_finish(engine: Engine, op: Operation, action: Action, graph: PlanGraph) -> None:
@@ -317,6 +290,13 @@ def _raise_if_failed(op: Operation, result: RunResult, engine: Engine, verb: str
             hint=f"fix the cause, then `gravity plan resume` (or `gravity plan execute "
             f"--phase {pid} --force`); to undo, `gravity rollback`",
         )
+    if result.dropped:
+        raise OperationFailed(
+            f"the result of {len(result.dropped)} phase(s) was not recorded because another "
+            f"process changed them while they ran: {', '.join(result.dropped[:5])}",
+            operation_id=op.id, phase_id=result.dropped[0],
+            hint="see what was recorded with `gravity plan` and `gravity events`; then "
+            "`gravity plan resume`")
     if result.stopped:
         raise OperationFailed(f"{verb} stopped: {result.stopped}", operation_id=op.id,
                               hint="run `gravity plan resume` to continue")

@@ -20,9 +20,10 @@ class CountingStore(SQLiteStore):
         super().__init__(path)
         self.writes: list[int] = []
 
-    def apply(self, operation_id: str, transitions: Sequence[Transition]) -> list[ChangeRecord]:
+    def apply(self, operation_id: str, transitions: Sequence[Transition], *,
+              fence: int | None = None) -> list[ChangeRecord]:
         self.writes.append(len(transitions))
-        return super().apply(operation_id, transitions)
+        return super().apply(operation_id, transitions, fence=fence)
 
 
 def test_a_chain_of_n_phases_takes_n_plus_one_writes(tmp_path: Path) -> None:

@@ -106,15 +106,15 @@ def test_jitter_stays_within_its_fraction() -> None:
 def test_heartbeat_keeps_a_lease_alive_and_reports_loss(store) -> None:
     import time as real_time
 
-    from engine.service import Heartbeat
+    from engine.leases import LeaseKeeper
 
     lease = store.grant_lease("coordinator:op1", ttl=0.6)
-    with Heartbeat(store, lease) as hb:
+    with LeaseKeeper(store, lease) as keeper:
         real_time.sleep(1.5)
         assert store.get_lease(lease.id) is not None
-        assert not hb.lost.is_set()
+        assert not keeper.lost.is_set()
         store.revoke_lease(lease.id)
-        assert hb.lost.wait(2.0)
+        assert keeper.lost.wait(2.0)
 
 
 def test_an_agent_record_vanishes_with_its_lease(store) -> None:

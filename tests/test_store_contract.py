@@ -329,6 +329,29 @@ def test_lease_grant_renew_revoke(store: Store) -> None:
         store.keepalive(lease.id)
 
 
+def test_a_fenced_write_commits_only_while_the_writers_lease_lives(store: Store) -> None:
+    store.create_operation(make_op(), leaves(2))
+    lease = store.grant_lease("coordinator:op-1", ttl=30)
+    cur = store.get_state("op-1", "/p00000")
+    start = Transition(cur.version, cur.advance(State.IN_PROGRESS, owner=lease.id), cur.state)
+    assert store.apply("op-1", [start], fence=lease.id)[0].to_state is State.IN_PROGRESS
+    store.revoke_lease(lease.id)  # as when it expires: its holder may record nothing more
+    cur = store.get_state("op-1", "/p00000")
+    done = Transition(cur.version, cur.advance(State.COMPLETED, owner=None), cur.state)
+    with pytest.raises(LeaseExpired):
+        store.apply("op-1", [done], fence=lease.id)
+    assert store.get_state("op-1", "/p00000") == cur
+    assert [r.to_state for r in store.changelog("op-1")] == [State.IN_PROGRESS]
+
+
+def test_a_lease_counts_its_ttl_from_when_it_was_granted_not_asked_for(store: Store) -> None:
+    asked = time.time()
+    lease = store.grant_lease("coordinator:op-1", ttl=5)
+    assert asked + 4 <= lease.expires <= time.time() + 6
+    renewed = store.keepalive(lease.id)
+    assert renewed.expires >= asked + 4
+
+
 def test_lease_expires_after_its_ttl_unless_renewed(store: Store) -> None:
     lease = store.grant_lease("agent:node-1", ttl=1)
     with later(store, 3.0):

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.conftest import Gravity
 
 PLAN = """
@@ -101,3 +103,33 @@ def test_ctrl_c_leaves_the_operation_resumable(gravity: Gravity, write_plan) -> 
     assert proc.poll() is None  # it is driving, not refused
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_the_driver_like_ctrl_c(gravity: Gravity, write_plan,
+                                                        sig: signal.Signals) -> None:
+    """`kill`, `systemctl stop` or a dropped SSH session: the running phase is stopped and
+    recorded interrupted by that signal, the exit code is 128 + the signal."""
+    gravity("operation", "create", "--plan", str(write_plan(PLAN.replace("sleep 1.2",
+                                                                         "sleep 30"))),
+            "--id", "op1", check=0)
+    driver = gravity.spawn("plan", "resume")
+    deadline = time.monotonic() + 30
+    while gravity.states().get("/one") != "in_progress":
+        assert time.monotonic() < deadline, "the phase never started"
+        time.sleep(0.05)
+    driver.send_signal(sig)
+    _out, err = driver.communicate(timeout=30)
+    assert driver.returncode == 128 + sig, err
+    assert f"interrupted by {sig.name}: the operation is left resumable" in err
+    assert "Traceback" not in err
+    log = gravity.changelog("op1")
+    assert (log[-1]["phase_id"], log[-1]["to_state"]) == ("/one", "failed")
+    assert log[-1]["error"] == f"interrupted: {sig.name}"
+    # Nothing is left held: the next resume drives at once (and is refused by nobody).
+    again = gravity.spawn("plan", "resume")
+    while gravity.states().get("/one") != "in_progress":
+        assert again.poll() is None, again.communicate()
+        time.sleep(0.05)
+    again.send_signal(signal.SIGINT)
+    again.wait(timeout=30)

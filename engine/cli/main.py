@@ -4,14 +4,16 @@ Sub-commands live in sibling modules and are imported only when invoked, so `--h
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 
 import click
 
-from engine.errors import EXIT_INVALID, EngineError
+from engine.errors import EXIT_INVALID, EngineError, Interrupted, interruption
 
 # name -> "module:attribute"; imported on first use only.
 SUBCOMMANDS: dict[str, str] = {
@@ -145,25 +147,42 @@ def cli(
     ctx.call_on_close(ctx.obj.close)
 
 
+def _on_signal(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _say(text: str) -> None:
+    """Print on stderr; a terminal that went away (a dropped SSH session) is not an error."""
+    with contextlib.suppress(OSError):
+        click.echo(text, err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: runs the CLI and turns engine errors into exit codes."""
-    interrupted = (
-        "interrupted: the operation is left resumable; run `gravity plan resume` to "
-        "continue or `gravity plan` to see where it stopped"
-    )
+    """Console entry point: runs the CLI and turns engine errors into exit codes.
+
+    SIGTERM and SIGHUP end a command as Ctrl-C does: running phases are stopped and recorded
+    interrupted, and the exit code is 128 + the signal."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
     try:
         cli.main(args=argv, prog_name="gravity", standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         # click turns Ctrl-C into Abort; either way nothing is half-written.
-        click.echo(interrupted, err=True)
-        sys.exit(130)
+        # click wraps the KeyboardInterrupt (ours carries the signal) in an Abort.
+        cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__cause__
+        stop = interruption(cause if isinstance(cause, KeyboardInterrupt)
+                            else KeyboardInterrupt())
+        by = "" if stop.signum == signal.SIGINT else f" by {stop.name}"
+        _say(f"interrupted{by}: the operation is left resumable; run `gravity plan resume` "
+             "to continue or `gravity plan` to see where it stopped")
+        sys.exit(stop.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(EXIT_INVALID)
     except EngineError as exc:
-        click.echo(f"error: {exc.render()}", err=True)
+        _say(f"error: {exc.render()}")
         sys.exit(exc.exit_code)
     sys.exit(0)
 

@@ -36,6 +36,7 @@ class ExecContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     output: Callable[[str], None] = lambda line: None
     operation_data: Mapping[str, Any] = field(default_factory=dict)
+    fence: Any = None  # the holder's ChildFence: its guard kills our processes with the lease
 
     def env(self) -> dict[str, str]:
         """The GRAVITY_* variables every phase's processes see."""
@@ -98,50 +99,95 @@ def run_process(
     if env:
         full_env.update(env)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(ctx.log_path, "a", encoding="utf-8", errors="replace") as log:
-        log.write(f"--- attempt {ctx.attempt}: {what} ---\n")
-        log.flush()
-        proc = subprocess.Popen(
-            argv, cwd=cwd or ctx.workdir, env=full_env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            text=True, errors="replace", preexec_fn=_die_with_parent,
-        )
-        stopped: list[str] = []
+    log = _PhaseLog(ctx.log_path)
+    log.write(f"--- attempt {ctx.attempt}: {what} ---\n")
+    proc = subprocess.Popen(
+        argv, cwd=cwd or ctx.workdir, env=full_env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        text=True, errors="replace", preexec_fn=_die_with_parent,
+    )
+    stopped: list[str] = []
+    if ctx.fence is not None and not ctx.fence.add(proc.pid):
+        stopped.append("fenced")  # killed at once; the loop below sees it end
 
-        def watchdog() -> None:
-            while proc.poll() is None:
-                remaining = ctx.remaining()
-                if remaining is not None and remaining <= 0:
-                    stopped.append("timeout")
-                elif ctx.cancel.is_set():
-                    stopped.append("cancel")
-                if stopped:
-                    _kill_group(proc)
-                    return
-                time.sleep(0.05 if remaining is None else min(0.05, max(remaining, 0.001)))
+    def watchdog() -> None:
+        while proc.poll() is None:
+            remaining = ctx.remaining()
+            if remaining is not None and remaining <= 0:
+                stopped.append("timeout")
+            elif ctx.cancel.is_set():
+                stopped.append("cancel")
+            if stopped:
+                _kill_group(proc)
+                return
+            time.sleep(0.05 if remaining is None else min(0.05, max(remaining, 0.001)))
 
-        guard = threading.Thread(target=watchdog, daemon=True)
-        guard.start()
+    guard = threading.Thread(target=watchdog, daemon=True)
+    guard.start()
+    try:
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
-            log.flush()
             text = line.rstrip("\n")
             tail.append(text)
             ctx.output(text)
         rc = proc.wait()
+    except BaseException:
+        # Whatever went wrong here, the phase's processes must not outlive its attempt.
+        _kill_group(proc)
+        proc.wait()
+        raise
+    finally:
         guard.join(timeout=1)
+        if ctx.fence is not None:
+            ctx.fence.remove(proc.pid)
+        log.close()
+    if log.error:
+        tail.append(f"[the phase log {ctx.log_path} could not be written: {log.error}]")
     tail_text = "\n".join(tail)
     if stopped and stopped[0] == "timeout":
         from engine.planfile import format_duration
 
         raise PhaseTimeout(f"timed out after {format_duration(ctx.timeout or 0)}", tail_text)
+    if stopped and stopped[0] == "fenced":
+        raise ExecutionError("stopped: this process lost its lease", tail_text)
     if stopped:
         raise ExecutionError("stopped: the engine is shutting down", tail_text)
     if rc != 0:
         raise ExecutionError(f"{what} exited with status {rc}", tail_text)
     return tail_text
+
+
+class _PhaseLog:
+    """The phase's output file. A full or read-only disk does not fail the phase: writing
+    stops and the problem is noted in the output's tail instead."""
+
+    def __init__(self, path: Path) -> None:
+        self.error: str | None = None
+        self._file: Any = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        except OSError as exc:
+            self.error = exc.strerror or str(exc)
+
+    def write(self, text: str) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(text)
+            self._file.flush()
+        except OSError as exc:
+            self.error = exc.strerror or str(exc)
+            self.close()
+
+    def close(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError as exc:
+                self.error = self.error or exc.strerror or str(exc)
 
 
 def _die_with_parent() -> None:

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.errors import LockHeld, NotFound
+from engine.errors import LeaseExpired, LockHeld, NotFound
 from engine.model import ChangeRecord, Lease, Operation, OpState, PhaseSpec, PhaseState, Transition
 
 CLUSTER_LOCK = "cluster"
@@ -37,6 +37,12 @@ def cluster_busy(holder: str) -> LockHeld:
         hint="finish it with `gravity plan resume`, undo it with `gravity rollback`, or close "
         "it with `gravity plan complete`",
     )
+
+
+def lease_gone(lease_id: int) -> LeaseExpired:
+    """The error every backend gives when a lease a write depends on is no longer alive."""
+    return LeaseExpired(f"lease {lease_id} expired before it was renewed",
+                        hint="this process lost its claims; resume the operation to continue")
 
 
 def this_host() -> str:
@@ -104,10 +110,13 @@ class Store(ABC):
         """One phase's state (unstarted at version 0 when none is stored). Linearizable."""
 
     @abstractmethod
-    def apply(self, operation_id: str, transitions: Sequence[Transition]) -> list[ChangeRecord]:
+    def apply(self, operation_id: str, transitions: Sequence[Transition], *,
+              fence: int | None = None) -> list[ChangeRecord]:
         """Apply CAS transitions and their changelog records in one atomic write.
 
-        Raises PhaseConflict naming the first phase whose version moved.
+        Raises PhaseConflict naming the first phase whose version moved. With `fence` (the
+        writer's own lease), the write commits only while that lease is alive, else
+        LeaseExpired and nothing is written: a holder that lost its lease records nothing.
         """
 
     @abstractmethod

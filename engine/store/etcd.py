@@ -30,7 +30,7 @@ from engine.model import (
     PhaseState,
     Transition,
 )
-from engine.store.base import CLUSTER_LOCK, Store, cluster_busy, no_operation
+from engine.store.base import CLUSTER_LOCK, Store, cluster_busy, lease_gone, no_operation
 from engine.store.etcd_conn import Connection, EtcdConfig, batches, parse_url
 from engine.store.etcd_errors import (
     CAUGHT,
@@ -323,7 +323,8 @@ class EtcdStore(LeasesAndLocks, Store):
                             self.keys.state(operation_id, phase_id))
         return PhaseState.from_dict(decode(kv.value)) if kv is not None else PhaseState(phase_id)
 
-    def apply(self, operation_id: str, transitions: Sequence[Transition]) -> list[ChangeRecord]:
+    def apply(self, operation_id: str, transitions: Sequence[Transition], *,
+              fence: int | None = None) -> list[ChangeRecord]:
         """CAS transitions: one etcd transaction per chunk of up to APPLY_CHUNK transitions.
 
         A batch larger than a chunk (or naming one phase twice) is atomic per chunk
@@ -343,15 +344,16 @@ class EtcdStore(LeasesAndLocks, Store):
             weight = len(encode(t.new.to_dict())) * 2 + 200
             if chunk and (len(chunk) >= APPLY_CHUNK or size + weight > MAX_TXN_BYTES
                           or any(c.phase_id == t.phase_id for c in chunk)):
-                out.extend(self._apply_chunk(operation_id, chunk))
+                out.extend(self._apply_chunk(operation_id, chunk, fence))
                 chunk, size = [], 0
             chunk.append(t)
             size += weight
         if chunk:
-            out.extend(self._apply_chunk(operation_id, chunk))
+            out.extend(self._apply_chunk(operation_id, chunk, fence))
         return out
 
-    def _apply_chunk(self, op_id: str, chunk: Sequence[Transition]) -> list[ChangeRecord]:
+    def _apply_chunk(self, op_id: str, chunk: Sequence[Transition],
+                     fence: int | None = None) -> list[ChangeRecord]:
         """One transaction: compare every state key's version (and that the operation
         exists), put the new states and one `log/<node>/<phase>/<version>` record each. The
         records' seqs come from the transaction's revision."""
@@ -366,6 +368,9 @@ class EtcdStore(LeasesAndLocks, Store):
                    for k, t in zip(state_keys, chunk, strict=True)]
         success += [tx.Put(k, v) for k, v in zip(log_keys, values, strict=True)]
         failure = [tx.Get(op_key), *(tx.Get(k) for k in state_keys)]
+        if fence is not None:  # the writer's lease record lives exactly as long as its lease
+            compare.append(tx.Version(keys.lease(fence)) > 0)
+            failure.append(tx.Get(keys.lease(fence)))
         unsure = False  # an attempt whose commit we never heard back on
 
         def attempt(client: Client) -> list[ChangeRecord]:
@@ -383,14 +388,16 @@ class EtcdStore(LeasesAndLocks, Store):
                 return [log_record(v, revision) for v in values]
             if not responses[0]:
                 raise no_operation(op_id)
-            for t, kvs in zip(chunk, responses[1:], strict=True):
+            if unsure:  # an earlier attempt may have committed after all
+                done = self._committed(client, log_keys, values)
+                if done is not None:
+                    return done
+            if fence is not None and not responses[-1]:
+                raise lease_gone(fence)
+            for t, kvs in zip(chunk, responses[1:len(chunk) + 1], strict=True):
                 found = int(decode(kvs[0][0])["version"]) if kvs else 0
                 if found == t.expected:
                     continue
-                if unsure:
-                    done = self._committed(client, log_keys, values)
-                    if done is not None:
-                        return done
                 raise PhaseConflict(
                     f"phase {t.phase_id} changed under us (expected version "
                     f"{t.expected}, found {found}); someone else is acting on it",

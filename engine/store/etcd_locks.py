@@ -14,7 +14,7 @@ from pyetcd import transactions as tx
 
 from engine.errors import LeaseExpired, LockHeld, StoreUnavailable
 from engine.model import Lease
-from engine.store.base import this_host, this_pid
+from engine.store.base import lease_gone, this_host, this_pid
 from engine.store.etcd_conn import LeaseCompare, prefix_end
 from engine.store.etcd_errors import CAUGHT, is_lease_not_found
 from engine.store.etcd_keys import Keys, decode, encode, unesc
@@ -35,6 +35,7 @@ class LeasesAndLocks:
 
     def grant_lease(self, owner: str, ttl: float) -> Lease:
         seconds = max(1, math.ceil(ttl))
+        sent = time.time()  # etcd counts the TTL from when it got the request: no earlier
         grant = self._call("granting a lease", lambda c: c.lease(seconds))
         granted = float(grant.ttl or seconds)
         meta = {"owner": owner, "host": this_host(), "pid": this_pid(), "ttl": granted}
@@ -48,7 +49,7 @@ class LeasesAndLocks:
                 raise
 
         self._call("granting a lease", put)
-        return Lease(grant.id, owner, meta["host"], meta["pid"], granted, time.time() + granted)
+        return Lease(grant.id, owner, meta["host"], meta["pid"], granted, sent + granted)
 
     # -- small key-value records, optionally bound to a lease --------------------------------
     def kv_put(self, key: str, value: Mapping[str, Any], lease_id: int | None = None) -> None:
@@ -80,22 +81,23 @@ class LeasesAndLocks:
 
     @staticmethod
     def _expired(lease_id: int) -> LeaseExpired:
-        return LeaseExpired(f"lease {lease_id} expired before it was renewed",
-                            hint="this process lost its claims; resume the operation to continue")
+        return lease_gone(lease_id)
 
-    def _lease_meta(self, client: Client, lease_id: int, remaining: float) -> Lease | None:
+    def _lease_meta(self, client: Client, lease_id: int, remaining: float,
+                    since: float | None = None) -> Lease | None:
         resp = client.get_response(self.keys.lease(lease_id))
         if not resp.kvs:
             return None
         m = decode(resp.kvs[0].value)
         return Lease(lease_id, m["owner"], m["host"], int(m["pid"]), float(m["ttl"]),
-                     time.time() + remaining)
+                     (time.time() if since is None else since) + remaining)
 
     def keepalive(self, lease_id: int) -> Lease:
         def renew(client: Client) -> Lease:
+            sent = time.time()  # the renewed TTL runs from etcd's receipt: never earlier
             replies = list(client.refresh_lease(lease_id))
             ttl = replies[0].TTL if replies else 0
-            lease = self._lease_meta(client, lease_id, ttl) if ttl > 0 else None
+            lease = self._lease_meta(client, lease_id, ttl, sent) if ttl > 0 else None
             if lease is None:
                 raise self._expired(lease_id)
             return lease

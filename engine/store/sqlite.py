@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import (
-    LeaseExpired,
     LockHeld,
     PhaseConflict,
     StoreConfigError,
@@ -34,6 +33,7 @@ from engine.store.base import (
     CLUSTER_LOCK,
     Store,
     cluster_busy,
+    lease_gone,
     no_operation,
     this_host,
     this_pid,
@@ -288,12 +288,18 @@ class SQLiteStore(Store):
                           (operation_id, phase_id), f"reading the state of {phase_id}")
         return PhaseState.from_dict(json.loads(rows[0][0])) if rows else PhaseState(phase_id)
 
-    def apply(self, operation_id: str, transitions: Sequence[Transition]) -> list[ChangeRecord]:
+    def apply(self, operation_id: str, transitions: Sequence[Transition], *,
+              fence: int | None = None) -> list[ChangeRecord]:
         if not transitions:
             return []
         what = f"recording {len(transitions)} transition(s) of {operation_id}"
         try:
             with self._tx(what) as db:
+                if fence is not None:
+                    row = db.execute("SELECT expires FROM leases WHERE id=?",
+                                     (fence,)).fetchone()
+                    if row is None or row[0] <= time.time():
+                        raise lease_gone(fence)
                 ids = [t.phase_id for t in transitions]
                 current: dict[str, int] = {}
                 for start in range(0, len(ids), 500):
@@ -363,9 +369,12 @@ class SQLiteStore(Store):
 
     # -- leases and locks -----------------------------------------------------------------
     def grant_lease(self, owner: str, ttl: float) -> Lease:
-        host, pid, expires = this_host(), this_pid(), time.time() + ttl
+        host, pid = this_host(), this_pid()
         try:
             with self._tx("granting a lease") as db:
+                # Counted from here, under the write lock: a grant that waited for another
+                # process's transaction must not start out already (nearly) expired.
+                expires = time.time() + ttl
                 cur = db.execute(
                     "INSERT INTO leases(owner, host, pid, ttl, expires) VALUES(?, ?, ?, ?, ?)",
                     (owner, host, pid, ttl, expires),
@@ -376,18 +385,16 @@ class SQLiteStore(Store):
         return Lease(lease_id, owner, host, pid, ttl, expires)
 
     def keepalive(self, lease_id: int) -> Lease:
-        now = time.time()
         try:
             with self._tx("renewing a lease") as db:
+                now = time.time()  # under the write lock, like the grant
                 row = db.execute("SELECT owner, host, pid, ttl, expires FROM leases WHERE id=?",
                                  (lease_id,)).fetchone()
                 if row is None or row[4] <= now:
                     db.execute("DELETE FROM leases WHERE id=?", (lease_id,))
                     db.execute("DELETE FROM locks WHERE lease_id=?", (lease_id,))
                     db.execute("DELETE FROM kv WHERE lease_id=?", (lease_id,))
-                    raise LeaseExpired(f"lease {lease_id} expired before it was renewed",
-                                       hint="this process lost its claims; resume the "
-                                       "operation to continue")
+                    raise lease_gone(lease_id)
                 db.execute("UPDATE leases SET expires=? WHERE id=?", (now + row[3], lease_id))
         except sqlite3.Error as exc:
             raise _translate(exc, "renewing a lease") from exc
