@@ -12,8 +12,8 @@ from pathlib import Path
 from engine.errors import PlanError, Problem
 from engine.graph import PlanGraph
 from engine.model import PhaseSpec, Plan, RetryPolicy
+from engine.names import node_name_problem, phase_id_problem, segment_problem
 
-SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 PHASE_KEYS = {"id", "description", "phases", "executor", "data", "requires", "node",
               "parallel", "retry", "timeout"}
@@ -93,9 +93,9 @@ class _Reader:
                 self.problem(f"{field}.{key}", f"unknown field; expected one of "
                              f"{', '.join(sorted(PHASE_KEYS))}")
         segment = item.get("id")
-        if not isinstance(segment, str) or not SEGMENT.match(segment):
-            self.problem(f"{field}.id", "expected a path segment of letters, digits, "
-                         "'.', '_', ':' or '-' (no '/'), got " + repr(segment))
+        bad = segment_problem(segment) or phase_id_problem(f"{parent}/{segment}")
+        if bad is not None:
+            self.problem(f"{field}.id", bad)
             return None
         pid = f"{parent}/{segment}"
         if pid in self.seen:
@@ -142,8 +142,8 @@ class _Reader:
                 self.problem(f"{field}.requires[{j}]",
                              f"expected an absolute phase ID starting with '/', got {req!r}", pid)
         node = item.get("node")
-        if node is not None and (not isinstance(node, str) or not node):
-            self.problem(f"{field}.node", "expected a node name", pid)
+        if node is not None and (bad := node_name_problem(node)) is not None:
+            self.problem(f"{field}.node", bad, pid)
             node = None
         parallel = self.parallel(item.get("parallel", 1), f"{field}.parallel", pid)
         retry = self.retry(item.get("retry"), f"{field}.retry", pid)
