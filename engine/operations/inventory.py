@@ -80,10 +80,16 @@ def load_inventory(path: Path | str) -> list[Node]:
     """Read `nodes.yaml`: a list of nodes, or a mapping with a `nodes` list."""
     import yaml
 
+    from engine import yamlinput
+
     path = Path(path)
     file = str(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yamlinput.load(yamlinput.read(path).decode("utf-8"))
+    except yamlinput.TooLarge as exc:
+        raise InventoryError(f"inventory {path} is too large", [Problem(str(exc), file=file)],
+                             hint="list each node written out (see Limits in "
+                             "docs/plan-format.md); nothing was written") from exc
     except UnicodeDecodeError as exc:
         raise InventoryError(f"inventory {path} is not UTF-8 text",
                              [Problem(f"{exc.reason} at byte {exc.start}", file=file)]) from exc
