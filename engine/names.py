@@ -1,9 +1,5 @@
 """The rules for names that become file names and store keys: operation IDs, phase ID segments
 and node names. Every entry point checks them, and the stores again before writing an operation.
-
-Where each lands on disk (so no name may hold a `/`, be `..`, or overflow NAME_MAX):
-`<state-dir>/logs/<operation>.jsonl`, `<state-dir>/logs/<operation>/<phase ID>.log`,
-`<state-dir>/nodes/<node>/` (with `backups/<operation>/`, `history/<operation>.json` inside).
 """
 
 from __future__ import annotations
@@ -13,6 +9,10 @@ from collections.abc import Iterable
 
 from engine.errors import InputError, Problem
 from engine.model import PhaseSpec
+
+# Where each lands on disk, so none may hold a `/`, be `..` or overflow a file name:
+# <state-dir>/logs/<operation>.jsonl, <state-dir>/logs/<operation>/<phase ID>.log and
+# <state-dir>/nodes/<node>/ (holding backups/<operation>/ and history/<operation>.json).
 
 NAME_MAX = 255
 """Bytes in one file name on Linux file systems."""

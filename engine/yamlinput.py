@@ -1,11 +1,5 @@
-"""Reading the YAML files users hand us — plans, --values, --nodes inventories, manifests — with
-bounds: a file's size, its aliases, and the size of the document once every alias is expanded.
-
-A YAML alias refers to an earlier node, so a few hundred bytes of nested aliases describe a
-document of billions of nodes (an "alias bomb"). PyYAML shares the aliased objects, so loading
-is quick, but everything after it — validation, JSON for the store, rendering — walks the
-expanded tree. `load` measures that tree on the composed nodes before constructing anything
-and raises `TooLarge`; each caller reports it with its own error type and file name.
+"""Reading the YAML files users hand us (plans, --values, --nodes inventories, manifests) within
+bounds: the file's size, its aliases, and the size of the document once aliases are expanded.
 """
 
 from __future__ import annotations
@@ -15,14 +9,20 @@ from typing import Any
 
 import yaml
 
+# A YAML alias refers to an earlier node, so a few hundred bytes of nested aliases describe a
+# document of billions of nodes (an "alias bomb"). PyYAML shares the aliased objects, so the
+# load itself is quick, but everything after it (validation, JSON for the store, rendering)
+# walks the expanded tree. `load` measures that tree on the composed nodes before building
+# anything and raises TooLarge; each caller reports it with its own error type and file name.
+
 MAX_FILE_BYTES = 64 * 2**20
-"""A YAML input file may hold at most 64 MiB (a 100,000-phase plan is about 6 MiB)."""
+"""A YAML input file may hold at most 64 MiB."""
 MAX_ALIASES = 1_000_000
 """At most this many aliases (`*name`, `<<: *name`) in one file."""
 MAX_NODES = 10_000_000
 """At most this many nodes (scalars, lists, mappings) once every alias is expanded: about what
-a 64 MiB file holds written out (a 100,000-phase plan with a command, retry and timeout on
-every phase is 22 MB and 2,500,000 nodes)."""
+a 64 MiB file holds written out (a 100,000-phase plan with a description, a command, a retry
+policy and a timeout on every phase is 22 MB and 2,500,000 nodes)."""
 MAX_GROWTH = 10
 """Aliases may grow a document to at most 10 times the nodes written in the file..."""
 GROWTH_FLOOR = 100_000
