@@ -12,8 +12,8 @@ from pathlib import Path
 from engine.errors import PlanError, Problem
 from engine.graph import PlanGraph
 from engine.model import PhaseSpec, Plan, RetryPolicy
+from engine.names import node_name_problem, phase_id_problem, segment_problem
 
-SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 PHASE_KEYS = {"id", "description", "phases", "executor", "data", "requires", "node",
               "parallel", "retry", "timeout"}
@@ -93,9 +93,9 @@ class _Reader:
                 self.problem(f"{field}.{key}", f"unknown field; expected one of "
                              f"{', '.join(sorted(PHASE_KEYS))}")
         segment = item.get("id")
-        if not isinstance(segment, str) or not SEGMENT.match(segment):
-            self.problem(f"{field}.id", "expected a path segment of letters, digits, "
-                         "'.', '_', ':' or '-' (no '/'), got " + repr(segment))
+        bad = segment_problem(segment) or phase_id_problem(f"{parent}/{segment}")
+        if bad is not None:
+            self.problem(f"{field}.id", bad)
             return None
         pid = f"{parent}/{segment}"
         if pid in self.seen:
@@ -142,8 +142,8 @@ class _Reader:
                 self.problem(f"{field}.requires[{j}]",
                              f"expected an absolute phase ID starting with '/', got {req!r}", pid)
         node = item.get("node")
-        if node is not None and (not isinstance(node, str) or not node):
-            self.problem(f"{field}.node", "expected a node name", pid)
+        if node is not None and (bad := node_name_problem(node)) is not None:
+            self.problem(f"{field}.node", bad, pid)
             node = None
         parallel = self.parallel(item.get("parallel", 1), f"{field}.parallel", pid)
         retry = self.retry(item.get("retry"), f"{field}.retry", pid)
@@ -267,25 +267,29 @@ def _check_executors(r: _Reader, by_id: Mapping[str, PhaseSpec]) -> None:
 
 
 def load_plan(path: Path | str) -> Plan:
-    """Read and validate a plan file."""
+    """Read and validate a plan file (within the YAML input bounds of engine.yamlinput)."""
     import yaml
+
+    from engine import yamlinput
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = yamlinput.read(path).decode("utf-8")
+        doc = yamlinput.load(text)
     except OSError as exc:
         raise PlanError(f"cannot read plan {path}: {exc.strerror or exc}",
                         [Problem("expected a readable YAML file", file=str(path))]) from exc
     except UnicodeDecodeError as exc:
         raise PlanError(f"plan {path} is not UTF-8 text",
                         [Problem(f"{exc.reason} at byte {exc.start}", file=str(path))]) from exc
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~5x faster on big plans
-    try:
-        doc = yaml.load(text, Loader=loader)
+    except yamlinput.TooLarge as exc:
+        raise PlanError(f"plan {path} is too large", [Problem(str(exc), file=str(path))],
+                        hint="write the repeated parts out or split the plan (see Limits in "
+                        "docs/plan-format.md); nothing was written") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise PlanError(f"plan {path} is not valid YAML",
-                        [Problem(f"{getattr(exc, 'problem', None) or exc} at {where}",
+                        [Problem(f"{getattr(exc, 'problem', None) or exc}{where}",
                                  file=str(path))]) from exc
     return plan_from_mapping(doc, file=str(path))

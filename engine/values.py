@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from engine import yamlinput
 from engine.errors import EngineError, ValuesError
 
 SET = "set"
@@ -40,7 +41,6 @@ MAX_DEPTH = 30  # Helm's limit on dotted nesting; we apply it to [] nesting as w
 _INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _INT64 = (-(2**63), 2**63 - 1)
 _SET_HINT = "escape a literal , . = [ or \\ with a backslash; see docs/values.md for the grammar"
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def infer_type(text: str) -> Any:
@@ -324,14 +324,16 @@ def _normalize(value: Any, memo: dict[int, Any] | None = None) -> Any:
 def load_values_file(path: Path | str) -> dict[str, Any]:
     """Read one --values file: a YAML mapping (an empty file is an empty mapping)."""
     try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
+        text = yamlinput.read(path).decode("utf-8-sig")
+        data = _normalize(yamlinput.load(text))
     except OSError as exc:
         raise ValuesError(f"values file {path}: cannot read: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         raise ValuesError(f"values file {path}: not UTF-8 text ({exc.reason})") from exc
-    try:
-        data = yaml.load(text, Loader=_YAML_LOADER)
-        data = _normalize(data)
+    except yamlinput.TooLarge as exc:
+        raise ValuesError(f"values file {path}: too large: {exc}",
+                          hint="write the repeated values out (see Limits in docs/values.md); "
+                          "nothing was written") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -30,13 +30,12 @@ def run(obj: CliContext, node: str, ttl: float, grace: float) -> None:
     and records the result. A second agent for the same node is refused (exit 3).
     """
     from engine.agent import Agent
-    from engine.operations.inventory import NAME
+    from engine.names import node_name_problem
 
-    if not NAME.match(node) and node != "local":
+    if (bad := node_name_problem(node)) is not None:
         from engine.errors import InputError, Problem
 
-        raise InputError("invalid --node", [Problem("expected a DNS-style node name",
-                                                    field="--node")])
+        raise InputError("invalid --node", [Problem(bad, field="--node")])
     Agent(store=obj.store(), node=node, state_dir=obj.state_dir, ttl=ttl, grace=grace,
           log_format=obj.log_format).run()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from engine.cli.context import CliContext
+from engine.cli.operation import operation_id_option
 from engine.cli.values import values_from_params, values_options
 
 MANUAL = click.option("--manual", is_flag=True,
@@ -18,7 +19,8 @@ KUBECONFIG = click.option(
     help="kubeconfig for kubectl phases and hook Jobs [env GRAVITY_KUBECONFIG]. Without it, "
     "hooks run as local processes and kubectl phases complete as 'skipped: Kubernetes API "
     "not configured'.")
-OP_ID = click.option("--id", "operation_id", default=None, help="Operation ID to use.")
+OP_ID = operation_id_option("Operation ID to use (default: generated): 1 to 128 ASCII "
+                            "letters, digits, '-' or '_'.")
 
 
 def _drive(obj: CliContext, op_id: str, manual: bool, verb: str, max_parallel: int = 8) -> None:

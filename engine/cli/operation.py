@@ -4,11 +4,31 @@ Validation happens before anything is written; a held cluster lock refuses with 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from engine.cli.context import CliContext
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _operation_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check --id while the command line is parsed, before anything is read or written."""
+    if value is not None:
+        from engine.names import check_operation_id
+
+        check_operation_id(value)
+    return value
+
+
+def operation_id_option(help: str) -> Callable[[F], F]:
+    """`--id`, validated by the one operation-ID rule (engine.names), for every command
+    that creates an operation."""
+    return click.option("--id", "operation_id", default=None, callback=_operation_id,
+                        help=help)
 
 
 @click.group()
@@ -19,8 +39,8 @@ def operation() -> None:
 @operation.command("create")
 @click.option("--plan", "plan_path", required=True, type=click.Path(path_type=Path),
               help="Plan file (YAML, kind: Plan). See docs/plan-format.md.")
-@click.option("--id", "operation_id", default=None,
-              help="Operation ID to use (default: op-<date>-<time>-<random>).")
+@operation_id_option("Operation ID to use (default: op-<date>-<time>-<random>): 1 to 128 "
+                     "ASCII letters, digits, '-' or '_'.")
 @click.pass_obj
 def create(obj: CliContext, plan_path: Path, operation_id: str | None) -> None:
     """Validate PLAN and create an operation from it; prints the new operation's ID.
@@ -32,11 +52,6 @@ def create(obj: CliContext, plan_path: Path, operation_id: str | None) -> None:
     from engine.service import create_operation
 
     plan = load_plan(plan_path)
-    if operation_id is not None and not operation_id.replace("-", "").replace("_", "").isalnum():
-        from engine.errors import InputError, Problem
-
-        raise InputError("invalid --id", [Problem("expected letters, digits, '-' or '_'",
-                                                   field="--id")])
     op = create_operation(obj.store(), plan, operation_id=operation_id)
     click.echo(op.id)
 

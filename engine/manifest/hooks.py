@@ -9,6 +9,7 @@ from enum import StrEnum
 
 import yaml
 
+from engine import yamlinput
 from engine.manifest.reader import Collector, Fields, as_string, describe
 from engine.manifest.units import shown
 
@@ -110,7 +111,10 @@ def parse_job(c: Collector, text: str, path: str, origin: str | None = None) -> 
     """
     where = f" (read from {origin})" if origin else ""
     try:
-        raw = yaml.safe_load(text)
+        raw = yamlinput.load(text)
+    except yamlinput.TooLarge as exc:
+        c.error(path, f"the job is too large{where}: {exc} (see Limits in docs/manifest.md)")
+        return None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

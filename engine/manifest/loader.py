@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from engine import yamlinput
 from engine.errors import ManifestError, Problem
 from engine.manifest.model import Manifest
 from engine.manifest.parse import build_manifest
@@ -17,7 +18,6 @@ from engine.manifest.uri import Resolver
 
 MANIFEST_FILE = "app.yaml"
 DEFAULT_FETCH_TIMEOUT = 10.0
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,13 @@ def load_manifest(
     """
     file = find_manifest(path)
     try:
-        text = file.read_bytes().decode("utf-8-sig")
+        text = yamlinput.read(file).decode("utf-8-sig")
+    except yamlinput.TooLarge as exc:
+        raise ManifestError(
+            f"manifest {file} is too large",
+            [Problem(message=str(exc), file=str(file))],
+            hint="see Limits in docs/manifest.md",
+        ) from exc
     except OSError as exc:
         raise ManifestError(
             f"cannot read manifest {file}: {exc.strerror or exc}",
@@ -114,7 +120,9 @@ def parse_manifest(
 
 def _parse_yaml(c: Collector, text: str) -> object:
     try:
-        return yaml.load(text, Loader=_YAML_LOADER)
+        return yamlinput.load(text)
+    except yamlinput.TooLarge as exc:
+        c.error("", f"too large: {exc} (see Limits in docs/manifest.md)")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

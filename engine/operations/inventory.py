@@ -5,7 +5,6 @@ against the manifest's profiles and the chosen flavor before any operation is cr
 from __future__ import annotations
 
 import enum
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -13,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InventoryError, Problem
+from engine.names import node_name_problem
 
-NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 NODE_KEYS = {"name", "address", "profile", "role"}
 
 
@@ -58,9 +57,8 @@ def parse_node(raw: object, *, file: str | None, field: str,
             problems.append(Problem(f"unknown field; expected one of {expected}",
                                     file=file, field=f"{field}.{key}"))
     name = raw.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
-        problems.append(Problem("expected a DNS-style node name (lower-case letters, digits, "
-                                f"'-', '.'), got {name!r}", file=file, field=f"{field}.name"))
+    if (bad := node_name_problem(name)) is not None:
+        problems.append(Problem(bad, file=file, field=f"{field}.name"))
     address = raw.get("address")
     if not isinstance(address, str) or not address or any(c.isspace() for c in address):
         problems.append(Problem(f"expected an address (IP or host name), got {address!r}",
@@ -82,10 +80,16 @@ def load_inventory(path: Path | str) -> list[Node]:
     """Read `nodes.yaml`: a list of nodes, or a mapping with a `nodes` list."""
     import yaml
 
+    from engine import yamlinput
+
     path = Path(path)
     file = str(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yamlinput.load(yamlinput.read(path).decode("utf-8"))
+    except yamlinput.TooLarge as exc:
+        raise InventoryError(f"inventory {path} is too large", [Problem(str(exc), file=file)],
+                             hint="list each node written out (see Limits in "
+                             "docs/plan-format.md); nothing was written") from exc
     except UnicodeDecodeError as exc:
         raise InventoryError(f"inventory {path} is not UTF-8 text",
                              [Problem(f"{exc.reason} at byte {exc.start}", file=file)]) from exc

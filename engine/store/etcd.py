@@ -30,6 +30,7 @@ from engine.model import (
     PhaseState,
     Transition,
 )
+from engine.names import check_new_operation
 from engine.store.base import CLUSTER_LOCK, Store, cluster_busy, lease_gone, no_operation
 from engine.store.etcd_conn import Connection, EtcdConfig, batches, parse_url
 from engine.store.etcd_errors import (
@@ -183,6 +184,7 @@ class EtcdStore(LeasesAndLocks, Store):
                 raise self._exists(op_id)
 
     def create_operation(self, op: Operation, specs: Sequence[PhaseSpec]) -> None:
+        check_new_operation(op.id, specs)
         what = f"creating operation {op.id}"
         self._call(what, lambda c: self._check_new(c, op.id))
         self.clear_unpublished(op.id)
@@ -547,6 +549,7 @@ class EtcdStore(LeasesAndLocks, Store):
         """
         from engine.store.etcd_import import import_operation
 
+        check_new_operation(op.id, specs)
         return import_operation(self, op, specs, states, records, replace=replace)
 
 

@@ -29,6 +29,7 @@ from engine.model import (
     PhaseState,
     Transition,
 )
+from engine.names import check_new_operation
 from engine.store.base import (
     CLUSTER_LOCK,
     Store,
@@ -177,6 +178,7 @@ class SQLiteStore(Store):
 
     # -- operations -----------------------------------------------------------------------
     def create_operation(self, op: Operation, specs: Sequence[PhaseSpec]) -> None:
+        check_new_operation(op.id, specs)
         try:
             with self._tx(f"creating operation {op.id}") as db:
                 holder = self._cluster_holder(db)
@@ -488,6 +490,7 @@ class SQLiteStore(Store):
         cluster lock is taken only if `op` is active and no active operation holds
         it. Returns whether the lock was taken.
         """
+        check_new_operation(op.id, specs)
         what = f"importing operation {op.id}"
         try:
             with self._tx(what) as db:
