@@ -26,8 +26,9 @@ def make_op() -> Operation:
 
 @pytest.fixture(scope="module")
 def auth_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
-    """etcd with auth on: user `gravity` may read and write under /allowed only.
-    Tokens live one second, so an idle client must log in again."""
+    """etcd with auth on: user `gravity` may read and write under /allowed only, user
+    `narrow` under /allowed/narrow only. Tokens live one second, so an idle client must log
+    in again."""
     server = EtcdServer(tmp_path_factory.mktemp("auth") / "data",
                         extra_args=("--auth-token-ttl", "1"))
     server.start()
@@ -35,7 +36,11 @@ def auth_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
                  ("role", "add", "gravity"),
                  ("role", "grant-permission", "gravity", "--prefix=true", "readwrite",
                   "/allowed/"),
-                 ("user", "grant-role", "gravity", "gravity"), ("auth", "enable")):
+                 ("user", "grant-role", "gravity", "gravity"),
+                 ("user", "add", "narrow:npw"), ("role", "add", "narrow"),
+                 ("role", "grant-permission", "narrow", "--prefix=true", "readwrite",
+                  "/allowed/narrow/"),
+                 ("user", "grant-role", "narrow", "narrow"), ("auth", "enable")):
         server.etcdctl(*args)
     yield server
     server.stop()
@@ -61,6 +66,17 @@ def test_right_credentials_work_and_outlive_the_token(auth_etcd: EtcdServer,
             0, PhaseState("/a").advance(State.IN_PROGRESS), State.UNSTARTED)])[0]
         assert store.wait_changes("op-1", after=0, timeout=5) == [rec]
         assert store.lock_holder("coordinator/op-1").id == lease.id
+
+
+def test_a_role_limited_to_the_prefix_may_claim_it(auth_etcd: EtcdServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening checks the outer prefixes for another store's marker; one the user's role
+    cannot read (/allowed here) is not a reason to refuse the prefix it may use."""
+    login(monkeypatch, "narrow", "npw")
+    with EtcdStore.from_url(f"{auth_etcd.url}/allowed/narrow") as store:
+        store.create_operation(make_op(), [PhaseSpec("/a", "", executor="noop")])
+    with EtcdStore.from_url(f"{auth_etcd.url}/allowed/narrow") as store:
+        assert [op.id for op in store.list_operations()] == ["op-1"]
 
 
 @pytest.mark.parametrize(("user", "password", "prefix"), [

@@ -50,6 +50,7 @@ from engine.store.etcd_keys import (
     span,
 )
 from engine.store.etcd_locks import LeasesAndLocks
+from engine.store.etcd_root import open_root
 
 if TYPE_CHECKING:
     from engine.store import TLSConfig
@@ -91,7 +92,7 @@ class EtcdStore(LeasesAndLocks, Store):
         self._feeds: dict[tuple[str, str | None], Feed] = {}
         self._feeds_lock = threading.Lock()
         try:
-            self._conn.open()
+            open_root(self._conn, self.keys)
         except BaseException:
             self._conn.close()
             raise
@@ -159,15 +160,23 @@ class EtcdStore(LeasesAndLocks, Store):
     def clear_unpublished(self, op_id: str, *, patience: float | None = None) -> None:
         """Delete the data keys of an operation whose record was never written.
 
-        Guarded by "no operation record", so it can never touch a visible operation.
+        Guarded by "no operation record", so it can never touch a visible operation. Deletes
+        key by key exactly the spec, state and log keys found, never a range: a key under
+        `data/<op>/` that is not in our layout (another store nested there) is left alone.
         """
+        guard = tx.Version(self.keys.op(op_id)) == 0
         start, end = span(self.keys.data(op_id))
-        self._call(
-            f"cleaning up the unfinished creation of {op_id}",
-            lambda c: c.transaction(compare=[tx.Version(self.keys.op(op_id)) == 0],
-                                    success=[tx.Delete(start, end)], failure=[]),
-            patience=patience,
-        )
+
+        def clear(client: Client) -> None:
+            rows, _ = self._conn.scan_with(client, start, end, keys_only=True)
+            ours = [key for key, _ in rows if self.keys.owns(key)]
+            for chunk in batches(ours, SPEC_BATCH, lambda k: len(k) + 16, MAX_TXN_BYTES):
+                ok, _ = client.transaction(compare=[guard],
+                                           success=[tx.Delete(k) for k in chunk], failure=[])
+                if not ok:
+                    return  # published meanwhile: those keys are a live operation's now
+
+        self._call(f"cleaning up the unfinished creation of {op_id}", clear, patience=patience)
 
     def write_unpublished(self, op_id: str, items: Sequence[tuple[bytes, bytes]],
                           what: str) -> None:
@@ -248,7 +257,7 @@ class EtcdStore(LeasesAndLocks, Store):
 
     def list_operations(self) -> list[Operation]:
         rows, _ = self._conn.scan("listing operations", *span(self.keys.ops()))
-        ops = [Operation.from_dict(decode(kv.value)) for _, kv in rows]
+        ops = [Operation.from_dict(decode(kv.value)) for key, kv in rows if self.keys.owns(key)]
         return sorted(ops, key=lambda o: (o.created, o.id))
 
     def active_operation_id(self) -> str | None:
@@ -309,13 +318,15 @@ class EtcdStore(LeasesAndLocks, Store):
     def load_specs(self, operation_id: str) -> list[PhaseSpec]:
         rows, _ = self._conn.scan(f"reading the plan of {operation_id}",
                                   *span(self.keys.specs(operation_id)))
-        return [PhaseSpec.from_dict(decode(kv.value)) for _, kv in rows]
+        return [PhaseSpec.from_dict(decode(kv.value)) for key, kv in rows if self.keys.owns(key)]
 
     def load_states(self, operation_id: str) -> dict[str, PhaseState]:
         rows, _ = self._conn.scan(f"reading phase states of {operation_id}",
                                   *span(self.keys.states(operation_id)))
         out = {}
-        for _, kv in rows:
+        for key, kv in rows:
+            if not self.keys.owns(key):
+                continue
             st = PhaseState.from_dict(decode(kv.value))
             out[st.phase_id] = st
         return out
@@ -436,7 +447,8 @@ class EtcdStore(LeasesAndLocks, Store):
 
         def run(client: Client) -> tuple[list[ChangeRecord], int]:
             rows, revision = self._conn.scan_with(client, start, end, min_mod_revision=floor)
-            records = [log_record(kv.value, kv.mod_revision) for _, kv in rows]
+            records = [log_record(kv.value, kv.mod_revision) for key, kv in rows
+                       if self.keys.owns(key)]
             records = [r for r in records if r.seq > after]
             records.sort(key=lambda r: r.seq)
             return records, revision
@@ -519,7 +531,7 @@ class EtcdStore(LeasesAndLocks, Store):
                     feed.cond.notify_all()
                     return
                 found = [log_record(ev.value, ev.mod_revision) for ev in item.events
-                         if isinstance(ev, PutEvent)]
+                         if isinstance(ev, PutEvent) and self.keys.owns(ev.key)]
                 feed.add(found, item.header.revision)
 
         new_stack = contextlib.ExitStack()

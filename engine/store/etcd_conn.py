@@ -280,11 +280,12 @@ class Connection:
                 self._client = None
         self._reap()
 
-    def open(self) -> None:
-        """One cheap linearizable read so bad credentials, TLS or no server fail fast."""
+    def open(self, probe: Callable[[MultiEndpointEtcd3Client], T]) -> T:
+        """Run `probe` (one cheap linearizable read) as the first call, waiting at most
+        OPEN_PATIENCE, so bad credentials, TLS or no server fail fast."""
         try:
-            self.call("connecting", lambda c: c.get_response(self.config.prefix + "/"),
-                      patience=min(OPEN_PATIENCE, self.config.patience))
+            return self.call("connecting", probe,
+                             patience=min(OPEN_PATIENCE, self.config.patience))
         except StoreUnavailable as exc:
             if not is_cut_handshake(exc.message):
                 raise
@@ -347,9 +348,9 @@ class Connection:
     # -- reads ----------------------------------------------------------------------------
     def range_page(self, client: MultiEndpointEtcd3Client, start: bytes, end: bytes, *,
                    revision: int | None = None, limit: int = PAGE,
-                   min_mod_revision: int = 0) -> Any:
+                   min_mod_revision: int = 0, keys_only: bool = False) -> Any:
         """One range request (linearizable unless pinned to `revision`)."""
-        kwargs: dict[str, Any] = {"limit": limit}
+        kwargs: dict[str, Any] = {"limit": limit, "keys_only": keys_only}
         if revision is not None:
             kwargs["revision"] = revision
         if min_mod_revision > 0:
@@ -357,22 +358,25 @@ class Connection:
         return client.get_range_response(start, end, **kwargs)
 
     def scan_with(self, client: MultiEndpointEtcd3Client, start: bytes, end: bytes, *,
-                  min_mod_revision: int = 0) -> tuple[list[tuple[bytes, Any]], int]:
+                  min_mod_revision: int = 0, keys_only: bool = False
+                  ) -> tuple[list[tuple[bytes, Any]], int]:
         """Every (key, kv) in [start, end) as one consistent snapshot, and its revision;
-        with `min_mod_revision`, only keys written at that revision or later.
+        with `min_mod_revision`, only keys written at that revision or later; with
+        `keys_only`, the kvs carry no values.
 
         The first page is a linearizable read; later pages are pinned to its
         revision so the result is the store at one instant, however many pages.
         """
         out: list[tuple[bytes, Any]] = []
-        resp = self.range_page(client, start, end, min_mod_revision=min_mod_revision)
+        resp = self.range_page(client, start, end, min_mod_revision=min_mod_revision,
+                               keys_only=keys_only)
         revision = int(resp.header.revision)
         while True:
             out.extend((kv.key, kv) for kv in resp.kvs)
             if not resp.more or not resp.kvs:
                 return out, revision
             resp = self.range_page(client, resp.kvs[-1].key + b"\0", end, revision=revision,
-                                   min_mod_revision=min_mod_revision)
+                                   min_mod_revision=min_mod_revision, keys_only=keys_only)
 
     def scan(self, what: str, start: bytes, end: bytes) -> tuple[list[tuple[bytes, Any]], int]:
         """`scan_with` under the retry policy."""

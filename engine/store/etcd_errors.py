@@ -75,6 +75,12 @@ def is_lease_not_found(exc: BaseException) -> bool:
     return code is grpc.StatusCode.NOT_FOUND and "lease" in details.lower()
 
 
+def is_permission_denied(exc: BaseException) -> bool:
+    """etcd refused a key because the user's role does not cover it."""
+    code, details = code_and_details(exc)
+    return code is grpc.StatusCode.PERMISSION_DENIED or "permission denied" in details.lower()
+
+
 def channel_gone(exc: BaseException) -> bool:
     """pyetcd or gRPC refused to use a channel that failed or was replaced: retry on a new one."""
     text = str(exc)
@@ -177,6 +183,7 @@ __all__ = [
     "is_compacted",
     "is_cut_handshake",
     "is_lease_not_found",
+    "is_permission_denied",
     "is_token_expired",
     "translate",
 ]

@@ -15,7 +15,7 @@ from pyetcd import transactions as tx
 from engine.errors import EngineError, StoreError, StoreUnavailable
 from engine.model import ChangeRecord, Operation, PhaseSpec, PhaseState
 from engine.store.etcd_conn import batches
-from engine.store.etcd_keys import encode, log_value, span
+from engine.store.etcd_keys import encode, log_value
 
 if TYPE_CHECKING:
     from engine.store.etcd import EtcdStore
@@ -107,17 +107,15 @@ def _put_round(store: EtcdStore, op_id: str, items: list[tuple[bytes, bytes]], v
 
 
 def _remove(store: EtcdStore, op_id: str, what: str) -> None:
-    """Delete an operation (record, data and the cluster lock if it holds it): --force."""
+    """Unpublish an operation (delete its record, and the cluster lock if it holds it) for
+    --force; the caller's `clear_unpublished` then deletes its data keys, ours alone."""
     keys = store.keys
-    start, end = span(keys.data(op_id))
 
     def attempt(client: Any) -> None:
         for _ in range(20):
             guard, release = store.release_guard(client, op_id)
             ok, _ = client.transaction(
-                compare=guard,
-                success=[tx.Delete(keys.op(op_id)), tx.Delete(start, end), *release],
-                failure=[])
+                compare=guard, success=[tx.Delete(keys.op(op_id)), *release], failure=[])
             if ok:
                 return
         raise StoreUnavailable(f"the cluster lock kept changing while {what}",

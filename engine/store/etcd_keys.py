@@ -5,6 +5,7 @@ One key per operation record, phase spec, phase state and changelog record, unde
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -17,6 +18,24 @@ VERSION_WIDTH = 8  # log/<node>/<phase>/<version>
 # A changelog record's seq is `mod_revision * SLOTS + index`: the etcd revision of the
 # transaction that wrote it, then its place among that transaction's records.
 SLOTS = 1000
+# The key that marks a prefix as one store's root: `<prefix>/.gravity-store` (etcd_root).
+MARKER = ".gravity-store"
+
+# Every key a store writes, relative to `<prefix>/`. An escaped ID is one segment of letters,
+# digits, `_.~-` and `%XX`; anything else under the prefix was written by someone else (a store
+# nested in ours, or another program) and is never read as ours nor deleted.
+_SEG = r"[A-Za-z0-9_.~%-]+"
+LAYOUT = re.compile(
+    rf"op/{_SEG}"
+    rf"|data/{_SEG}/spec/[0-9]{{{SPEC_WIDTH},}}"
+    rf"|data/{_SEG}/state/{_SEG}"
+    rf"|data/{_SEG}/log/{_SEG}/{_SEG}/[0-9]{{{VERSION_WIDTH},}}"
+    rf"|lock/{_SEG}|lease/[0-9]+|kv/{_SEG}")
+
+
+def in_layout(rest: str) -> bool:
+    """Whether `rest` (a key with its `<prefix>/` cut off) is a key the layout names."""
+    return LAYOUT.fullmatch(rest) is not None
 
 
 def esc(text: str) -> str:
@@ -53,6 +72,24 @@ class Keys:
 
     def _k(self, *parts: str) -> bytes:
         return "/".join((self.prefix, *parts)).encode()
+
+    # the store's whole range, and the marker that says the store owns it
+    def root(self) -> bytes:
+        return self._k("")
+
+    def marker(self) -> bytes:
+        return self._k(MARKER)
+
+    def owns(self, key: bytes) -> bool:
+        """Whether `key` is one this store writes: under its prefix and in its layout.
+        Reads skip every other key and deletes never touch one."""
+        head = self.root()
+        if not key.startswith(head):
+            return False
+        try:
+            return in_layout(key[len(head):].decode("ascii"))
+        except UnicodeDecodeError:
+            return False
 
     # operation records only: listing reads nothing else
     def ops(self) -> bytes:
@@ -130,5 +167,5 @@ def span(prefix: bytes) -> tuple[bytes, bytes]:
     return prefix, prefix_end(prefix)
 
 
-__all__ = ["SLOTS", "Keys", "decode", "encode", "esc", "log_record", "log_value", "node_segment",
-           "seq_floor", "span", "unesc"]
+__all__ = ["MARKER", "SLOTS", "Keys", "decode", "encode", "esc", "in_layout", "log_record",
+           "log_value", "node_segment", "seq_floor", "span", "unesc"]

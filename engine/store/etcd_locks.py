@@ -74,7 +74,8 @@ class LeasesAndLocks:
         end = prefix_end(start)
         resp = self._call(f"listing {prefix}", lambda c: c.get_response(start, range_end=end))
         base = len(self.keys.kv(""))
-        return {unesc(kv.key[base:].decode()): decode(kv.value) for kv in resp.kvs}
+        return {unesc(kv.key[base:].decode()): decode(kv.value) for kv in resp.kvs
+                if self.keys.owns(kv.key)}
 
     def kv_delete(self, key: str) -> None:
         self._call(f"deleting {key}", lambda c: c.delete(self.keys.kv(key)))
