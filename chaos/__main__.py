@@ -50,6 +50,7 @@ def run_trial(world: World, scenario: str, index: int) -> tuple[Trial, Verdict]:
         trial.stop_agents()
         verdict = check_trial(trial.store, OP, staged.leaves, trial.state_dir, staged.expect,
                               agent_nodes=staged.agent_nodes, settle=TTL * 1.5 + 1)
+        verdict.violations.extend(staged.violations)
     except TrialSkipped as exc:
         verdict = Verdict(outcome="skipped", stuck=[str(exc)])
     except (TrialError, TimeoutError, RuntimeError) as exc:

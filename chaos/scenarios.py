@@ -34,6 +34,7 @@ class Staged:
     expect: Expect
     leaves: list[str]
     agent_nodes: tuple[str, ...] = ()
+    violations: tuple[str, ...] = ()  # what the scenario itself saw go wrong
 
 
 def leaf(name: str, seconds: float, **extra: Any) -> dict[str, Any]:
@@ -349,6 +350,27 @@ def log_readonly(t: Trial) -> Staged:
     return Staged(Expect(), leaves)
 
 
+def nested_prefix(t: Trial) -> Staged:
+    """Mid-run, an operator points a second store at a prefix inside the trial's store (its
+    operation's own data keys) or around it, and creates an operation with the same ID: the
+    second store must be refused (exit 2) and the trial's keys left alone."""
+    base = t.url
+    t.url = f"{base}/main"
+    t.start_agents(*NODES)
+    leaves = create(t, spread(t))
+    coord = t.spawn("plan", "resume")
+    _sleep_unless_exit(coord, t.rng.uniform(0.1, 1.5))
+    intruder = t.rng.choice((f"{t.url}/data/{OP}", base))
+    code, out = t.gravity("operation", "create", "--plan", str(t.dir / "plan.yaml"), "--id",
+                          OP, GRAVITY_STORE=intruder)
+    t.note(f"a store at {intruder.rsplit('/', 2)[-2:]} tried to create {OP}: exit {code}")
+    seen = [] if code == 2 and "another gravity store" in out else [
+        f"a store nested with the trial's was not refused (exit {code}): {out[-600:]}"]
+    wait_exit(t, coord)
+    drive_to_end(t)
+    return Staged(Expect(), leaves, NODES, tuple(seen))
+
+
 def _sleep_unless_exit(proc: subprocess.Popen[bytes], seconds: float) -> bool:
     """Sleep up to `seconds`; True if the process exited meanwhile."""
     deadline = time.monotonic() + seconds
@@ -372,4 +394,5 @@ SCENARIOS: dict[str, Callable[[Trial], Staged]] = {
     "agent_pause": agent_pause,
     "disk_full": disk_full,
     "log_readonly": log_readonly,
+    "nested_prefix": nested_prefix,
 }
