@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.dispatch import AGENT_KEY
+from engine import agent_protocol as proto
 from engine.model import ChangeRecord, State
 from engine.store.base import Store
 
@@ -60,7 +60,7 @@ class AgentPool:
         """Poll the agents' registrations until `done(registrations)` or the timeout."""
         deadline = time.monotonic() + timeout
         while True:
-            infos = {k[len(AGENT_KEY):]: v for k, v in store.kv_list(AGENT_KEY).items()}
+            infos = {node: r.to_dict() for node, r in proto.agents(store).items()}
             if done(infos):
                 return
             dead = [n for n, p in self.procs.items() if p.poll() is not None]

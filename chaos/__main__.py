@@ -8,6 +8,7 @@ import argparse
 import json
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -18,8 +19,9 @@ from chaos.checker import Verdict, check_trial
 from chaos.scenarios import OP, SCENARIOS, TrialError
 from chaos.world import TTL, Trial, TrialSkipped, World
 
-# 0 done, 1 a phase failed (resumable), 3 refused (another driver), -9 killed by the scenario.
-EXPECTED_EXITS = (0, 1, 3, -9)
+# 0 done, 1 a phase failed (resumable), 3 refused (another driver), -9 killed by the scenario,
+# 143 stopped by the scenario's SIGTERM.
+EXPECTED_EXITS = (0, 1, 3, -9, 143)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,7 +55,7 @@ def run_trial(world: World, scenario: str, index: int) -> tuple[Trial, Verdict]:
         verdict.violations.extend(staged.violations)
     except TrialSkipped as exc:
         verdict = Verdict(outcome="skipped", stuck=[str(exc)])
-    except (TrialError, TimeoutError, RuntimeError) as exc:
+    except (TrialError, TimeoutError, RuntimeError, subprocess.SubprocessError, OSError) as exc:
         verdict = Verdict(outcome="error", stuck=[f"the trial could not run: {exc}"])
     finally:
         world.etcd.start()  # a scenario that failed mid-restart must not leave etcd down

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.effects import Attempt, Effects, read_effects
+from engine import agent_protocol as proto
 from engine import fsm
-from engine.dispatch import AGENT_KEY
 from engine.model import ChangeRecord, OpState, PhaseState, State, replay
 from engine.store.base import Store, coordinator_lock
 
@@ -175,10 +175,10 @@ def leftovers(store: Store, operation_id: str, agent_nodes: Iterable[str],
         holder = store.lock_holder(coordinator_lock(operation_id))
         if holder is not None:
             found.append(f"coordinator lock still held by {holder.describe()}")
-        for key in store.kv_list(AGENT_KEY):
+        for key in store.kv_list(proto.RECORDS):
             found.append(f"agent registration {key} left behind")
         for node in agent_nodes:
-            holder = store.lock_holder(f"agent/{node}")
+            holder = store.lock_holder(proto.lock_name(node))
             if holder is not None:
                 found.append(f"agent lock of {node} still held by {holder.describe()}")
         if not found or time.monotonic() > deadline:

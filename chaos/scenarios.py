@@ -4,6 +4,7 @@ a random (seeded) moment, then drives the operation to its end the way an operat
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -331,8 +332,9 @@ def disk_full(t: Trial) -> Staged:
 
 
 def log_readonly(t: Trial) -> Staged:
-    """The log directory goes read-only mid-run (a remount after an I/O error), then
-    writable again; the operator resumes."""
+    """The operator stops a run (SIGTERM) at a random moment; meanwhile the log directory
+    went read-only (a remount after an I/O error): the next resume is refused with the file
+    named and starts nothing; once writable again, the operator resumes to the end."""
     t.dispatch = "local"
     if t.rng.random() < 0.5:
         t.use_sqlite()
@@ -340,14 +342,19 @@ def log_readonly(t: Trial) -> Staged:
     leaves = create(t, spread(t))
     coord = t.spawn("plan", "resume")
     if _sleep_unless_exit(coord, t.rng.uniform(0.1, 2.0)):
-        t.note("the coordinator finished before the remount")
-    t.remount_logs("ro")
+        t.note("the coordinator finished before SIGTERM")
+    elif coord.poll() is None:
+        coord.send_signal(signal.SIGTERM)
+        t.note("SIGTERM to the coordinator")
     wait_exit(t, coord)
-    code, _ = t.gravity("plan", "resume")  # refused while read-only: names the file
+    t.remount_logs("ro")  # nothing writes there now: the remount cannot be refused as busy
+    code, out = t.gravity("plan", "resume")
     t.codes.append(code)
+    seen = () if finished(t) or (code == 1 and "cannot write the event log" in out) else (
+        f"a resume with a read-only log directory exited {code}: {out[-600:]}",)
     t.remount_logs("rw")
     drive_to_end(t)
-    return Staged(Expect(), leaves)
+    return Staged(Expect(), leaves, (), seen)
 
 
 def nested_prefix(t: Trial) -> Staged:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from engine.dispatch import agent_key
+from engine import agent_protocol as proto
 from engine.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,8 +171,8 @@ class Trial:
                 self.agents[node] = self._spawn_agent(node)
                 return False
             raise RuntimeError(f"agent {node} exited {proc.returncode}: {out[-1500:]}")
-        info = self.store.kv_get(agent_key(node))
-        return info is not None and info.get("pid") == proc.pid
+        info = proto.agent(self.store, node)
+        return info is not None and info.pid == proc.pid
 
     def kill_agent(self, node: str) -> None:
         self.kill(self.agents[node], f"agent on {node}")

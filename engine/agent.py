@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import agent_protocol as proto
 from engine import fsm
-from engine.dispatch import agent_key, run_phase, stop_key
 from engine.errors import EngineError, LeaseExpired, LockHeld, PhaseConflict, StoreError
 from engine.events import EventLog
 from engine.executors import registry
 from engine.executors.fence import ChildFence
+from engine.executors.runtime import failure_text, run_phase
 from engine.leases import LeaseKeeper, lease_alive
-from engine.model import Action, Lease, PhaseSpec, PhaseState, State
+from engine.model import Lease, PhaseSpec, PhaseState, State
 from engine.store.base import Store, this_host, this_pid
 
 DEFAULT_TTL = 10.0
@@ -135,13 +136,14 @@ class Agent:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, lambda *_: self.stopping.set())
 
-    def _info(self) -> dict[str, Any]:
+    def _agent_record(self) -> proto.AgentRecord:
         with self.lock:
-            running = sorted(self.running)
+            running = tuple(sorted(self.running))
         assert self.lease is not None
-        return {"node": self.node, "lease": self.lease.id, "pid": this_pid(),
-                "host": this_host(), "started": self.started, "heartbeat": time.time(),
-                "ttl": self.ttl, "operation": self.operation, "running": running}
+        return proto.AgentRecord(node=self.node, lease=self.lease.id, pid=this_pid(),
+                                 host=this_host(), started=self.started,
+                                 heartbeat=time.time(), ttl=self.ttl,
+                                 operation=self.operation, running=running)
 
     def _announce(self) -> None:
         """Take a new lease and the node's lock, then publish this agent's record.
@@ -151,8 +153,8 @@ class Agent:
         the heartbeat or published where a coordinator would dispatch to it.
         """
         previous = self.lease
-        lease = self.store.grant_lease(f"agent:{self.node}", self.ttl)
-        name = f"agent/{self.node}"
+        lease = self.store.grant_lease(proto.lease_owner(self.node), self.ttl)
+        name = proto.lock_name(self.node)
         try:
             holder = self.store.lock_holder(name)
             if holder is not None and holder.id != lease.id:
@@ -160,7 +162,7 @@ class Agent:
             self.store.acquire_lock(name, lease)
             # Ours from here: a coordinator dispatches to it only once the record is out.
             self.lease = lease
-            self.store.kv_put(agent_key(self.node), self._info(), lease.id)
+            proto.publish(self.store, self._agent_record())
             keeper = LeaseKeeper(self.store, lease, fence=self.fence,
                                  on_renewed=self._renewed)
         except BaseException as exc:
@@ -181,7 +183,7 @@ class Agent:
     def _renewed(self, lease: Lease) -> None:
         """After each renewal: refresh the record coordinators read (running phases…)."""
         if self.lease is not None and lease.id == self.lease.id:
-            self.store.kv_put(agent_key(self.node), self._info(), lease.id)
+            proto.publish(self.store, self._agent_record())
 
     def _recover_lease(self) -> None:
         """The lease could not be kept: the guard has stopped the running phases. Their
@@ -223,8 +225,8 @@ class Agent:
             self.events.emit("agent stopped", node=self.node)
             return
         try:
-            self.store.kv_delete(agent_key(self.node))
-            self.store.release_lock(f"agent/{self.node}", self.lease.id)
+            self.store.kv_delete(proto.record_key(self.node))
+            self.store.release_lock(proto.lock_name(self.node), self.lease.id)
             self.store.revoke_lease(self.lease.id)
         except StoreError:
             pass  # the lease expires on its own
@@ -235,10 +237,10 @@ class Agent:
         now = time.monotonic()
         if now - self._checked >= 1.0:  # stop requests and operation changes: once a second
             self._checked = now
-            request = self.store.kv_get(stop_key(self.node))
-            if request is not None and float(request.get("at", 0)) >= self.started:
-                self.events.emit("stop requested", node=self.node, by=request.get("by"))
-                self.store.kv_delete(stop_key(self.node))
+            request = proto.pending_stop(self.store, self.node)
+            if request is not None and request.applies_to(self.started):
+                self.events.emit("stop requested", node=self.node, by=request.by)
+                self.store.kv_delete(proto.stop_key(self.node))
                 self.stopping.set()
                 return
             active = self.store.active_operation_id()
@@ -333,16 +335,12 @@ class Agent:
             return
         if error is None and res is None:
             error = f"the agent on {self.node} could not run the phase (its runner crashed)"
-        if error is None and res is not None and res.error is not None:
-            tail = getattr(res.error, "tail", "")
-            error = f"{res.error.message}\n{tail}".strip() if tail else res.error.message
-            if st.action is Action.ROLLBACK:
-                error = f"rollback failed: {error}"
-        if error is not None:
+        if error is not None:  # handed back or never run: not the executor's own result
             t = fsm.transition(st, State.FAILED, error=error)
         else:
-            to = State.ROLLED_BACK if st.action is Action.ROLLBACK else State.COMPLETED
-            t = fsm.transition(st, to, note=res.note)
+            t = fsm.result_transition(
+                st, error=failure_text(res.error) if res.error is not None else None,
+                note=res.note)
         try:
             for rec in self.store.apply(entry.operation, [t], fence=st.owner):
                 self.events.transition(rec, duration=time.monotonic() - entry.started)

@@ -1,5 +1,6 @@
 """Where a phase runs: in this process (a worker thread) or on its node's agent via the store.
-The scheduler asks a Dispatcher who owns a phase, launches it, and gets results on one queue.
+The scheduler asks a Dispatcher who owns a phase, launches it, and gets results on one queue;
+`make_dispatcher` is the one place that chooses which.
 """
 
 from __future__ import annotations
@@ -11,77 +12,18 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import EngineError, ExecutionError
-from engine.executors import ExecContext, registry
+from engine import agent_protocol as proto
+from engine.errors import EngineError, PhaseConflict
+from engine.executors.fence import ChildFence
+from engine.executors.runtime import PhaseResult, run_phase
 from engine.leases import lease_grace
-from engine.model import Action, ChangeRecord, Lease, PhaseSpec, PhaseState, State
+from engine.model import LOCAL_NODE, ChangeRecord, Lease, PhaseSpec, PhaseState, State
 from engine.store.base import Store
 
-LOCAL_NODE = "local"
 STALE_RESULT = 10.0  # seconds an agent-run phase may go without its result being read back
-AGENT_KEY = "agents/"
-
-
-def agent_key(node: str) -> str:
-    return f"{AGENT_KEY}{node}"
-
-
-def stop_key(node: str) -> str:
-    return f"agent-stop/{node}"
-
-
-def phase_log_path(state_dir: Path, operation_id: str, phase_id: str) -> Path:
-    """The file holding a phase's output (all attempts appended)."""
-    return state_dir / "logs" / operation_id / (phase_id.strip("/") + ".log")
-
-
-@dataclass
-class PhaseResult:
-    """How one attempt ended. `recorded` is set when the runner already stored the transition
-    (an agent reports its own result); otherwise the scheduler records it."""
-
-    phase_id: str
-    version: int
-    error: EngineError | None = None
-    note: str | None = None
-    duration: float = 0.0
-    recorded: PhaseState | None = None
-
-
-def run_phase(spec: PhaseSpec, st: PhaseState, *, operation_id: str, state_dir: Path,
-              operation_data: Mapping[str, Any], cancel: threading.Event,
-              deadline: float | None, output: Any = None, fence: Any = None) -> PhaseResult:
-    """Run one attempt of a leaf's executor (execute or rollback, per the state's action)."""
-    node = st.node or LOCAL_NODE
-    ctx = ExecContext(
-        operation_id=operation_id, phase_id=spec.id, node=node, attempt=st.attempt,
-        data=spec.data, workdir=state_dir / "nodes" / node, state_dir=state_dir,
-        log_path=phase_log_path(state_dir, operation_id, spec.id), deadline=deadline,
-        timeout=spec.timeout, cancel=cancel, operation_data=operation_data, fence=fence,
-        **({"output": output} if output is not None else {}),
-    )
-    started = time.monotonic()
-    error: EngineError | None = None
-    note = None
-    name = spec.executor or "noop"
-    try:
-        ctx.workdir.mkdir(parents=True, exist_ok=True)
-        executor = registry.get(name)
-        if st.action is Action.ROLLBACK:
-            note = executor.rollback(ctx)
-        else:
-            executor.precheck(ctx)
-            note = executor.execute(ctx)
-    except EngineError as exc:
-        error = exc
-    except Exception as exc:
-        error = ExecutionError(f"executor {name} crashed: {type(exc).__name__}: {exc}",
-                               retryable=False)
-    return PhaseResult(spec.id, st.version, error, note, time.monotonic() - started)
 
 
 class Dispatcher(ABC):
@@ -94,10 +36,23 @@ class Dispatcher(ABC):
     def owner_for(self, node: str) -> int | None:
         """The lease that will own an attempt on `node`; None while no runner is there."""
 
+    def waited_too_long(self, node: str, waited: float) -> bool:
+        """A phase has waited `waited` seconds for a runner on `node`: give up on it?"""
+        return True
+
+    def no_runner(self, node: str) -> str:
+        """Why a phase waiting for a runner on `node` failed, with the command to fix it."""
+        return f"nothing can run phases on node {node}"
+
     @abstractmethod
     def launch(self, spec: PhaseSpec, st: PhaseState, deadline: float | None,
                cancel: threading.Event) -> None:
         """Start the attempt whose in-progress state `st` was just recorded."""
+
+    def adopt(self, st: PhaseState) -> None:
+        """Wait for the result of an attempt another runner already has in progress."""
+        raise PhaseConflict(f"phase {st.phase_id} is run by lease {st.owner}; this "
+                            "dispatcher cannot wait for it", phase_id=st.phase_id)
 
     def lost(self, running: Mapping[str, PhaseState]) -> dict[str, str]:
         """Running phases whose runner is gone: phase -> who was lost."""
@@ -111,7 +66,7 @@ class LocalDispatcher(Dispatcher):
     """Runs every phase in this process on a pool of worker threads."""
 
     def __init__(self, lease: Lease, *, workers: int, operation_id: str, state_dir: Path,
-                 operation_data: Mapping[str, Any], fence: Any = None) -> None:
+                 operation_data: Mapping[str, Any], fence: ChildFence | None = None) -> None:
         super().__init__()
         self.lease, self.fence = lease, fence
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="phase")
@@ -144,10 +99,11 @@ class AgentDispatcher(LocalDispatcher):
 
     def __init__(self, store: Store, lease: Lease, *, workers: int, operation_id: str,
                  state_dir: Path, operation_data: Mapping[str, Any], after: int,
-                 fence: Any = None) -> None:
+                 agent_timeout: float, fence: ChildFence | None = None) -> None:
         super().__init__(lease, workers=workers, operation_id=operation_id,
                          state_dir=state_dir, operation_data=operation_data, fence=fence)
         self.store = store
+        self.agent_timeout = agent_timeout
         self.remote: dict[str, int] = {}  # phase -> version it was dispatched at
         self.since: dict[str, float] = {}  # phase -> when we started waiting for it
         self.unclaimed: dict[str, ChangeRecord] = {}  # results seen before `_expect`
@@ -156,7 +112,7 @@ class AgentDispatcher(LocalDispatcher):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._after = after
-        self._agents: dict[str, dict[str, Any]] = {}
+        self._agents: dict[str, proto.AgentRecord] = {}
         self._agents_read = 0.0
         # Open the changelog watch now, before anything is dispatched. A watch opened later
         # starts from history, and etcd delivers such an "unsynced" watch's first events on
@@ -167,18 +123,23 @@ class AgentDispatcher(LocalDispatcher):
                                          daemon=True)
         self._watcher.start()
 
-    def agents(self, max_age: float = 0.5) -> dict[str, dict[str, Any]]:
+    def agents(self, max_age: float = 0.5) -> dict[str, proto.AgentRecord]:
         if time.monotonic() - self._agents_read > max_age:
-            found = self.store.kv_list(AGENT_KEY)
-            self._agents = {k[len(AGENT_KEY):]: v for k, v in found.items()}
+            self._agents = proto.agents(self.store)
             self._agents_read = time.monotonic()
         return self._agents
 
     def owner_for(self, node: str) -> int | None:
         if node == LOCAL_NODE:
             return self.lease.id
-        info = self.agents().get(node)
-        return int(info["lease"]) if info else None
+        record = self.agents().get(node)
+        return record.lease if record else None
+
+    def waited_too_long(self, node: str, waited: float) -> bool:
+        return waited > self.agent_timeout
+
+    def no_runner(self, node: str) -> str:
+        return f"no agent running on node {node}: run `gravity agent run --node {node}` there"
 
     def launch(self, spec: PhaseSpec, st: PhaseState, deadline: float | None,
                cancel: threading.Event) -> None:
@@ -281,3 +242,17 @@ def dispatch_mode(store_url: str) -> str:
     if env in ("agents", "local"):
         return env
     return "agents" if store_url.startswith(("etcd://", "etcds://")) else "local"
+
+
+def make_dispatcher(mode: str, store: Store, lease: Lease, *, workers: int, operation_id: str,
+                    state_dir: Path, operation_data: Mapping[str, Any], agent_timeout: float,
+                    fence: ChildFence | None) -> Dispatcher:
+    """The dispatcher of one run: phases in this process (`local`), or on each node's agent
+    (`agents`; phases on the local node still run here)."""
+    if mode == "agents":
+        return AgentDispatcher(store, lease, workers=workers, operation_id=operation_id,
+                               state_dir=state_dir, operation_data=operation_data,
+                               after=store.last_seq(operation_id),
+                               agent_timeout=agent_timeout, fence=fence)
+    return LocalDispatcher(lease, workers=workers, operation_id=operation_id,
+                           state_dir=state_dir, operation_data=operation_data, fence=fence)

@@ -1,5 +1,5 @@
-"""The rules of phases, pure and exhaustive: derived composite state, may-execute, may-roll-back,
-and the one validated function every state change goes through. No I/O here.
+"""Every rule of the engine, pure: derived composite state, may a phase or a subtree execute or
+roll back, recover or adopt, how a result becomes a transition, when an operation ends. No I/O.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from engine.errors import PhaseConflict
-from engine.model import Action, PhaseState, State, Transition
+from engine.model import Action, OpState, PhaseState, State, Transition
 
 # Which stored states a leaf may move to, by action of the in-progress run.
 ALLOWED: dict[State, frozenset[State]] = {
@@ -21,10 +21,18 @@ ALLOWED: dict[State, frozenset[State]] = {
     State.ROLLED_BACK: frozenset({State.IN_PROGRESS}),
 }
 
-# States of a dependent that block rolling back what it depends on.
-ROLLBACK_BLOCKING = frozenset({State.COMPLETED, State.FAILED, State.IN_PROGRESS})
-# States of a leaf that have an effect worth undoing.
-ROLLBACK_CANDIDATES = frozenset({State.COMPLETED, State.FAILED, State.IN_PROGRESS})
+# States of a leaf that was attempted: it has an effect worth undoing, and while it holds one,
+# what it depends on may not be rolled back before it.
+ATTEMPTED = frozenset({State.COMPLETED, State.FAILED, State.IN_PROGRESS})
+
+# How an operation's own state may change. A failed (closed) operation may be reopened only
+# to be rolled back; completed and rolled-back operations are final.
+OP_ALLOWED: dict[OpState, frozenset[OpState]] = {
+    OpState.ACTIVE: frozenset({OpState.COMPLETED, OpState.FAILED, OpState.ROLLED_BACK}),
+    OpState.FAILED: frozenset({OpState.ACTIVE}),
+    OpState.COMPLETED: frozenset(),
+    OpState.ROLLED_BACK: frozenset(),
+}
 
 
 def derive(states: Iterable[State]) -> State:
@@ -65,9 +73,24 @@ class Decision:
     blockers: tuple[str, ...] = ()
 
 
-def is_interrupted(state: PhaseState, owner_alive: bool) -> bool:
-    """An in-progress phase whose owner is gone was interrupted and may be re-run."""
-    return state.state is State.IN_PROGRESS and not owner_alive
+def _requirements(phase_id: str, unmet: Mapping[str, State], force: bool) -> Decision:
+    """Unmet requirements refuse (naming them) unless forced."""
+    if unmet and not force:
+        names = sorted(unmet)
+        listing = ", ".join(f"{p} ({unmet[p].value})" for p in names)
+        return Decision(Verdict.REFUSE, f"phase {phase_id} requires phases that are not "
+                        f"completed: {listing}", tuple(names))
+    return Decision(Verdict.RUN)
+
+
+def _dependents(phase_id: str, dependents: Mapping[str, State], force: bool) -> Decision:
+    """Attempted dependents refuse a rollback (naming them) unless forced."""
+    blockers = sorted(p for p, s in dependents.items() if s in ATTEMPTED)
+    if blockers and not force:
+        listing = ", ".join(f"{p} ({dependents[p].value})" for p in blockers)
+        return Decision(Verdict.REFUSE, f"phase {phase_id} cannot be rolled back before "
+                        f"the phases that depend on it: {listing}", tuple(blockers))
+    return Decision(Verdict.RUN)
 
 
 def check_execute(
@@ -86,12 +109,7 @@ def check_execute(
                         f"(lease {state.owner}); --force does not override a live owner")
     if state.state is State.COMPLETED and not force:
         return Decision(Verdict.SKIP, f"phase {state.phase_id} is already completed")
-    if unmet and not force:
-        names = sorted(unmet)
-        listing = ", ".join(f"{p} ({unmet[p].value})" for p in names)
-        return Decision(Verdict.REFUSE, f"phase {state.phase_id} requires phases that are not "
-                        f"completed: {listing}", tuple(names))
-    return Decision(Verdict.RUN)
+    return _requirements(state.phase_id, unmet, force)
 
 
 def check_rollback(
@@ -108,15 +126,90 @@ def check_rollback(
     if state.state is State.IN_PROGRESS and owner_alive:
         return Decision(Verdict.REFUSE, f"phase {state.phase_id} is running (lease "
                         f"{state.owner}); wait for it to finish before rolling it back")
-    if state.state not in ROLLBACK_CANDIDATES:
+    if state.state not in ATTEMPTED:
         return Decision(Verdict.SKIP, f"phase {state.phase_id} is {state.state.value}: "
                         "nothing to roll back")
-    blockers = sorted(p for p, s in dependents.items() if s in ROLLBACK_BLOCKING)
-    if blockers and not force:
-        listing = ", ".join(f"{p} ({dependents[p].value})" for p in blockers)
-        return Decision(Verdict.REFUSE, f"phase {state.phase_id} cannot be rolled back before "
-                        f"the phases that depend on it: {listing}", tuple(blockers))
-    return Decision(Verdict.RUN)
+    return _dependents(state.phase_id, dependents, force)
+
+
+def check_execute_subtree(
+    phase_id: str,
+    leaf_states: Mapping[str, State],
+    unmet: Mapping[str, State],
+    force: bool,
+) -> Decision:
+    """May a composite execute now? When every leaf under it is completed it is a no-op
+    unless forced; unmet requirements refuse unless forced. (Each leaf is checked again,
+    with its owner, when the run recovers what was left in progress.)"""
+    if leaf_states and all(s is State.COMPLETED for s in leaf_states.values()) and not force:
+        return Decision(Verdict.SKIP, f"phase {phase_id} is already completed")
+    return _requirements(phase_id, unmet, force)
+
+
+def check_rollback_subtree(
+    phase_id: str,
+    leaf_states: Mapping[str, State],
+    dependents: Mapping[str, State],
+    force: bool,
+) -> Decision:
+    """May a composite roll back now? Nothing under it was attempted: nothing to do;
+    attempted dependents outside it block it unless forced."""
+    if not any(s in ATTEMPTED for s in leaf_states.values()):
+        return Decision(Verdict.SKIP, f"phase {phase_id} is unstarted: nothing to roll back")
+    return _dependents(phase_id, dependents, force)
+
+
+def rollback_targets(leaf_states: Mapping[str, State]) -> list[str]:
+    """The leaves a rollback undoes: those that were attempted."""
+    return [p for p, s in leaf_states.items() if s in ATTEMPTED]
+
+
+class Recovery(enum.StrEnum):
+    """What a new driver does with a leaf it finds, before it runs anything."""
+
+    NOTHING = "nothing"  # not in progress
+    ADOPT = "adopt"  # a live agent still runs it: wait for its result
+    INTERRUPT = "interrupt"  # its owner is gone: record it failed, then it may run again
+    REFUSE = "refuse"  # another live process runs it
+
+
+def recovery(state: PhaseState, *, owner_alive: bool, owner_is_agent: bool,
+             can_adopt: bool) -> Recovery:
+    """A phase left in progress: adopted when a live agent runs it and this driver can wait
+    for agents; refused when any other live process runs it; interrupted when its owner is
+    gone (--force never overrides a live owner)."""
+    if state.state is not State.IN_PROGRESS:
+        return Recovery.NOTHING
+    if not owner_alive:
+        return Recovery.INTERRUPT
+    if owner_is_agent and can_adopt:
+        return Recovery.ADOPT
+    return Recovery.REFUSE
+
+
+def settled(state: State, *, targeted: bool, backward: bool, force: bool) -> bool:
+    """Is a leaf already where this run wants it, so its dependents need not wait for it?
+
+    A targeted leaf is settled only when executing and already completed (unless forced);
+    an untargeted one when it is completed (executing) or holds no effect (rolling back).
+    Forcing treats every untargeted leaf as settled."""
+    if targeted:
+        return not backward and state is State.COMPLETED and not force
+    if force:
+        return True
+    return state not in ATTEMPTED if backward else state is State.COMPLETED
+
+
+def result_transition(current: PhaseState, *, error: str | None, note: str | None = None,
+                      now: float | None = None) -> Transition:
+    """How an attempt's end is recorded, by whoever ran it: completed (or rolled back) on
+    success, failed with its error otherwise (an undo's error says so)."""
+    if error is None:
+        to = State.ROLLED_BACK if current.action is Action.ROLLBACK else State.COMPLETED
+        return transition(current, to, note=note, now=now)
+    if current.action is Action.ROLLBACK and not error.startswith("rollback failed"):
+        error = f"rollback failed: {error}"
+    return transition(current, State.FAILED, error=error, note=note, now=now)
 
 
 def transition(
@@ -174,6 +267,55 @@ def interrupt(current: PhaseState, who: str) -> Transition:
                       note="interrupted")
 
 
-def operation_outcome(leaf_states: Iterable[State]) -> State:
+def operation_outcome(leaf_states: Iterable[State]) -> OpState:
     """What `plan complete` records: completed only if every leaf completed."""
-    return State.COMPLETED if all(s is State.COMPLETED for s in leaf_states) else State.FAILED
+    return (OpState.COMPLETED if all(s is State.COMPLETED for s in leaf_states)
+            else OpState.FAILED)
+
+
+def operation_end(action: Action, leaf_states: Iterable[State]) -> OpState | None:
+    """Whether a run ended its operation: every leaf completed (executing), or every
+    attempted leaf undone (rolling back). None: the operation stays active."""
+    states = list(leaf_states)
+    if action is Action.EXECUTE:
+        return OpState.COMPLETED if all(s is State.COMPLETED for s in states) else None
+    if states and all(s in (State.ROLLED_BACK, State.UNSTARTED) for s in states) and \
+            any(s is State.ROLLED_BACK for s in states):
+        return OpState.ROLLED_BACK
+    return None
+
+
+def preflight_failed(leaf_states: Mapping[str, State], preflight: Iterable[str]) -> bool:
+    """Only phases under the `preflight` subtrees were attempted and one failed: nothing
+    changed on the cluster, so the operation may be closed as failed."""
+    roots = tuple(preflight)
+    attempted = {p: s for p, s in leaf_states.items() if s is not State.UNSTARTED}
+    inside = all(any(p == r or p.startswith(r + "/") for r in roots) for p in attempted)
+    return bool(attempted) and inside and State.FAILED in attempted.values()
+
+
+def check_operation_move(current: OpState, to: OpState, *, operation_id: str,
+                         note: str | None = None, action: Action | None = None) -> None:
+    """Raise PhaseConflict, with what the operator can do instead, unless an operation may
+    go from `current` to `to` (OP_ALLOWED). Reopening (to active) is for `action` rollback
+    only: a failed operation is never run forward again."""
+    reopening_forward = to is OpState.ACTIVE and action is not Action.ROLLBACK
+    if to in OP_ALLOWED[current] and not reopening_forward:
+        return
+    if current is OpState.FAILED:
+        raise PhaseConflict(
+            f"operation {operation_id} was closed as failed ({note or 'completed manually'}); "
+            "it cannot run again", operation_id=operation_id,
+            hint=f"roll it back with `gravity rollback --operation-id {operation_id}`, or "
+            "start a new operation")
+    if current is OpState.ROLLED_BACK:
+        raise PhaseConflict(f"operation {operation_id} is already rolled back",
+                            operation_id=operation_id, hint="start a new operation")
+    if current is OpState.COMPLETED:
+        raise PhaseConflict(
+            f"operation {operation_id} is completed; a completed operation cannot be changed",
+            operation_id=operation_id,
+            hint="undo its effects with a new operation (after an upgrade: `gravity upgrade` "
+            "with the previous image)")
+    raise PhaseConflict(f"operation {operation_id} cannot go from {current.value} to "
+                        f"{to.value}", operation_id=operation_id)

@@ -16,7 +16,7 @@ from functools import cached_property
 
 import networkx as nx
 
-from engine.model import PhaseSpec
+from engine.model import LOCAL_NODE, PhaseSpec
 
 ROOT = ""
 
@@ -94,6 +94,26 @@ class PlanGraph:
             out.append(parent)
             parent = self.specs[parent].parent
         return out
+
+    def node_of(self, phase_id: str) -> str:
+        """Where a phase runs: its own `node`, else its nearest ancestor's, else the local
+        node. Cached: the scheduler asks for every phase it starts."""
+        cache = self._nodes
+        node = cache.get(phase_id)
+        if node is None:
+            spec = self.specs[phase_id]
+            if spec.node:
+                node = spec.node
+            elif spec.parent != ROOT:
+                node = self.node_of(spec.parent)
+            else:
+                node = LOCAL_NODE
+            cache[phase_id] = node
+        return node
+
+    @cached_property
+    def _nodes(self) -> dict[str, str]:
+        return {}
 
     def leaves_under(self, phase_id: str) -> list[str]:
         """The leaves of a subtree, in written order (the phase itself if it is a leaf)."""

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+LOCAL_NODE = "local"  # where a phase without a `node` (on it or an ancestor) runs
+
 
 class State(enum.StrEnum):
     """A phase's state. Leaves store it; a composite's is derived from its children."""

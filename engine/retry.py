@@ -4,6 +4,8 @@ The scheduler keeps its own timers, so a phase waiting to retry blocks nobody.
 
 from __future__ import annotations
 
+import heapq
+
 import tenacity
 
 from engine.model import RetryPolicy
@@ -36,3 +38,32 @@ def should_retry(policy: RetryPolicy, attempts_made: int) -> bool:
 def delay_after(policy: RetryPolicy, attempts_made: int) -> float:
     """Seconds to wait after the `attempts_made`-th failed try (1-based) before the next."""
     return float(wait_strategy(policy)(_state(attempts_made)))
+
+
+class RetryTimers:
+    """Phases waiting out their retry delay, soonest first (a waiting phase blocks nobody)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, str]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def push(self, phase_id: str, at: float) -> None:
+        heapq.heappush(self._heap, (at, phase_id))
+
+    def next_at(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def due(self, now: float) -> list[str]:
+        """The phases whose retry is due at `now`, removed from the timers."""
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            out.append(heapq.heappop(self._heap)[1])
+        return out
+
+    def drain(self) -> list[str]:
+        """Every phase still waiting (the run is ending), removed from the timers."""
+        out = [pid for _, pid in self._heap]
+        self._heap.clear()
+        return out

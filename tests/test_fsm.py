@@ -11,7 +11,7 @@ import pytest
 from engine import fsm
 from engine.errors import PhaseConflict
 from engine.fsm import Verdict
-from engine.model import Action, PhaseState, State
+from engine.model import Action, OpState, PhaseState, State
 
 U, P, C, F, R = (State.UNSTARTED, State.IN_PROGRESS, State.COMPLETED, State.FAILED,
                  State.ROLLED_BACK)
@@ -132,8 +132,6 @@ def test_leaving_in_progress_must_match_the_action() -> None:
 
 def test_interrupt_marks_a_dead_owners_phase_failed() -> None:
     st = PhaseState("/a", state=P, version=2, owner=5)
-    assert fsm.is_interrupted(st, owner_alive=False)
-    assert not fsm.is_interrupted(st, owner_alive=True)
     t = fsm.interrupt(st, "owner (lease 5) of /a")
     assert t.new.state is F
     assert t.new.error == "interrupted: owner (lease 5) of /a lost"
@@ -141,7 +139,143 @@ def test_interrupt_marks_a_dead_owners_phase_failed() -> None:
 
 
 @pytest.mark.parametrize(("leaves", "expected"), [
-    ([C, C], C), ([C, F], F), ([C, U], F), ([R], F), ([], C),
+    ([C, C], OpState.COMPLETED), ([C, F], OpState.FAILED), ([C, U], OpState.FAILED),
+    ([R], OpState.FAILED), ([], OpState.COMPLETED),
 ])
-def test_complete_outcome(leaves: list[State], expected: State) -> None:
+def test_complete_outcome(leaves: list[State], expected: OpState) -> None:
     assert fsm.operation_outcome(leaves) is expected
+
+
+# (state, owner alive, owner is an agent, this driver can wait for agents) -> what recovery does
+@pytest.mark.parametrize(("state", "alive", "agent", "can_adopt", "expected"), [
+    (s, alive, agent, adopt,
+     fsm.Recovery.NOTHING if s is not P else
+     fsm.Recovery.INTERRUPT if not alive else
+     fsm.Recovery.ADOPT if agent and adopt else fsm.Recovery.REFUSE)
+    for s, alive, agent, adopt in itertools.product(State, (False, True), (False, True),
+                                                    (False, True))
+])
+def test_recovery_of_whatever_a_previous_run_left(state: State, alive: bool, agent: bool,
+                                                  can_adopt: bool,
+                                                  expected: fsm.Recovery) -> None:
+    st = PhaseState("/a", state=state, version=1, owner=7 if state is P else None)
+    assert fsm.recovery(st, owner_alive=alive, owner_is_agent=agent,
+                        can_adopt=can_adopt) is expected
+
+
+@pytest.mark.parametrize(("state", "targeted", "backward", "force", "expected"), [
+    # executing: a targeted leaf is settled only when already completed and not forced
+    (C, True, False, False, True), (C, True, False, True, False), (F, True, False, False, False),
+    (U, True, False, False, False),
+    # rolling back: a targeted leaf is never settled
+    (C, True, True, False, False), (R, True, True, False, False),
+    # untargeted leaves: forced runs wait for none of them
+    (U, False, False, True, True), (F, False, True, True, True),
+    (C, False, False, False, True), (F, False, False, False, False),
+    (R, False, True, False, True), (U, False, True, False, True), (C, False, True, False, False),
+    (P, False, True, False, False), (F, False, True, False, False),
+])
+def test_settled_leaves_hold_nobody_up(state: State, targeted: bool, backward: bool,
+                                       force: bool, expected: bool) -> None:
+    assert fsm.settled(state, targeted=targeted, backward=backward, force=force) is expected
+
+
+@pytest.mark.parametrize(("action", "error", "to", "recorded_error"), [
+    (Action.EXECUTE, None, C, None),
+    (Action.ROLLBACK, None, R, None),
+    (Action.EXECUTE, "exit 1", F, "exit 1"),
+    (Action.ROLLBACK, "exit 1", F, "rollback failed: exit 1"),
+    (Action.ROLLBACK, "rollback failed: exit 1", F, "rollback failed: exit 1"),
+])
+def test_a_result_becomes_one_transition(action: Action, error: str | None, to: State,
+                                         recorded_error: str | None) -> None:
+    running = PhaseState("/a", state=P, version=3, owner=9, action=action, attempt=2)
+    t = fsm.result_transition(running, error=error, note="n", now=5.0)
+    assert (t.expected, t.new.state, t.new.error, t.new.note) == (3, to, recorded_error, "n")
+    assert (t.new.owner, t.new.attempt, t.new.updated) == (None, 2, 5.0)
+
+
+@pytest.mark.parametrize(("action", "leaves", "expected"), [
+    (Action.EXECUTE, [C, C], OpState.COMPLETED),
+    (Action.EXECUTE, [C, F], None),
+    (Action.EXECUTE, [C, U], None),
+    (Action.ROLLBACK, [R, U], OpState.ROLLED_BACK),
+    (Action.ROLLBACK, [R, R], OpState.ROLLED_BACK),
+    (Action.ROLLBACK, [U, U], None),
+    (Action.ROLLBACK, [R, F], None),
+    (Action.ROLLBACK, [R, C], None),
+    (Action.ROLLBACK, [], None),
+])
+def test_when_a_run_ends_its_operation(action: Action, leaves: list[State],
+                                       expected: OpState | None) -> None:
+    assert fsm.operation_end(action, leaves) is expected
+
+
+@pytest.mark.parametrize(("states", "expected"), [
+    ({"/init/a": F, "/checks/b": U, "/install": U}, True),
+    ({"/init/a": C, "/checks/b": F, "/install": U}, True),
+    ({"/init/a": C, "/checks/b": C, "/install": F}, False),  # past preflight: keep it open
+    ({"/init/a": C, "/checks/b": U, "/install": U}, False),  # nothing failed
+    ({"/init/a": U, "/install": U}, False),  # nothing attempted
+    ({"/initial": F}, False),  # only a name that starts like a preflight phase
+])
+def test_a_failed_preflight_may_close_its_operation(states: dict[str, State],
+                                                    expected: bool) -> None:
+    assert fsm.preflight_failed(states, ("/init", "/checks")) is expected
+
+
+@pytest.mark.parametrize(("current", "to", "action"), list(itertools.product(
+    OpState, OpState, (None, Action.EXECUTE, Action.ROLLBACK))))
+def test_operation_moves_follow_their_table(current: OpState, to: OpState,
+                                            action: Action | None) -> None:
+    allowed = to in fsm.OP_ALLOWED[current] and (to is not OpState.ACTIVE
+                                                 or action is Action.ROLLBACK)
+    if allowed:
+        fsm.check_operation_move(current, to, operation_id="op1", action=action)
+        return
+    with pytest.raises(PhaseConflict) as raised:
+        fsm.check_operation_move(current, to, operation_id="op1", action=action)
+    assert raised.value.operation_id == "op1"
+    assert "op1" in raised.value.message
+
+
+def test_only_a_failed_operation_reopens_and_only_to_roll_back() -> None:
+    reopenable = [(c, a) for c in OpState for a in Action
+                  if OpState.ACTIVE in fsm.OP_ALLOWED[c] and a is Action.ROLLBACK]
+    assert reopenable == [(OpState.FAILED, Action.ROLLBACK)]
+    with pytest.raises(PhaseConflict, match="closed as failed"):
+        fsm.check_operation_move(OpState.FAILED, OpState.ACTIVE, operation_id="op1",
+                                 action=Action.EXECUTE)
+
+
+@pytest.mark.parametrize(("leaves", "unmet", "force", "expected"), [
+    ({"/g/a": C, "/g/b": C}, {}, False, SKIP),
+    ({"/g/a": C, "/g/b": C}, {"/x": U}, False, SKIP),  # all done: nothing to run, say so
+    ({"/g/a": C, "/g/b": C}, {}, True, RUN),
+    ({"/g/a": C, "/g/b": U}, {}, False, RUN),
+    ({"/g/a": C, "/g/b": U}, {"/x": F}, False, REFUSE),
+    ({"/g/a": C, "/g/b": U}, {"/x": F}, True, RUN),
+])
+def test_a_subtree_executes_when_its_requirements_are_met(
+        leaves: dict[str, State], unmet: dict[str, State], force: bool,
+        expected: Verdict) -> None:
+    decision = fsm.check_execute_subtree("/g", leaves, unmet, force)
+    assert decision.verdict is expected
+    if expected is REFUSE:
+        assert decision.blockers == ("/x",)
+
+
+@pytest.mark.parametrize(("leaves", "dependents", "force", "expected"), [
+    ({"/g/a": U, "/g/b": R}, {}, False, SKIP),
+    ({"/g/a": C, "/g/b": U}, {}, False, RUN),
+    ({"/g/a": F}, {"/z": C}, False, REFUSE),
+    ({"/g/a": F}, {"/z": C}, True, RUN),
+    ({"/g/a": C}, {"/z": R}, False, RUN),
+    ({"/g/a": P}, {"/z": U}, False, RUN),
+])
+def test_a_subtree_rolls_back_before_nothing_that_depends_on_it(
+        leaves: dict[str, State], dependents: dict[str, State], force: bool,
+        expected: Verdict) -> None:
+    assert fsm.check_rollback_subtree("/g", leaves, dependents, force).verdict is expected
+    targets = fsm.rollback_targets(leaves)
+    assert targets == [p for p, s in leaves.items() if s in (C, F, P)]

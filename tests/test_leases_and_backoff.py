@@ -11,9 +11,9 @@ import pytest
 from freezegun import freeze_time
 
 from engine.errors import LeaseExpired, LockHeld
+from engine.leases import lease_alive
 from engine.model import Operation, PhaseSpec, PhaseState, RetryPolicy, State
 from engine.retry import delay_after, should_retry
-from engine.service import lease_alive
 from engine.store.sqlite import SQLiteStore
 
 
@@ -77,9 +77,13 @@ def test_in_progress_phase_of_an_expired_owner_is_interrupted(store, tmp_path) -
                                owner=lease.id, attempt=1)
         store.apply("op1", [start])
         st = store.get_state("op1", "/a")
-        assert not fsm.is_interrupted(st, lease_alive(store, st.owner) is not None)
+        def verdict() -> fsm.Recovery:
+            return fsm.recovery(st, owner_alive=lease_alive(store, st.owner) is not None,
+                                owner_is_agent=False, can_adopt=False)
+
+        assert verdict() is fsm.Recovery.REFUSE
         clock.tick(11)
-        assert fsm.is_interrupted(st, lease_alive(store, st.owner) is not None)
+        assert verdict() is fsm.Recovery.INTERRUPT
 
 
 @pytest.mark.parametrize(("policy", "delays"), [

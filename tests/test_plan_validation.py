@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.durations import format_duration, parse_duration
 from engine.errors import PlanError
-from engine.planfile import format_duration, parse_duration, plan_from_mapping
+from engine.planfile import plan_from_mapping
 
 GOOD = """
 kind: Plan

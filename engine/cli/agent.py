@@ -50,15 +50,14 @@ def status(obj: CliContext, output: str) -> None:
     import json
     import time
 
+    from engine import agent_protocol as proto
     from engine.cli.render import table
-    from engine.dispatch import AGENT_KEY
     from engine.errors import NotFound
     from engine.operations.cluster import cluster_state
-    from engine.scheduler import node_of
-    from engine.service import load_graph, resolve_operation
+    from engine.views import load_graph, resolve_operation
 
     store = obj.store()
-    agents = {k[len(AGENT_KEY):]: v for k, v in store.kv_list(AGENT_KEY).items()}
+    agents = proto.agents(store)
     nodes: set[str] = set(agents)
     cluster = cluster_state(store)
     if cluster is not None:
@@ -66,7 +65,7 @@ def status(obj: CliContext, output: str) -> None:
     try:
         op = resolve_operation(store, None)
         graph = load_graph(store, op)
-        nodes |= {node_of(graph, p) for p in graph.leaves}
+        nodes |= {graph.node_of(p) for p in graph.leaves}
     except NotFound:  # no operation yet: show what we have
         pass
     nodes.discard("local")
@@ -76,10 +75,10 @@ def status(obj: CliContext, output: str) -> None:
         rows.append({
             "node": node,
             "status": "Online" if info else "Offline",
-            "heartbeat": info.get("heartbeat") if info else None,
-            "running": info.get("running", []) if info else [],
-            "pid": info.get("pid") if info else None,
-            "host": info.get("host") if info else None,
+            "heartbeat": info.heartbeat if info else None,
+            "running": list(info.running) if info else [],
+            "pid": info.pid if info else None,
+            "host": info.host if info else None,
         })
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
@@ -104,15 +103,12 @@ def status(obj: CliContext, output: str) -> None:
 @click.pass_obj
 def stop(obj: CliContext, node: str) -> None:
     """Ask NODE's agent to stop (through the store): it finishes or hands back its phase."""
-    import time
-
-    from engine.dispatch import agent_key, stop_key
+    from engine import agent_protocol as proto
     from engine.errors import NotFound
-    from engine.store.base import this_host
 
     store = obj.store()
-    if store.kv_get(agent_key(node)) is None:
+    if proto.agent(store, node) is None:
         raise NotFound(f"no agent is running for node {node}",
                        hint="see `gravity agent status`")
-    store.kv_put(stop_key(node), {"at": time.time(), "by": this_host()})
+    proto.request_stop(store, node)
     click.echo(f"stop requested for the agent on {node}")

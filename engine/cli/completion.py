@@ -43,8 +43,8 @@ def _store_url(root: dict[str, Any]) -> str | None:
 
 
 def _phase_items(ctx: click.Context, incomplete: str) -> list[CompletionItem]:
-    from engine.service import resolve_operation
     from engine.store import TLSConfig, open_store
+    from engine.views import resolve_operation
 
     root = ctx.find_root().params
     url = _store_url(root)

@@ -45,7 +45,7 @@ class SinceType(click.ParamType):
         text = str(value).strip()
         if text.isdigit():
             return Since(seq=int(text))
-        from engine.planfile import parse_duration
+        from engine.durations import parse_duration
 
         try:
             return Since(seconds=parse_duration(text))
@@ -63,8 +63,8 @@ def follow(store: Store, operation_id: str, after: int, emit: Callable[[ChangeRe
     in a row (the rule of `gravity plan --follow`), so an abandoned operation does not keep
     the caller waiting forever.
     """
+    from engine.leases import lease_alive
     from engine.model import State
-    from engine.service import lease_alive
     from engine.store.base import coordinator_lock
 
     idle_checks = 0
@@ -114,7 +114,7 @@ def events(obj: Any, operation_id: str | None, since: Since | None, follow_: boo
     import json
 
     from engine.cli.render import record_line
-    from engine.service import resolve_operation
+    from engine.views import resolve_operation
 
     store = obj.store()
     op = resolve_operation(store, operation_id)

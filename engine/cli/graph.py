@@ -11,7 +11,7 @@ import click
 if TYPE_CHECKING:  # pragma: no cover - typing only; keeps `gravity --help` light
     import networkx as nx
 
-    from engine.service import PlanView
+    from engine.views import PlanView
 
 # state -> (fill, border). Composites use the border colour for their frame.
 COLOURS: dict[str, tuple[str, str]] = {
@@ -207,7 +207,7 @@ def graph(obj: Any, operation_id: str | None, output: str) -> None:
     Composites are drawn as frames around their phases.
     Example: gravity plan graph | dot -Tsvg > plan.svg
     """
-    from engine.service import plan_view, resolve_operation
+    from engine.views import plan_view, resolve_operation
 
     store = obj.store()
     view = plan_view(store, resolve_operation(store, operation_id))

@@ -47,7 +47,7 @@ def _engine(obj: CliContext, max_parallel: int = 8, local: bool = False,
 
 def _summary(obj: CliContext, operation_id: str | None, verb: str) -> None:
     from engine.cli.render import progress_line
-    from engine.service import plan_view, resolve_operation
+    from engine.views import plan_view, resolve_operation
 
     store = obj.store()
     op = resolve_operation(store, operation_id)
@@ -97,7 +97,7 @@ def display(obj: CliContext, operation_id: str | None, output: str, short: bool,
             follow: bool) -> None:
     """Show the plan (the default of `gravity plan`)."""
     from engine.cli.render import dump, plan_document, plan_text
-    from engine.service import plan_view, resolve_operation
+    from engine.views import plan_view, resolve_operation
 
     store = obj.store()
     op = resolve_operation(store, operation_id)
@@ -277,7 +277,7 @@ def status(obj: CliContext, operation_id: str | None, output: str) -> None:
 
     from engine.cli.render import progress_line, when
     from engine.errors import NotFound
-    from engine.service import plan_view, resolve_operation
+    from engine.views import plan_view, resolve_operation
 
     store = obj.store()
     try:

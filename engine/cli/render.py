@@ -9,8 +9,7 @@ import time
 from typing import Any
 
 from engine.model import ChangeRecord, Operation, PhaseState, State
-from engine.scheduler import node_of
-from engine.service import PlanView
+from engine.views import PlanView
 
 MARKERS = {
     State.COMPLETED: "✓",
@@ -74,7 +73,7 @@ def plan_text(view: PlanView, *, short: bool = False) -> str:
         if spec.is_leaf and st is not None and st.state is State.FAILED and st.note and \
                 st.note.startswith("attempt"):
             label = f"{label} (retrying)"
-        node = spec.node or ("" if not spec.is_leaf else node_of(g, pid))
+        node = spec.node or ("" if not spec.is_leaf else g.node_of(pid))
         requires = ",".join(spec.requires) or "-"
         updated = latest[pid]
         rows.append([
@@ -114,7 +113,7 @@ def _phase_dict(view: PlanView, pid: str) -> dict[str, Any]:
         "id": pid,
         "description": spec.description,
         "state": view.derived[pid].value,
-        "node": node_of(g, pid),
+        "node": g.node_of(pid),
         "requires": list(spec.requires),
     }
     if spec.is_leaf:

@@ -82,7 +82,7 @@ def plan_doc(store: Store, operation_id: str | None) -> dict[str, Any]:
     is both in the document and streamed again carries a version the page already has.
     """
     from engine.cli.render import plan_document
-    from engine.service import plan_view, resolve_operation
+    from engine.views import plan_view, resolve_operation
 
     op = resolve_operation(store, operation_id)
     last_seq = store.last_seq(op.id)
@@ -109,8 +109,8 @@ def log_doc(store: Store, state_dir: Path, operation_id: str | None, phase_id: s
     Only phases of the operation's plan are served, and the resolved file must lie under
     `<state-dir>/logs/`, so no request can read any other file.
     """
-    from engine.dispatch import phase_log_path
-    from engine.service import resolve_operation
+    from engine.executors.runtime import phase_log_path
+    from engine.views import resolve_operation
 
     pid = clean_phase_id(phase_id)
     op = resolve_operation(store, operation_id)
@@ -299,7 +299,7 @@ class Handler(BaseHTTPRequestHandler):
         Resumes after `after=SEQ` or the browser's Last-Event-ID. Ends with `end` once the
         operation is finished (nothing can change any more).
         """
-        from engine.service import resolve_operation
+        from engine.views import resolve_operation
 
         store = self.server.store
         op = resolve_operation(store, self._op(query))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from engine.durations import format_duration
 from engine.errors import ExecutionError, PhaseTimeout
 
 
@@ -146,8 +147,6 @@ def run_process(
         tail.append(f"[the phase log {ctx.log_path} could not be written: {log.error}]")
     tail_text = "\n".join(tail)
     if stopped and stopped[0] == "timeout":
-        from engine.planfile import format_duration
-
         raise PhaseTimeout(f"timed out after {format_duration(ctx.timeout or 0)}", tail_text)
     if stopped and stopped[0] == "fenced":
         raise ExecutionError("stopped: this process lost its lease", tail_text)

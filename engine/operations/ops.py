@@ -9,13 +9,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from engine import fsm
 from engine.errors import InventoryError, NotFound, PreconditionFailed, Problem, Refused
-from engine.model import Operation, OpState, State
+from engine.model import Operation, OpState
 from engine.operations.build import Image, build_plan, context, load_image
 from engine.operations.cluster import Cluster, cluster_state, last_of_type
 from engine.operations.inventory import Node, check_against_manifest, load_inventory
-from engine.service import Engine, create_operation, plan_view
+from engine.service import Engine, create_operation, finish
 from engine.store.base import Store
+from engine.views import plan_view
 
 PREFLIGHT = ("/init", "/checks")
 PREFLIGHT_FAILED = "preflight failed"  # the note of an operation closed before any change
@@ -124,13 +126,9 @@ def close_if_preflight_failed(engine: Engine, operation_id: str) -> bool:
     if op.state.finished:
         return False
     view = plan_view(engine.store, op)
-    attempted = [p for p in view.graph.leaves if view.derived[p] is not State.UNSTARTED]
-    in_preflight = all(any(p == pre or p.startswith(pre + "/") for pre in PREFLIGHT)
-                       for p in attempted)
-    failed = any(view.derived[p] is State.FAILED for p in attempted)
-    if attempted and in_preflight and failed:
+    if fsm.preflight_failed(view.leaf_states(), PREFLIGHT):
         with contextlib.suppress(Refused):
-            engine.store.finish_operation(op.id, OpState.FAILED, PREFLIGHT_FAILED)
+            finish(engine.store, op, OpState.FAILED, PREFLIGHT_FAILED)
             return True
     return False
 

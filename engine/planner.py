@@ -1,0 +1,200 @@
+"""Which target leaves may start now — pure bookkeeping, no threads, no store, no clock.
+Dependency counts over the DAG (reversed for a rollback), composite parallelism, one phase at a
+time per named node; the scheduler asks it for starts and tells it how each attempt ended.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+
+import networkx as nx
+
+from engine import fsm
+from engine.graph import ROOT, PlanGraph
+from engine.model import PhaseState, State
+
+
+class Planner:
+    """The ready set of one run over `targets`.
+
+    A leaf becomes ready when every node before it in the (direction-aware) DAG is done.
+    Leaves that are already where the run wants them (fsm.settled) are done from the start;
+    the targeted ones among them are reported in `skipped`.
+    """
+
+    def __init__(self, graph: PlanGraph, states: Mapping[str, PhaseState],
+                 targets: Iterable[str], *, backward: bool, force: bool) -> None:
+        self.g = graph
+        self.backward = backward
+        self.targets = set(targets)
+        self.ready: deque[str] = deque()
+        self.done: set[str] = set()
+        self.pending: dict[str, int] = {}
+        self.skipped: list[str] = []
+        self.node_busy: dict[str, int] = {}
+        self.active_children: dict[str, set[str]] = {}
+        self.throttle_waits: dict[str, deque[str]] = {}
+        self._exclusive: dict[str, bool] = {}
+        self._prepare(states, force)
+
+    # -- direction -------------------------------------------------------------------------
+    def _succ(self, node: str) -> Iterable[str]:
+        return self.g.dag.pred[node] if self.backward else self.g.dag.succ[node]
+
+    def _pred(self, node: str) -> Iterable[str]:
+        return self.g.dag.succ[node] if self.backward else self.g.dag.pred[node]
+
+    def _prepare(self, states: Mapping[str, PhaseState], force: bool) -> None:
+        order = list(nx.topological_sort(self.g.dag))
+        if self.backward:
+            order.reverse()
+        specs = self.g.specs
+        for node in order:
+            waiting = sum(1 for p in self._pred(node) if p not in self.done)
+            is_leaf = node in specs and specs[node].is_leaf
+            if is_leaf:
+                st = states.get(node)
+                state = st.state if st is not None else State.UNSTARTED
+                if fsm.settled(state, targeted=node in self.targets, backward=self.backward,
+                               force=force):
+                    if node in self.targets:
+                        self.skipped.append(node)
+                    self.done.add(node)
+                    continue
+            elif waiting == 0:
+                self.done.add(node)
+                continue
+            self.pending[node] = waiting
+            if is_leaf and waiting == 0 and node in self.targets:
+                self.ready.append(node)
+        # Composites limiting concurrency (parallel > 1) that each leaf passes through, with
+        # the child of each composite on the way down to the leaf.
+        self.throttles: dict[str, list[tuple[str, str]]] = {}
+        for pid in self.targets:
+            chain = []
+            child = pid
+            for anc in [*self.g.ancestors(pid), ROOT]:
+                if self._limit(anc) > 1:
+                    chain.append((anc, child))
+                child = anc
+            self.throttles[pid] = chain
+
+    def _limit(self, composite: str) -> int:
+        return self.g.root_parallel if composite == ROOT else self.g.specs[composite].parallel
+
+    # -- starting ----------------------------------------------------------------------------
+    def pick(self, budget: int, runner: Callable[[str], int | None],
+             park: Callable[[str], None]) -> list[tuple[str, int]]:
+        """Up to `budget` ready leaves that may start now, with the runner (`runner(node)`,
+        a lease ID) of each; each is now counted as running.
+
+        A leaf held back by a composite's limit waits for a slot there; one whose node is
+        busy is retried first next time; one whose node has no runner is handed to `park`.
+        """
+        starts: list[tuple[str, int]] = []
+        deferred: list[str] = []
+        while self.ready and len(starts) < budget:
+            pid = self.ready.popleft()
+            blocker = self._throttled(pid)
+            if blocker is not None:
+                self.throttle_waits.setdefault(blocker, deque()).append(pid)
+                continue
+            node = self.g.node_of(pid)
+            if self.exclusive(pid) and self.node_busy.get(node, 0) > 0:
+                deferred.append(pid)
+                continue
+            owner = runner(node)
+            if owner is None:
+                park(pid)
+                continue
+            self.occupy(pid)
+            starts.append((pid, owner))
+        self.ready.extendleft(reversed(deferred))
+        return starts
+
+    def occupy(self, pid: str) -> None:
+        """Count `pid` as running: its composites' slots and, if exclusive, its node."""
+        for composite, child in self.throttles.get(pid, ()):
+            self.active_children.setdefault(composite, set()).add(child)
+        if self.exclusive(pid):
+            node = self.g.node_of(pid)
+            self.node_busy[node] = self.node_busy.get(node, 0) + 1
+
+    def exclusive(self, pid: str) -> bool:
+        """A named node runs one phase at a time unless a parallel composite pinned to that
+        node says its children may overlap there. Phases without a node follow only the
+        plan's parallelism."""
+        cached = self._exclusive.get(pid)
+        if cached is not None:
+            return cached
+        exclusive = any(self.g.specs[p].node for p in (pid, *self.g.ancestors(pid)))
+        node = self.g.node_of(pid)
+        for composite, _ in self.throttles.get(pid, ()):
+            if composite != ROOT and self.g.specs[composite].node == node:
+                exclusive = False
+        self._exclusive[pid] = exclusive
+        return exclusive
+
+    def _throttled(self, pid: str) -> str | None:
+        for composite, child in self.throttles.get(pid, ()):
+            active = self.active_children.setdefault(composite, set())
+            if child not in active and len(active) >= self._limit(composite):
+                return composite
+        return None
+
+    # -- how attempts ended ------------------------------------------------------------------
+    def stopped(self, pid: str) -> None:
+        """An attempt of `pid` ended (any way): its node is free again."""
+        node = self.g.node_of(pid)
+        if self.exclusive(pid) and self.node_busy.get(node, 0) > 0:
+            self.node_busy[node] -= 1
+
+    def again(self, pid: str) -> None:
+        """`pid` may be tried again now (its retry is due, or its node's runner appeared)."""
+        self.ready.append(pid)
+
+    def completed(self, pid: str) -> None:
+        """`pid` is where the run wants it: walk only its dependents; newly unblocked target
+        leaves become ready; composite slots it held are freed once its child is done."""
+        stack = [pid]
+        specs = self.g.specs
+        while stack:
+            node = stack.pop()
+            self.done.add(node)
+            for nxt in self._succ(node):
+                if nxt in self.done:
+                    continue
+                self.pending[nxt] -= 1
+                if self.pending[nxt] == 0:
+                    if nxt in specs and specs[nxt].is_leaf:
+                        if nxt in self.targets:
+                            self.ready.append(nxt)
+                    else:
+                        stack.append(nxt)
+        self._release(pid, given_up=False)
+
+    def given_up(self, pid: str) -> None:
+        """`pid` failed for good: the composite slots it held are freed."""
+        self._release(pid, given_up=True)
+
+    def _release(self, pid: str, given_up: bool) -> None:
+        for composite, child in self.throttles.get(pid, ()):
+            if given_up or self.g.node_out(child) in self.done:
+                active = self.active_children.get(composite)
+                if active is not None and child in active:
+                    active.discard(child)
+                    self.ready.extend(self.throttle_waits.pop(composite, ()))
+
+    def adopt(self, pid: str) -> None:
+        """`pid` is already running (an agent runs it): never start it, count it running."""
+        if pid in self.ready:
+            self.ready.remove(pid)
+        self.occupy(pid)
+
+    def not_done(self) -> list[str]:
+        """Targets this run did not bring where it wanted them, sorted."""
+        return sorted(p for p in self.targets if p not in self.done)
+
+
+__all__ = ["Planner"]

@@ -1,0 +1,82 @@
+"""The read model: which operation a command means, its plan as a graph, and a PlanView of
+stored leaf states with derived composite states. Read-only; shared by the verbs, CLI, dashboard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine import fsm
+from engine.errors import NotFound
+from engine.graph import PlanGraph
+from engine.model import Operation, PhaseState, State
+from engine.store.base import Store
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """An operation's plan with stored leaf states and derived composite states."""
+
+    operation: Operation
+    graph: PlanGraph
+    states: dict[str, PhaseState]
+    derived: dict[str, State]
+
+    def state(self, phase_id: str) -> PhaseState:
+        """A leaf's stored state (unstarted at version 0 when none is stored)."""
+        return self.states.get(phase_id) or PhaseState(phase_id)
+
+    def leaf_states(self, phase_id: str | None = None) -> dict[str, State]:
+        """The states of the leaves under `phase_id` (all leaves when None), written order."""
+        leaves = self.graph.leaves_under(phase_id) if phase_id else self.graph.leaves
+        return {p: self.derived[p] for p in leaves}
+
+
+def resolve_operation(store: Store, operation_id: str | None) -> Operation:
+    """The named operation, else the active one, else the most recent one."""
+    if operation_id:
+        return store.get_operation(operation_id)
+    active = store.active_operation_id()
+    if active:
+        return store.get_operation(active)
+    ops = store.list_operations()
+    if not ops:
+        raise NotFound("there are no operations yet",
+                       hint="create one with `gravity operation create --plan FILE`")
+    return ops[-1]
+
+
+def load_graph(store: Store, op: Operation) -> PlanGraph:
+    specs = store.load_specs(op.id)
+    return PlanGraph.build(specs, int(op.data.get("parallel", 1)))
+
+
+def plan_view(store: Store, op: Operation, graph: PlanGraph | None = None) -> PlanView:
+    graph = graph or load_graph(store, op)
+    states = store.load_states(op.id)
+    derived: dict[str, State] = {}
+    leaf_states: dict[str, list[State]] = {}
+    for pid in reversed(graph.order):
+        spec = graph.specs[pid]
+        if spec.is_leaf:
+            st = states.get(pid, PhaseState(pid)).state
+            derived[pid] = st
+            leaf_states[pid] = [st]
+        else:
+            below = [s for c in spec.children for s in leaf_states[c]]
+            leaf_states[pid] = below
+            derived[pid] = fsm.derive(below)
+    return PlanView(op, graph, states, derived)
+
+
+def require_phase(graph: PlanGraph, op: Operation, phase_id: str) -> str:
+    """The absolute phase ID the operator meant (`drain` or `/drain/` for `/drain`)."""
+    pid = phase_id if phase_id.startswith("/") else "/" + phase_id
+    pid = pid.rstrip("/") or "/"
+    if pid not in graph.specs:
+        raise NotFound(f"operation {op.id} has no phase {pid}", operation_id=op.id,
+                       phase_id=pid, hint="see the phase IDs with `gravity plan`")
+    return pid
+
+
+__all__ = ["PlanView", "load_graph", "plan_view", "require_phase", "resolve_operation"]
