@@ -94,6 +94,15 @@ def hold_database(db: Path, seconds: float) -> subprocess.Popen[str]:
     return proc
 
 
+def start_ticking(g: Gravity, write_plan, ticks: Path) -> subprocess.Popen[str]:
+    """Create the ticking operation and start `plan resume`; returns once the phase runs."""
+    g("operation", "create", "--plan", str(write_plan(tick_plan(ticks))), "--id", "op1",
+      check=0)
+    driver = g.spawn("plan", "resume")
+    wait_for(lambda: count(ticks) >= 3, what="the phase to run")
+    return driver
+
+
 def tick_history(g: Gravity) -> list[tuple[str, int | None]]:
     """(to_state, owner) of /tick's records, oldest first."""
     records = [json.loads(x) for x in g("events", "-o", "json", check=0).stdout.splitlines()]
@@ -121,10 +130,7 @@ def test_a_driver_that_waited_for_the_database_starts_with_its_whole_lease(
 def test_a_driver_that_cannot_renew_stops_its_phase_before_another_takes_over(
         gravity: Gravity, write_plan, tmp_path: Path) -> None:
     ticks = tmp_path / "ticks"
-    gravity("operation", "create", "--plan", str(write_plan(tick_plan(ticks))), "--id", "op1",
-            check=0)
-    first = gravity.spawn("plan", "resume")
-    wait_for(lambda: count(ticks) >= 3, what="the phase to run")
+    first = start_ticking(gravity, write_plan, ticks)
     holder = hold_database(gravity.db, 6)  # the first driver cannot renew its 3 s lease
     second = gravity.spawn("plan", "resume")  # queued behind the lock, then takes over
     _out, err = first.communicate(timeout=60)
@@ -144,10 +150,7 @@ def test_a_driver_that_cannot_renew_stops_its_phase_before_another_takes_over(
 def test_a_frozen_driver_is_fenced_by_its_guard_and_records_nothing_when_thawed(
         gravity: Gravity, write_plan, tmp_path: Path) -> None:
     ticks = tmp_path / "ticks"
-    gravity("operation", "create", "--plan", str(write_plan(tick_plan(ticks))), "--id", "op1",
-            check=0)
-    first = gravity.spawn("plan", "resume")
-    wait_for(lambda: count(ticks) >= 3, what="the phase to run")
+    first = start_ticking(gravity, write_plan, ticks)
     os.kill(first.pid, signal.SIGSTOP)  # a VM pause, a GC stall: it cannot renew
     try:
         takeover: list[subprocess.CompletedProcess[str]] = []

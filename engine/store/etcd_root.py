@@ -73,20 +73,20 @@ def owner_of(key: bytes, prefix: str) -> str | None:
     return None
 
 
-def inside(prefix: str, outer: str) -> StoreConfigError:
+def _nested(prefix: str, other: str, relation: str) -> StoreConfigError:
     return StoreConfigError(
-        f"etcd prefix {prefix} is inside the prefix {outer} of another gravity store; "
+        f"etcd prefix {prefix} {relation} the prefix {other} of another gravity store; "
         "a store must own its prefix alone",
-        hint=f"choose a prefix that is neither inside nor around {outer} (e.g. a sibling "
-        f"of it), or use {outer} itself if that is the store you mean")
+        hint=f"choose a prefix that is neither inside nor around {other} (e.g. a sibling "
+        f"of it), or use {other} itself if that is the store you mean")
+
+
+def inside(prefix: str, outer: str) -> StoreConfigError:
+    return _nested(prefix, outer, "is inside")
 
 
 def around(prefix: str, inner: str) -> StoreConfigError:
-    return StoreConfigError(
-        f"etcd prefix {prefix} contains the prefix {inner} of another gravity store; "
-        "a store must own its prefix alone",
-        hint=f"choose a prefix that is neither inside nor around {inner} (e.g. a sibling "
-        f"of it), or use {inner} itself if that is the store you mean")
+    return _nested(prefix, inner, "contains")
 
 
 def foreign(prefix: str, key: bytes) -> StoreConfigError:
