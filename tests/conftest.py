@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.fixtures_etcd"]
+pytest_plugins = ["tests.fixtures_etcd", "tests.hosts"]
 
 
 def leaf_states(doc: dict) -> dict[str, str]:

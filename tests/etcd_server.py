@@ -33,20 +33,23 @@ def find_etcd() -> Path:
     raise RuntimeError(f"no etcd binary next to {sys.executable} or on PATH; {HOW_TO_GET_ETCD}")
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
 class EtcdServer:
     """One single-member etcd cluster. Fast elections (50 ms heartbeats) keep startup short
-    and let a 1 s lease really be 1 s (etcd's minimum TTL is 1.5 election timeouts)."""
+    and let a 1 s lease really be 1 s (etcd's minimum TTL is 1.5 election timeouts).
+    Clients are served on `host` (loopback by default; a test bridge's address for hosts)."""
 
-    def __init__(self, data_dir: Path, *, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, data_dir: Path, *, extra_args: tuple[str, ...] = (),
+                 host: str = "127.0.0.1") -> None:
         self.binary = find_etcd()
         self.data_dir = Path(data_dir)
-        self.client_port = free_port()
+        self.host = host
+        self.client_port = free_port(host)
         self.peer_port = free_port()
         self.extra_args = extra_args
         self.scheme = "https" if any(a.startswith("--cert-file") for a in extra_args) else "http"
@@ -55,7 +58,7 @@ class EtcdServer:
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def url(self) -> str:
