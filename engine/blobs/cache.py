@@ -33,20 +33,25 @@ def io_error(exc: OSError, digest: str | None, doing: str) -> BlobError:
     return blob_error(WRITE_ERROR, digest, None, f"{doing}: {exc.strerror or exc}")
 
 
-# Blobs whose digest this process has checked: (st_dev, st_ino) -> (hex, size, mtime_ns).
-# A file that changed since (size or mtime) is hashed again; see docs/blobs.md.
-_VERIFIED: dict[tuple[int, int], tuple[str, int, int]] = {}
+# Blobs whose digest this process has checked: (st_dev, st_ino) -> (hex, size, mtime_ns, when).
+# A file whose size or mtime changed since is hashed again. As in git's "racy clean" rule, a
+# file modified less than RACY_NS before it was hashed is not trusted (a write in the same clock
+# tick would leave its mtime unchanged), so it is hashed again until it is older.
+_VERIFIED: dict[tuple[int, int], tuple[str, int, int, int]] = {}
 _VERIFIED_LOCK = threading.Lock()
+RACY_NS = 2_000_000_000
 
 
-def _remember(st: os.stat_result, hex_: str) -> None:
+def _remember(st: os.stat_result, hex_: str, hashed_at_ns: int) -> None:
     with _VERIFIED_LOCK:
-        _VERIFIED[(st.st_dev, st.st_ino)] = (hex_, st.st_size, st.st_mtime_ns)
+        _VERIFIED[(st.st_dev, st.st_ino)] = (hex_, st.st_size, st.st_mtime_ns, hashed_at_ns)
 
 
 def _known(st: os.stat_result, hex_: str) -> bool:
     with _VERIFIED_LOCK:
-        return _VERIFIED.get((st.st_dev, st.st_ino)) == (hex_, st.st_size, st.st_mtime_ns)
+        seen = _VERIFIED.get((st.st_dev, st.st_ino))
+    return seen is not None and seen[:3] == (hex_, st.st_size, st.st_mtime_ns) and \
+        st.st_mtime_ns < seen[3] - RACY_NS
 
 
 def hash_fd(fd: int, hasher: Any = None, start: int = 0, end: int | None = None) -> Any:
@@ -143,6 +148,7 @@ class BlobCache:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        hashed_at = time.time_ns()
         try:
             st = os.fstat(fd)
             got = hash_fd(fd, end=st.st_size).hexdigest()
@@ -154,7 +160,7 @@ class BlobCache:
         if got != hex_:
             self._discard(path, hex_, f"content hashes to sha256:{got[:12]}")
             return None
-        _remember(st, hex_)
+        _remember(st, hex_, hashed_at)
         return st
 
     def _discard(self, path: Path, hex_: str, why: str) -> None:
@@ -199,6 +205,7 @@ class BlobCache:
         else a streamed copy) and return its name."""
         self.ensure_dirs()
         tmp = self.tmp_dir / f"add-{secrets.token_hex(8)}.partial"
+        hashed_at = time.time_ns()
         try:
             linked = False
             if link:
@@ -215,7 +222,7 @@ class BlobCache:
             else:
                 hex_, st = self._copy_in(src, tmp)
             ref = BlobRef(f"sha256:{hex_}", st.st_size)
-            self._install(tmp, ref, st)
+            self._install(tmp, ref, hashed_at)
             return ref
         except OSError as exc:
             raise io_error(exc, None, f"adding {src} to the cache at {self.root}") from exc
@@ -245,15 +252,15 @@ class BlobCache:
             return ref
         self.ensure_dirs()
         tmp = self.tmp_dir / f"add-{secrets.token_hex(8)}.partial"
+        hashed_at = time.time_ns()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 _write_all(fd, memoryview(data))
                 os.fsync(fd)
-                st = os.fstat(fd)
             finally:
                 os.close(fd)
-            self._install(tmp, ref, st)
+            self._install(tmp, ref, hashed_at)
             return ref
         except OSError as exc:
             raise io_error(exc, ref.digest, f"writing {tmp}") from exc
@@ -261,14 +268,15 @@ class BlobCache:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
-    def _install(self, tmp: Path, ref: BlobRef, st: os.stat_result) -> None:
-        """Rename a verified temp file to the blob's name, unless a good copy is there."""
+    def _install(self, tmp: Path, ref: BlobRef, hashed_at: int) -> None:
+        """Rename a temp file hashed (from `hashed_at` on) to the blob's name, unless a good
+        copy is there already."""
         if self.has(ref):
             return
         final = self.path(ref)
         os.rename(tmp, final)
         fsync_dir(self.blob_dir)
-        _remember(os.stat(final), ref.hex)
+        _remember(os.stat(final), ref.hex, hashed_at)
 
     # -- garbage collection --------------------------------------------------------------------
 
@@ -336,6 +344,7 @@ class Partial:
 
     def __init__(self, cache: BlobCache, ref: BlobRef, fd: int, path: Path) -> None:
         self.cache, self.ref, self.fd, self.path = cache, ref, fd, path
+        self.opened_at = time.time_ns()  # before this process hashed any of its bytes
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
@@ -383,5 +392,5 @@ class Partial:
         except OSError as exc:
             self.discard()
             raise io_error(exc, ref.digest, f"renaming {self.path} to {final}") from exc
-        _remember(os.fstat(self.fd), ref.hex)
+        _remember(os.fstat(self.fd), ref.hex, self.opened_at)
         return final

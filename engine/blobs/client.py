@@ -146,12 +146,18 @@ class _Download:
             wait=tenacity.wait_exponential(multiplier=self.backoff, max=MAX_BACKOFF),
             reraise=True)
         try:
-            for attempt in retrying:
-                with attempt:
-                    self._attempt()
-        except _Transient as exc:
-            raise exc.error from None
-        return self.part.commit(self.hasher)
+            try:
+                for attempt in retrying:
+                    with attempt:
+                        self._attempt()
+            except _Transient as exc:
+                raise exc.error from None
+            return self.part.commit(self.hasher)
+        except BlobError as exc:
+            # Only a transfer cut short is worth resuming later; anything else leaves nothing.
+            if exc.cause != UNREACHABLE or self.have == 0:
+                self.part.discard()
+            raise
 
     def _attempt(self) -> None:
         before = self.have
@@ -183,9 +189,12 @@ class _Download:
                 conn.request("GET", self.endpoint.path(ref), headers=headers)
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    ca = self.endpoint.ca_file or "the system's CAs"
+                    raise self._fail(TLS, f"the server's certificate did not verify against "
+                                          f"{ca}: {exc.verify_message}") from exc
                 if _tls_fatal(exc):
-                    why = getattr(exc, "verify_message", None) or exc
-                    raise self._fail(TLS, f"TLS with the blob service failed: {why}") from exc
+                    raise self._fail(TLS, f"the TLS handshake failed: {exc}") from exc
                 raise _Transient(self._fail(UNREACHABLE, _reason(exc))) from exc
             self._check_status(resp)
             self._stream(resp)

@@ -5,6 +5,7 @@ one of its subdirectories) back into a directory from cached blobs, atomically a
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import shutil
@@ -98,8 +99,10 @@ def materialize(cache: BlobCache, tree_ref: BlobRef, dest: Path | str,
                 subpath: str | None = None, *, link: bool = False) -> Path:
     """Build `dest` as the tree (or its directory `subpath`) from cached blobs and return it.
 
-    The new directory is built beside `dest` and renamed over it, so `dest` is either the old
-    content or the whole new one. Calling again is a no-op while `dest` still matches the tree
+    The new directory is built beside `dest` and renamed over it, so `dest` is never partly
+    built: it is the old content, the whole new one, or (after a crash between the two renames
+    that replace an old one) absent until the next call. One builder at a time per `dest`
+    (a lock file beside it). Calling again is a no-op while `dest` still matches the tree
     (types, sizes, modes and symlink targets; checked by stat, not by hashing). Files are copies
     unless `link` is set: then a file whose blob already has the wanted mode is hard-linked to
     the cache (saves the space; writing to it would corrupt the cached blob, which the cache
@@ -109,21 +112,37 @@ def materialize(cache: BlobCache, tree_ref: BlobRef, dest: Path | str,
     tree = load_tree(cache, tree_ref)
     root_mode = 0o755
     if subpath:
+        subpath = subpath.strip("/")
         tree, root_mode = tree.subtree(subpath)
     missing = [b for b in sorted(tree.blobs(), key=lambda b: b.digest) if not cache.has(b)]
     if missing:
         raise blob_error(MISSING, missing[0].digest, None,
                          f"{len(missing)} blob(s) of tree {tree_ref.short} are not in the "
                          f"cache {cache.root}")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(dest.parent / f".{dest.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise io_error(exc, tree_ref.digest, f"materializing {dest}") from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder of `dest` at a time
+        _replace(cache, tree, root_mode, dest, f"{tree_ref.digest} {subpath or '.'}\n",
+                 link=link, digest=tree_ref.digest)
+    finally:
+        os.close(lock)
+    return dest
+
+
+def _replace(cache: BlobCache, tree: Tree, root_mode: int, dest: Path, stamp: str, *,
+             link: bool, digest: str) -> None:
+    """Unless `dest` already matches: build beside it, then swap it in and write the stamp."""
     marker = dest.parent / f".{dest.name}.tree"
-    stamp = f"{tree_ref.digest} {subpath.strip('/') if subpath else '.'}\n"
     with contextlib.suppress(OSError):
         if marker.read_text() == stamp and _matches(tree, root_mode, dest):
-            return dest
+            return
     _clean_leftovers(dest)
     tmp = dest.parent / f".{dest.name}.tmp-{secrets.token_hex(6)}"
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
         _build(cache, tree, root_mode, tmp, link=link)
         with contextlib.suppress(FileNotFoundError):
             marker.unlink()
@@ -139,11 +158,10 @@ def materialize(cache: BlobCache, tree_ref: BlobRef, dest: Path | str,
         os.rename(marker_tmp, marker)
     except OSError as exc:
         _remove(tmp)
-        raise io_error(exc, tree_ref.digest, f"materializing {dest}") from exc
+        raise io_error(exc, digest, f"materializing {dest}") from exc
     except BaseException:
         _remove(tmp)
         raise
-    return dest
 
 
 def _build(cache: BlobCache, tree: Tree, root_mode: int, top: Path, *, link: bool) -> None:
