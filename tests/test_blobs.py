@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import signal
 import socket
@@ -35,6 +36,7 @@ from engine.blobs import (
     server_tls,
 )
 from engine.blobs.server import BlobHandler, Served
+from engine.blobs.tree import Tree
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "examples" / "quickstart" / "v1"
@@ -347,6 +349,35 @@ def test_a_corrupt_or_truncated_cached_blob_is_removed_and_fetched_again(
     assert not node.has(ref) and not path.exists()
     fetch(ref, base_url=server.url, token=TOKEN, cache=node)
     assert node.has(ref) and [s.status for s in seen] == [200, 200, 200]
+
+
+def test_a_partial_file_with_bad_bytes_is_dropped_and_the_blob_fetched_whole(
+        coord: BlobCache, node: BlobCache, serve, tmp_path: Path) -> None:
+    ref = make_blob(coord, tmp_path / "pkg.bin", 2 * MIB)
+    server, seen = serve(coord)
+    node.ensure_dirs()
+    node.partial_path(ref).write_bytes(b"\0" * MIB)  # what a torn write could leave
+    path = fetch(ref, base_url=server.url, token=TOKEN, cache=node)
+    assert [(s.status, s.range) for s in seen] == [(206, f"bytes={MIB}-"), (200, None)]
+    assert path.read_bytes() == (tmp_path / "pkg.bin").read_bytes()
+    assert leftovers(node) == [ref.hex]
+
+
+def test_a_malformed_tree_document_is_refused_with_the_field(
+        coord: BlobCache, tmp_path: Path) -> None:
+    blob = {"type": "file", "mode": "0644", "digest": "sha256:" + "a" * 64, "size": 1}
+    for entries, field in (({"../x": blob}, "entries.../x"),
+                           ({"a/b": blob}, "entries.a/b"),
+                           ({"a": {**blob, "mode": "644"}}, "tree.entries.a.mode"),
+                           ({"a": {"type": "fifo"}}, "tree.entries.a.type")):
+        doc = json.dumps({"format": "gravity-tree/1", "entries": entries}).encode()
+        with pytest.raises(BlobInputError, match="malformed tree") as err:
+            Tree.from_json(doc)
+        assert err.value.problems[0].field == field
+    bad = coord.add_bytes(b"not json")
+    with pytest.raises(BlobInputError, match="malformed tree document"):
+        materialize(coord, bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 # -- the server's refusals ---------------------------------------------------------------------
