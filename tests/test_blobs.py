@@ -380,6 +380,15 @@ def test_a_malformed_tree_document_is_refused_with_the_field(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_blob_changed_right_after_it_was_verified_is_not_trusted(coord: BlobCache) -> None:
+    ref = coord.add_bytes(b"x" * 4096)
+    assert coord.has(ref)
+    path = coord.path(ref)
+    with open(path, "r+b") as f:  # within the same clock tick, perhaps: mtime may not move
+        f.write(b"y")
+    assert not coord.has(ref) and not path.exists()
+
+
 # -- the server's refusals ---------------------------------------------------------------------
 
 def test_tokens_ranges_unknown_blobs_and_traversal(

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import tenacity
 
-from engine.blobs.cache import CHUNK, BlobCache, BlobRef, Partial
+from engine.blobs.cache import CHUNK, BlobCache, Partial, io_error
 from engine.blobs.errors import (
     MISMATCH,
     NOT_PUBLISHED,
@@ -26,6 +26,7 @@ from engine.blobs.errors import (
     blob_error,
 )
 from engine.blobs.publish import load_tree
+from engine.blobs.ref import BlobRef
 from engine.blobs.tree import Tree
 
 DEFAULT_TIMEOUT = 30.0  # seconds for connecting and for each read: a stalled server is retried
@@ -99,6 +100,8 @@ def fetch(ref: BlobRef, *, base_url: str, token: str, cache: BlobCache,
                 download = _Download(ref, part, endpoint, attempts, backoff)
                 resumed = download.resumed
                 return download.run()
+        except OSError as exc:  # reading back a partial file
+            raise io_error(exc, ref.digest, f"reading {cache.partial_path(ref)}") from exc
         except BlobError as exc:
             if exc.cause == MISMATCH and retry_whole and resumed:
                 continue  # the partial a crash left was bad: start once more from byte 0
@@ -109,12 +112,13 @@ def fetch(ref: BlobRef, *, base_url: str, token: str, cache: BlobCache,
 
 
 def fetch_tree(tree_ref: BlobRef, *, subpath: str | None = None, base_url: str, token: str,
-               cache: BlobCache, ca_file: str | None = None,
-               timeout: float = DEFAULT_TIMEOUT) -> Tree:
+               cache: BlobCache, ca_file: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+               attempts: int = ATTEMPTS, backoff: float = BACKOFF) -> Tree:
     """Fetch a tree blob and every blob of its files (only under `subpath` if given) and
     return that (sub)tree; then `materialize(cache, tree_ref, dest, subpath)` builds it."""
     kwargs: dict[str, Any] = {"base_url": base_url, "token": token, "cache": cache,
-                              "ca_file": ca_file, "timeout": timeout}
+                              "ca_file": ca_file, "timeout": timeout, "attempts": attempts,
+                              "backoff": backoff}
     fetch(tree_ref, **kwargs)
     tree = load_tree(cache, tree_ref)
     if subpath:

@@ -13,8 +13,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.blobs.cache import BlobCache, BlobRef, io_error
+from engine.blobs.cache import BlobCache, io_error
 from engine.blobs.errors import MISSING, BlobInputError, blob_error
+from engine.blobs.ref import BlobRef
 from engine.blobs.tree import DIR, FILE, SYMLINK, Entry, Tree
 from engine.errors import Problem
 

@@ -61,7 +61,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
     if match[1]:
         start = int(match[1])
         end = min(int(match[2]), size - 1) if match[2] else size - 1
-        if start >= size or (match[2] and int(match[2]) < start):
+        if match[2] and int(match[2]) < start:
+            return None  # not a valid range: ignored, as RFC 9110 asks
+        if start >= size:
             return False
         return start, end
     suffix = int(match[2])
@@ -158,6 +160,7 @@ class BlobHandler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # every node of a cluster may connect at once
 
     def __init__(self, owner: BlobServer, host: str, port: int) -> None:
         self.owner = owner

@@ -10,8 +10,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.blobs.cache import BlobRef
 from engine.blobs.errors import BlobInputError
+from engine.blobs.ref import BlobRef
 from engine.errors import Problem
 
 FORMAT = "gravity-tree/1"
