@@ -1,5 +1,5 @@
-"""Image content by digest: publish the quickstart image, serve it over HTTP(S) with a token, and
-fetch it onto a "node" cache through real loopback sockets, files and killed processes.
+"""Image content by digest: publish the quickstart image, materialize it, serve it with a token
+and fetch it onto a node's cache; corrupt and truncated blobs, refusals of the server, gc.
 """
 
 from __future__ import annotations
@@ -8,15 +8,10 @@ import hashlib
 import http.client
 import json
 import os
-import signal
-import socket
 import stat
-import subprocess
-import sys
-import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,71 +21,24 @@ from engine.blobs import (
     BlobError,
     BlobInputError,
     BlobRef,
-    BlobServer,
     advertise_address,
     fetch,
     fetch_tree,
     load_tree,
     materialize,
     publish_image,
-    server_tls,
 )
-from engine.blobs.server import BlobHandler, Served
 from engine.blobs.tree import Tree
-
-ROOT = Path(__file__).resolve().parent.parent
-IMAGE = ROOT / "examples" / "quickstart" / "v1"
-TOKEN = "s3cret-token"
-MIB = 1 << 20
-
-# The agent's side in its own process: fetch one blob and print the peak RSS in KiB.
-CHILD = textwrap.dedent("""
-    import resource, sys
-    from engine.blobs import BlobCache, BlobRef, fetch
-    digest, size, url, token, root = sys.argv[1:6]
-    fetch(BlobRef(digest, int(size)), base_url=url, token=token, cache=BlobCache(root),
-          backoff=0.01)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-""")
-
-
-def snapshot(root: Path) -> dict[str, tuple[str, int, bytes | str]]:
-    """Everything under root: relative path -> (kind, mode, content or link target)."""
-    out: dict[str, tuple[str, int, bytes | str]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            full = Path(dirpath, name)
-            rel = str(full.relative_to(root))
-            st = full.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = ("link", 0, os.readlink(full))
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = ("dir", stat.S_IMODE(st.st_mode), "")
-            else:
-                out[rel] = ("file", stat.S_IMODE(st.st_mode), full.read_bytes())
-    return out
-
-
-def leftovers(cache: BlobCache) -> list[str]:
-    """Files in the cache's blob and temp dirs."""
-    return sorted(p.name for d in (cache.blob_dir, cache.tmp_dir) if d.exists()
-                  for p in d.iterdir())
-
-
-def make_blob(cache: BlobCache, path: Path, size: int) -> BlobRef:
-    """A file of `size` pseudo-random bytes, added to `cache` (hard-linked)."""
-    block = os.urandom(MIB)
-    with open(path, "wb") as f:
-        for i in range(0, size, MIB):
-            f.write(i.to_bytes(8, "big") + block[8: min(MIB, size - i)])
-    return cache.add_file(path)
-
-
-def wait_for(cond: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+from tests.blobs_support import (
+    IMAGE,
+    MIB,
+    TOKEN,
+    Servers,
+    get,
+    leftovers,
+    make_blob,
+    snapshot,
+)
 
 
 @pytest.fixture
@@ -104,34 +52,10 @@ def node(tmp_path: Path) -> BlobCache:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., tuple[BlobServer, list[Served]]]]:
-    """Start a blob server on loopback; returns it and the list of requests it answered."""
-    servers: list[BlobServer] = []
-
-    def start(cache: BlobCache, handler: type[BlobHandler] = BlobHandler,
-              **kwargs: object) -> tuple[BlobServer, list[Served]]:
-        seen: list[Served] = []
-        server = BlobServer(cache, "127.0.0.1", tokens=[TOKEN], on_request=seen.append,
-                            **kwargs)  # type: ignore[arg-type]
-        server.handler_class = handler
-        server.start()
-        servers.append(server)
-        return server, seen
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-def get(url: str, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        conn.request("GET", path, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        conn.close()
+def serve() -> Iterator[Servers]:
+    servers = Servers()
+    yield servers
+    servers.stop_all()
 
 
 # -- publishing and materializing -------------------------------------------------------------
@@ -237,93 +161,6 @@ def test_two_fetches_of_one_blob_at_once_download_it_once(
         t.join()
     assert node.has(ref)
     assert [s.status for s in seen] == [200]
-
-
-class GatedHandler(BlobHandler):
-    """The first full download stops after GATE bytes until the test opens the gate."""
-
-    GATE = 3 * MIB
-    gate = threading.Event()
-    gated = threading.Event()
-
-    def send_body(self, f, start, length):  # type: ignore[no-untyped-def]
-        if start == 0 and not self.gated.is_set():
-            self.gated.set()
-            self.wfile.write(f.read(self.GATE))
-            self.gate.wait(60)
-            raise OSError("cut by the test")
-        return super().send_body(f, start, length)
-
-
-def test_a_killed_download_resumes_where_its_partial_file_ended(
-        coord: BlobCache, node: BlobCache, serve, tmp_path: Path) -> None:
-    ref = make_blob(coord, tmp_path / "pkg.bin", 8 * MIB)
-    server, seen = serve(coord, GatedHandler)
-    argv = [sys.executable, "-c", CHILD, ref.digest, str(ref.size), server.url, TOKEN,
-            str(node.root)]
-    child = subprocess.Popen(argv, cwd=ROOT)
-    partial = node.partial_path(ref)
-    try:
-        wait_for(lambda: partial.exists() and partial.stat().st_size >= GatedHandler.GATE,
-                 "the partial file to grow")
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        GatedHandler.gate.set()
-    had = partial.stat().st_size
-    assert 0 < had < ref.size
-
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert seen[-1].range == f"bytes={had}-" and seen[-1].status == 206
-    assert seen[-1].sent == ref.size - had
-    assert node.has(ref) and not partial.exists()
-    assert node.path(ref).read_bytes() == (tmp_path / "pkg.bin").read_bytes()
-
-
-class CutOnceHandler(BlobHandler):
-    """Closes the connection after CUT bytes, once."""
-
-    CUT = 2 * MIB
-    done = threading.Event()
-
-    def send_body(self, f, start, length):  # type: ignore[no-untyped-def]
-        if not self.done.is_set():
-            self.done.set()
-            self.wfile.write(f.read(self.CUT))
-            self.connection.shutdown(socket.SHUT_RDWR)
-            raise OSError("cut by the test")
-        return super().send_body(f, start, length)
-
-
-def test_a_cut_connection_is_resumed_within_one_fetch(
-        coord: BlobCache, node: BlobCache, serve, tmp_path: Path) -> None:
-    ref = make_blob(coord, tmp_path / "pkg.bin", 5 * MIB)
-    server, seen = serve(coord, CutOnceHandler)
-    path = fetch(ref, base_url=server.url, token=TOKEN, cache=node, backoff=0.01)
-    assert [(s.status, s.range) for s in seen] == [
-        (200, None), (206, f"bytes={CutOnceHandler.CUT}-")]
-    assert path.read_bytes() == (tmp_path / "pkg.bin").read_bytes()
-
-
-def test_fetching_200_mb_keeps_the_process_under_150_mb(
-        coord: BlobCache, node: BlobCache, serve, tmp_path: Path) -> None:
-    big = tmp_path / "big.bin"
-    ref = make_blob(coord, big, 200 * MIB)
-    server, _ = serve(coord)
-    try:
-        done = subprocess.run([sys.executable, "-c", CHILD, ref.digest, str(ref.size),
-                               server.url, TOKEN, str(node.root)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        peak_kib = int(done.stdout.split()[-1])
-        print(f"peak RSS fetching {ref.size} bytes: {peak_kib // 1024} MiB")
-        assert peak_kib < 150 * 1024
-        assert node.has(ref)
-    finally:
-        big.unlink()
-        node.gc(set())
-        coord.gc(set())
 
 
 def test_a_corrupt_or_truncated_cached_blob_is_removed_and_fetched_again(
@@ -432,105 +269,6 @@ def test_tokens_ranges_unknown_blobs_and_traversal(
                     "/v1/blobs/sha256/tmp"):
         status, _, body = get(server.url, attempt, **auth)
         assert status in (400, 404) and body == b"", attempt
-
-
-class LyingHandler(BlobHandler):
-    """Serves every blob with its bytes flipped."""
-
-    def send_body(self, f, start, length):  # type: ignore[no-untyped-def]
-        self.wfile.write(bytes(b ^ 0x5A for b in f.read(length)))
-        return length
-
-
-def test_a_lying_server_leaves_nothing_in_the_cache(
-        coord: BlobCache, node: BlobCache, serve, tmp_path: Path) -> None:
-    ref = make_blob(coord, tmp_path / "pkg.bin", MIB)
-    server, _ = serve(coord, LyingHandler)
-    with pytest.raises(BlobError, match=f"blob {ref.short} from {server.url}: digest mismatch"):
-        fetch(ref, base_url=server.url, token=TOKEN, cache=node)
-    assert not node.path(ref).exists() and leftovers(node) == []
-
-
-def test_an_unreachable_server_is_named(node: BlobCache) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ref = BlobRef("sha256:" + "1" * 64, 10)
-    with pytest.raises(BlobError, match=f"from http://127.0.0.1:{port}: unreachable") as err:
-        fetch(ref, base_url=f"http://127.0.0.1:{port}", token=TOKEN, cache=node, attempts=2,
-              backoff=0.01)
-    assert "blob service" in (err.value.hint or "")
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: the node's disk, full after 1 MiB."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
-
-
-def test_a_full_disk_on_the_node_is_named_and_leaves_nothing(
-        coord: BlobCache, serve, tmp_path: Path, tiny_disk: Path) -> None:
-    ref = make_blob(coord, tmp_path / "pkg.bin", 3 * MIB)
-    server, _ = serve(coord)
-    node = BlobCache(tiny_disk)
-    with pytest.raises(BlobError, match=f"blob {ref.short} from {server.url}: no space") as err:
-        fetch(ref, base_url=server.url, token=TOKEN, cache=node)
-    assert err.value.cause == "no space"
-    assert leftovers(node) == []
-
-
-# -- TLS -------------------------------------------------------------------------------------
-
-def make_ca(tmp: Path, name: str) -> tuple[Path, Path]:
-    key, cert = tmp / f"{name}.key", tmp / f"{name}.crt"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", f"/CN={name}", "-keyout", key, "-out", cert],
-                   check=True, capture_output=True)
-    return cert, key
-
-
-def make_server_cert(tmp: Path, ca: tuple[Path, Path]) -> tuple[Path, Path]:
-    key, csr, cert, ext = (tmp / "srv.key", tmp / "srv.csr", tmp / "srv.crt", tmp / "srv.ext")
-    ext.write_text("subjectAltName=IP:127.0.0.1\n")
-    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=blobs",
-                    "-keyout", key, "-out", csr], check=True, capture_output=True)
-    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1],
-                    "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert],
-                   check=True, capture_output=True)
-    return cert, key
-
-
-def test_https_verifies_the_server_against_the_cluster_ca(
-        coord: BlobCache, node: BlobCache, serve, tmp_path: Path) -> None:
-    ca = make_ca(tmp_path, "cluster-ca")
-    other = make_ca(tmp_path, "other-ca")
-    cert, key = make_server_cert(tmp_path, ca)
-    ref = make_blob(coord, tmp_path / "pkg.bin", 2 * MIB)
-    server, seen = serve(coord, tls=server_tls(str(cert), str(key)))
-    assert server.url.startswith("https://127.0.0.1:")
-
-    with pytest.raises(BlobError, match=r"tls: the server's certificate did not verify "
-                                        r"against .*other-ca.crt: unable to get local issuer"
-                       ) as err:
-        fetch(ref, base_url=server.url, token=TOKEN, cache=node, ca_file=str(other[0]))
-    assert err.value.cause == "tls" and leftovers(node) == []
-    with pytest.raises(BlobError, match=r"tls: .* against .*cluster-ca.crt: .*mismatch"):
-        fetch(ref, base_url=server.url_for("localhost"), token=TOKEN, cache=node,
-              ca_file=str(ca[0]))
-    assert seen == []  # no request got past the handshake
-
-    path = fetch(ref, base_url=server.url, token=TOKEN, cache=node, ca_file=str(ca[0]))
-    assert path.read_bytes() == (tmp_path / "pkg.bin").read_bytes()
-    assert [s.status for s in seen] == [200]
 
 
 # -- housekeeping ------------------------------------------------------------------------------
