@@ -20,6 +20,7 @@ from engine.errors import (
     LeaseExpired,
     LockHeld,
     NotFound,
+    OperationExists,
     PhaseConflict,
 )
 from engine.model import (
@@ -128,9 +129,15 @@ def test_second_operation_is_refused_while_the_first_is_active(store: Store) -> 
 
 def test_operation_ids_are_unique(store: Store) -> None:
     store.create_operation(make_op("op-1"), leaves(1))
-    store.finish_operation("op-1", OpState.FAILED, None)
-    with pytest.raises(LockHeld, match="already exists"):
-        store.create_operation(make_op("op-1"), leaves(1))
+    first = store.finish_operation("op-1", OpState.FAILED, None)
+    with pytest.raises(OperationExists, match="an operation with ID op-1 already exists") as err:
+        store.create_operation(make_op("op-1"), leaves(3, "/other"))
+    # The ID is taken for good: bad input (exit 2), not a lock that frees up; nothing written.
+    assert err.value.exit_code == EXIT_INVALID and not isinstance(err.value, LockHeld)
+    assert "choose another --id" in (err.value.hint or "")
+    assert store.get_operation("op-1") == first
+    assert store.load_specs("op-1") == leaves(1)
+    assert store.active_operation_id() is None
 
 
 def test_finishing_an_operation_that_does_not_hold_the_lock_leaves_the_lock(store: Store) -> None:

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.errors import LeaseExpired, LockHeld, NotFound
+from engine.errors import LeaseExpired, LockHeld, NotFound, OperationExists
 from engine.model import ChangeRecord, Lease, Operation, OpState, PhaseSpec, PhaseState, Transition
 
 CLUSTER_LOCK = "cluster"
@@ -37,6 +37,15 @@ def cluster_busy(holder: str) -> LockHeld:
         hint="finish it with `gravity plan resume`, undo it with `gravity rollback`, or close "
         "it with `gravity plan complete`",
     )
+
+
+def operation_exists(operation_id: str, *, copying: bool = False) -> OperationExists:
+    """The error every backend gives for creating (or importing) an operation whose ID is
+    taken: bad input (exit 2), not a lock, since nothing the holder does frees that ID."""
+    hint = ("`gravity store copy --force` replaces the destination's copy" if copying
+            else "choose another --id (`gravity operation list` shows the IDs taken)")
+    return OperationExists(f"an operation with ID {operation_id} already exists",
+                           operation_id=operation_id, hint=hint)
 
 
 def lease_gone(lease_id: int) -> LeaseExpired:
@@ -71,7 +80,8 @@ class Store(ABC):
         """Write the operation and its specs and take the cluster lock, all or nothing.
 
         Raises LockHeld (holder = the active operation's ID) when another
-        active operation holds the cluster lock.
+        active operation holds the cluster lock, and OperationExists when an
+        operation with that ID exists (finished or not). Either way nothing is written.
         """
 
     @abstractmethod
@@ -193,6 +203,20 @@ class Store(ABC):
     def kv_delete(self, key: str) -> None:
         """Remove a record; no error when absent."""
 
+    # -- copying between stores (engine.store.copy) ---------------------------------------
+    @abstractmethod
+    def import_operation(self, op: Operation, specs: Sequence[PhaseSpec],
+                         states: Sequence[PhaseState], records: Sequence[ChangeRecord], *,
+                         replace: bool = False) -> bool:
+        """Write a whole operation as another store holds it (`gravity store copy`).
+
+        Versions and the changelog's order are kept; seqs are this store's own, assigned in
+        that order. The operation becomes visible all at once or not at all. An operation
+        with that ID already here is OperationExists unless `replace`, which deletes it (and
+        frees the cluster lock if it held it) first. The cluster lock is taken only if `op`
+        is active and no active operation holds it; returns whether it was taken.
+        """
+
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Safe to call twice."""
@@ -212,6 +236,7 @@ __all__ = [
     "CLUSTER_LOCK",
     "Store",
     "coordinator_lock",
+    "operation_exists",
     "this_host",
     "this_pid",
 ]

@@ -17,7 +17,6 @@ from pyetcd.watch import WatchResponse
 
 from engine.errors import (
     EngineError,
-    LockHeld,
     PhaseConflict,
     StoreError,
     StoreUnavailable,
@@ -31,7 +30,14 @@ from engine.model import (
     Transition,
 )
 from engine.names import check_new_operation
-from engine.store.base import CLUSTER_LOCK, Store, cluster_busy, lease_gone, no_operation
+from engine.store.base import (
+    CLUSTER_LOCK,
+    Store,
+    cluster_busy,
+    lease_gone,
+    no_operation,
+    operation_exists,
+)
 from engine.store.etcd_conn import Connection, EtcdConfig, batches, parse_url
 from engine.store.etcd_errors import (
     CAUGHT,
@@ -145,17 +151,12 @@ class EtcdStore(LeasesAndLocks, Store):
             raise no_operation(operation_id)
         return found.kvs[0]
 
-    @staticmethod
-    def _exists(op_id: str) -> LockHeld:
-        return LockHeld(f"an operation with ID {op_id} already exists",
-                        holder=op_id, hint="choose another --id")
-
     def _check_new(self, client: Client, op_id: str) -> None:
         holder, _ = self._cluster_guard(client)
         if holder is not None:
             raise cluster_busy(holder)
         if client.get_response(self.keys.op(op_id)).kvs:
-            raise self._exists(op_id)
+            raise operation_exists(op_id)
 
     def clear_unpublished(self, op_id: str, *, patience: float | None = None) -> None:
         """Delete the data keys of an operation whose record was never written.
@@ -179,18 +180,18 @@ class EtcdStore(LeasesAndLocks, Store):
         self._call(f"cleaning up the unfinished creation of {op_id}", clear, patience=patience)
 
     def write_unpublished(self, op_id: str, items: Sequence[tuple[bytes, bytes]],
-                          what: str) -> None:
+                          what: str, *, copying: bool = False) -> None:
         """Put data keys of an operation not yet visible, in batches within etcd's limits.
 
         Every batch is guarded by "no operation record", so a concurrent creation of
-        the same ID that published first is never overwritten.
+        the same ID that published first is never overwritten (OperationExists).
         """
         guard = self.keys.op(op_id)
         for chunk in batches(items, SPEC_BATCH, _weigh_put, MAX_TXN_BYTES):
             ok, _ = self._call(what, lambda c, chunk=chunk: c.transaction(
                 compare=[tx.Version(guard) == 0], success=_puts(chunk), failure=[]))
             if not ok:
-                raise self._exists(op_id)
+                raise operation_exists(op_id, copying=copying)
 
     def create_operation(self, op: Operation, specs: Sequence[PhaseSpec]) -> None:
         check_new_operation(op.id, specs)
@@ -209,9 +210,9 @@ class EtcdStore(LeasesAndLocks, Store):
     def publish(self, op: Operation, *, take_lock: bool, what: str) -> bool:
         """Write the operation record (and the cluster lock) last, in one transaction.
 
-        Until this commits the operation is invisible. With `take_lock`, refuses with
-        LockHeld while another operation is active; otherwise takes the lock only if
-        free and `op` is active. Returns whether the cluster lock was taken.
+        Until this commits the operation is invisible. With `take_lock` (creating),
+        refuses with LockHeld while another operation is active; otherwise (copying) takes
+        the lock only if free and `op` is active. Returns whether the cluster lock was taken.
         """
         op_key, lock = self.keys.op(op.id), self.keys.lock(CLUSTER_LOCK)
         record = encode(op.to_dict())
@@ -224,7 +225,7 @@ class EtcdStore(LeasesAndLocks, Store):
                 if found.kvs:
                     if unsure and found.kvs[0].value == record:
                         return self._holder_is(client, op.id)  # our earlier try committed
-                    raise self._exists(op.id)
+                    raise operation_exists(op.id, copying=not take_lock)
                 holder, guard = self._cluster_guard(client)
                 if holder is not None and take_lock:
                     raise cluster_busy(holder)
@@ -554,11 +555,7 @@ class EtcdStore(LeasesAndLocks, Store):
     def import_operation(self, op: Operation, specs: Sequence[PhaseSpec],
                          states: Sequence[PhaseState], records: Sequence[ChangeRecord], *,
                          replace: bool = False) -> bool:
-        """Write a whole operation as another store holds it (see engine.store.copy).
-
-        Versions and changelog order are kept; seqs are this store's. Returns whether
-        the cluster lock was taken.
-        """
+        """See Store.import_operation; how etcd does it is in etcd_import."""
         from engine.store.etcd_import import import_operation
 
         check_new_operation(op.id, specs)

@@ -36,6 +36,7 @@ from engine.store.base import (
     cluster_busy,
     lease_gone,
     no_operation,
+    operation_exists,
     this_host,
     this_pid,
 )
@@ -185,8 +186,7 @@ class SQLiteStore(Store):
                 if holder is not None:
                     raise cluster_busy(holder)
                 if db.execute("SELECT 1 FROM operations WHERE id=?", (op.id,)).fetchone():
-                    raise LockHeld(f"an operation with ID {op.id} already exists",
-                                   holder=op.id, hint="choose another --id")
+                    raise operation_exists(op.id)
                 db.execute(
                     "INSERT INTO operations(id, created, data) VALUES(?, ?, ?)",
                     (op.id, op.created, json.dumps(op.to_dict())),
@@ -482,23 +482,15 @@ class SQLiteStore(Store):
     def import_operation(self, op: Operation, specs: Sequence[PhaseSpec],
                          states: Sequence[PhaseState], records: Sequence[ChangeRecord], *,
                          replace: bool = False) -> bool:
-        """Write a whole operation as another store holds it, in one transaction.
-
-        Used by `gravity store copy`. Versions are kept; changelog seqs are
-        renumbered after this file's last one (seq is global here), in the same
-        order. With `replace`, an operation of that ID is deleted first. The
-        cluster lock is taken only if `op` is active and no active operation holds
-        it. Returns whether the lock was taken.
-        """
+        """See Store.import_operation. One transaction; changelog seqs are renumbered after
+        this file's last one (seq is global here), in the same order."""
         check_new_operation(op.id, specs)
         what = f"importing operation {op.id}"
         try:
             with self._tx(what) as db:
                 if db.execute("SELECT 1 FROM operations WHERE id=?", (op.id,)).fetchone():
                     if not replace:
-                        raise LockHeld(f"an operation with ID {op.id} already exists",
-                                       holder=op.id, hint="`gravity store copy --force` "
-                                       "replaces it")
+                        raise operation_exists(op.id, copying=True)
                     for table in ("specs", "states", "changelog"):
                         db.execute(f"DELETE FROM {table} WHERE op_id=?", (op.id,))
                     db.execute("DELETE FROM operations WHERE id=?", (op.id,))
