@@ -8,6 +8,7 @@ import os
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import LeaseExpired, LockHeld, NotFound, OperationExists
@@ -59,12 +60,50 @@ def this_host() -> str:
     return os.environ.get("GRAVITY_HOSTNAME") or socket.gethostname()
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do that callers branch on, so nothing above engine/store/ reads
+    the store's URL to decide behaviour.
+
+    shared: other hosts reach the same store, so node agents can run phases (etcd). The
+        embedded SQLite file is one machine's: phases run in the coordinator's process.
+    max_transitions: the most transitions one `apply` call takes. An `apply` is one atomic
+        write, and a backend's write has limits (etcd: operations and bytes per
+        transaction); a caller with more transitions splits them itself, knowing that each
+        part then commits on its own (or uses `apply_in_parts` when that is fine).
+    """
+
+    shared: bool
+    max_transitions: int
+
+
+def check_batch(transitions: Sequence[Transition], limit: int) -> None:
+    """The rules of one `apply` batch, checked by every backend before it writes: at most
+    `limit` transitions, each one version step, no phase named twice (one atomic write
+    cannot move a phase two steps). ValueError is a caller's bug; nothing is written."""
+    if len(transitions) > limit:
+        raise ValueError(
+            f"apply got {len(transitions)} transitions; this store writes at most {limit} "
+            "in one atomic write (store.capabilities.max_transitions): split the batch")
+    seen: set[str] = set()
+    for t in transitions:
+        if t.new.version != t.expected + 1:
+            raise ValueError(
+                f"transition of {t.phase_id} goes from version {t.expected} to "
+                f"{t.new.version}; the store needs exactly one step per transition")
+        if t.phase_id in seen:
+            raise ValueError(f"apply got two transitions of {t.phase_id}; one atomic write "
+                             "moves a phase one step: apply them one after the other")
+        seen.add(t.phase_id)
+
+
 class Store(ABC):
     """Durable state of operations: specs, phase states with CAS, changelog, leases and locks.
 
     Rules every backend keeps (the contract test suite checks them):
     - `apply` is atomic: every transition's CAS holds and each appends one
-      changelog record, or nothing is written (PhaseConflict).
+      changelog record, or nothing is written (PhaseConflict). It takes at most
+      `capabilities.max_transitions` transitions, one per phase.
     - An absent phase state is `unstarted` at version 0.
     - No stored value grows with the plan: one row/key per spec, per state,
       per changelog record.
@@ -73,6 +112,7 @@ class Store(ABC):
     """
 
     url: str
+    capabilities: Capabilities
 
     # -- operations -----------------------------------------------------------------------
     @abstractmethod
@@ -127,7 +167,21 @@ class Store(ABC):
         Raises PhaseConflict naming the first phase whose version moved. With `fence` (the
         writer's own lease), the write commits only while that lease is alive, else
         LeaseExpired and nothing is written: a holder that lost its lease records nothing.
+        A batch over `capabilities.max_transitions`, naming a phase twice or moving one
+        more than a version is refused with ValueError before anything is written
+        (`check_batch`). The records come back in the order of `transitions`.
         """
+
+    def apply_in_parts(self, operation_id: str, transitions: Sequence[Transition], *,
+                       fence: int | None = None) -> list[ChangeRecord]:
+        """`apply` in parts of at most `capabilities.max_transitions`, each atomic on its own:
+        for transitions independent of each other (interrupting the phases of dead owners).
+        If a part fails, the parts before it stay written."""
+        size = self.capabilities.max_transitions
+        out: list[ChangeRecord] = []
+        for start in range(0, len(transitions), size):
+            out.extend(self.apply(operation_id, transitions[start:start + size], fence=fence))
+        return out
 
     @abstractmethod
     def changelog(self, operation_id: str, after: int = 0, node: str | None = None
@@ -234,7 +288,9 @@ def this_pid() -> int:
 
 __all__ = [
     "CLUSTER_LOCK",
+    "Capabilities",
     "Store",
+    "check_batch",
     "coordinator_lock",
     "operation_exists",
     "this_host",

@@ -17,15 +17,16 @@ from engine.model import ChangeRecord, Operation, PhaseSpec, PhaseState
 from engine.store.base import operation_exists
 from engine.store.etcd_conn import batches
 from engine.store.etcd_keys import encode, log_value
+from engine.store.etcd_limits import MAX_TXN_BYTES
 
 if TYPE_CHECKING:
     from engine.store.etcd import EtcdStore
 
 # Compares + puts of one state round must stay under etcd's --max-txn-ops (128).
 STATE_BATCH = 100
-# Changelog records per transaction: well inside --max-txn-ops and the bytes limit.
+# Changelog records per transaction: well inside --max-txn-ops and (records being bounded in
+# size, engine.model.MAX_ERROR_BYTES) the bytes limit.
 LOG_BATCH = 50
-MAX_TXN_BYTES = 1_000_000
 
 
 def import_operation(store: EtcdStore, op: Operation, specs: Sequence[PhaseSpec],

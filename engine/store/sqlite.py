@@ -32,7 +32,9 @@ from engine.model import (
 from engine.names import check_new_operation
 from engine.store.base import (
     CLUSTER_LOCK,
+    Capabilities,
     Store,
+    check_batch,
     cluster_busy,
     lease_gone,
     no_operation,
@@ -66,6 +68,9 @@ CREATE TABLE IF NOT EXISTS kv(
 
 # How many rows one executemany batch carries; SQLite has no hard limit, this bounds memory.
 BATCH = 2000
+# One `apply` is one transaction of any size to SQLite; this bounds what one call holds in
+# memory (a thousand of the largest states and records are ~15 MB).
+MAX_TRANSITIONS = 1000
 
 
 def _translate(exc: sqlite3.Error, what: str) -> StoreError:
@@ -80,6 +85,9 @@ def _translate(exc: sqlite3.Error, what: str) -> StoreError:
 
 class SQLiteStore(Store):
     """Store backed by one SQLite file; each thread gets its own connection."""
+
+    # One machine's file: phases run in the coordinator's process, not on node agents.
+    capabilities = Capabilities(shared=False, max_transitions=MAX_TRANSITIONS)
 
     def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
@@ -292,6 +300,7 @@ class SQLiteStore(Store):
 
     def apply(self, operation_id: str, transitions: Sequence[Transition], *,
               fence: int | None = None) -> list[ChangeRecord]:
+        check_batch(transitions, MAX_TRANSITIONS)
         if not transitions:
             return []
         what = f"recording {len(transitions)} transition(s) of {operation_id}"
@@ -319,7 +328,6 @@ class SQLiteStore(Store):
                             operation_id=operation_id, phase_id=t.phase_id,
                             hint="check `gravity plan` and retry",
                         )
-                    current[t.phase_id] = t.new.version
                 db.executemany(
                     "INSERT OR REPLACE INTO states(op_id, phase_id, version, data) "
                     "VALUES(?, ?, ?, ?)",
