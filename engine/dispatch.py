@@ -236,12 +236,13 @@ class AgentDispatcher(LocalDispatcher):
         super().close()
 
 
-def dispatch_mode(store_url: str) -> str:
-    """`agents` on etcd, `local` on the embedded store; env GRAVITY_DISPATCH overrides."""
+def dispatch_mode(store: Store) -> str:
+    """`agents` on a store other hosts share (etcd), `local` on one they cannot reach (the
+    embedded file); env GRAVITY_DISPATCH overrides."""
     env = os.environ.get("GRAVITY_DISPATCH")
     if env in ("agents", "local"):
         return env
-    return "agents" if store_url.startswith(("etcd://", "etcds://")) else "local"
+    return "agents" if store.capabilities.shared else "local"
 
 
 def make_dispatcher(mode: str, store: Store, lease: Lease, *, workers: int, operation_id: str,

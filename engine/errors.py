@@ -8,7 +8,8 @@ Every error carries the operation/phase it concerns and a `hint` naming the next
     │   ├── ValuesError                      --values / --set / --set-string / --set-file
     │   ├── InventoryError                   --nodes inventory file
     │   ├── StoreConfigError                 bad --store URL, auth, TLS, prefix
-    │   └── NotFound                         unknown operation or phase
+    │   ├── NotFound                         unknown operation or phase
+    │   └── OperationExists                  the operation ID asked for is taken
     ├── Refused                      exit 3  (a rule, a live owner or a lock said no)
     │   ├── PreconditionFailed               requires unmet / dependents still done
     │   ├── PhaseConflict                    compare-and-swap lost, live owner
@@ -123,6 +124,11 @@ class StoreConfigError(InputError):
 
 class NotFound(InputError):
     """An operation or phase named by the user does not exist."""
+
+
+class OperationExists(InputError):
+    """The user asked for an operation ID the store already holds (`--id`, or a copy
+    without --force); nothing was written. Not a lock: no waiting frees that ID."""
 
 
 class Refused(EngineError):

@@ -8,6 +8,7 @@ import enum
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 LOCAL_NODE = "local"  # where a phase without a `node` (on it or an ancestor) runs
@@ -152,6 +153,57 @@ class Plan:
         return tuple(s for s in self.specs if s.is_leaf)
 
 
+# A phase state's and a changelog record's texts are bounded, so one state or record has a
+# known largest size and a store can promise how many transitions fit in one atomic write
+# (see engine/store/etcd_limits.py). Counted in bytes of their JSON form, as both stores write
+# it (ASCII, non-ASCII escaped): an error keeps its message and the last lines of output.
+MAX_ERROR_BYTES = 4096
+MAX_NOTE_BYTES = 1024
+_WIDEST = 12  # JSON bytes of one character at most (an astral one: two \uXXXX escapes)
+
+
+def json_size(text: str) -> int:
+    """Bytes `text` takes inside a JSON string as the stores write it (quotes not counted)."""
+    return len(encode_basestring_ascii(text)) - 2
+
+
+def clip(text: str | None, limit: int) -> str | None:
+    """`text` if its JSON form fits in `limit` bytes, else its start and (longer) end with
+    a marker saying how many characters were cut between them, within `limit`."""
+    if text is None or len(text) * _WIDEST <= limit or json_size(text) <= limit:
+        return text
+    marker = f"\n[... {len(text)} characters cut ...]\n"
+    room = limit - json_size(marker)
+    head = _fit(text, room // 4, from_end=False)
+    tail = _fit(text, room - json_size(head), from_end=True)
+    cut = len(text) - len(head) - len(tail)
+    return f"{head}\n[... {cut} characters cut ...]\n{tail}"
+
+
+def _fit(text: str, room: int, *, from_end: bool) -> str:
+    """The longest start (or end) of `text` whose JSON form fits in `room` bytes."""
+    def part(n: int) -> str:
+        return (text[len(text) - n:] if n else "") if from_end else text[:n]
+
+    low, high = 0, min(len(text), max(room, 0))  # a character is at least one byte
+    while low < high:
+        mid = (low + high + 1) // 2
+        if json_size(part(mid)) <= room:
+            low = mid
+        else:
+            high = mid - 1
+    return part(low)
+
+
+def _clip_texts(obj: PhaseState | ChangeRecord) -> None:
+    """Hold a frozen state's or record's error and note to their bounds (see `clip`)."""
+    error, note = obj.error, obj.note
+    if error is not None and len(error) * _WIDEST > MAX_ERROR_BYTES:
+        object.__setattr__(obj, "error", clip(error, MAX_ERROR_BYTES))
+    if note is not None and len(note) * _WIDEST > MAX_NOTE_BYTES:
+        object.__setattr__(obj, "note", clip(note, MAX_NOTE_BYTES))
+
+
 @dataclass(frozen=True)
 class PhaseState:
     """The stored state of one leaf phase. `version` increases by one per transition.
@@ -171,6 +223,9 @@ class PhaseState:
     error: str | None = None
     note: str | None = None
     updated: float = 0.0
+
+    def __post_init__(self) -> None:
+        _clip_texts(self)
 
     def to_dict(self) -> dict[str, Any]:
         # Written out (not dataclasses.asdict): this runs for every transition.
@@ -233,6 +288,9 @@ class ChangeRecord:
     error: str | None
     note: str | None
     at: float
+
+    def __post_init__(self) -> None:
+        _clip_texts(self)
 
     @classmethod
     def of(cls, operation_id: str, t: Transition, seq: int = 0) -> ChangeRecord:

@@ -213,6 +213,9 @@ TABLE: list[tuple[str, Prepare, tuple[str, ...]]] = [
     ("bad-operation-id", argv("operation", "create", "--plan", str(QUICKSTART.parent / "plans"
                                                                     / "hello.yaml"),
                               "--id", "bad id!"), ("--id",)),
+    ("operation-id-taken", lambda stage, tmp: ["operation", "create", "--plan",
+                                               str(stage.base / "good.yaml"), "--id", "first"],
+     ("an operation with ID first already exists", "choose another --id")),
     ("bad-agent-node", argv("agent", "run", "--node", "Bad_Node"), ("--node",)),
     ("max-parallel-zero", argv("plan", "resume", "--max-parallel", "0"), ("--max-parallel",)),
     ("bad-log-format", argv("--log-format", "xml", "plan"), ("--log-format",)),

@@ -1,5 +1,5 @@
 """Operations on a real etcd: the server restarts in the middle of a plan and every phase still
-runs exactly once; a 10,000-phase plan is created and executed.
+runs exactly once; a 10,000-phase plan is created and executed; megabytes of output are recorded.
 """
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
+from engine.model import MAX_ERROR_BYTES, json_size
 from tests.conftest import Gravity
 from tests.etcd_server import EtcdServer
 
@@ -64,3 +65,30 @@ def test_ten_thousand_noop_phases_on_etcd(gravity: Gravity, write_plan, etcd_url
     assert doc["progress"]["leaves"] == 10_000
     assert doc["progress"]["completed"] == 10_000
     assert doc["operation"]["state"] == "completed"
+
+
+LOUD = """
+kind: Plan
+metadata: {name: loud}
+phases:
+  - id: loud
+    executor: command
+    data: {run: "head -c 3000000 /dev/zero | tr '\\\\0' x; echo; echo the last line; exit 3"}
+"""
+
+
+def test_a_phase_failing_with_megabytes_of_output_is_recorded_failed(
+        gravity: Gravity, write_plan, etcd_url: str) -> None:
+    """Its error (the message and the output's last lines) is cut to its bound, so the failure
+    fits one etcd transaction, which a 3 MB line never would: it is recorded, not lost."""
+    gravity.extra_env.update(GRAVITY_STORE=etcd_url, GRAVITY_DISPATCH="local")
+    gravity("operation", "create", "--plan", str(write_plan(LOUD)), "--id", "loud", check=0)
+    out = gravity("plan", "resume", check=1)
+    assert "phase /loud failed" in out.stderr + out.stdout
+    [phase] = gravity.plan_json()["phases"]
+    assert phase["state"] == "failed"
+    error = phase["error"]
+    assert error.startswith("command exited with status 3\nxxx")
+    assert "characters cut ...]\nxxx" in error and error.endswith("xxx\nthe last line")
+    assert json_size(phase["error"]) <= MAX_ERROR_BYTES
+    assert [r["to_state"] for r in gravity.changelog("loud")] == ["in_progress", "failed"]

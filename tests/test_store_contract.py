@@ -14,15 +14,19 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
+from engine.dispatch import dispatch_mode
 from engine.errors import (
     EXIT_INVALID,
     EXIT_REFUSED,
     LeaseExpired,
     LockHeld,
     NotFound,
+    OperationExists,
     PhaseConflict,
 )
 from engine.model import (
+    MAX_ERROR_BYTES,
+    MAX_NOTE_BYTES,
     ChangeRecord,
     Operation,
     OpState,
@@ -31,8 +35,10 @@ from engine.model import (
     RetryPolicy,
     State,
     Transition,
+    json_size,
     replay,
 )
+from engine.names import MAX_OPERATION_ID, MAX_PHASE_ID, MAX_SEGMENT, phase_id_problem
 from engine.store import Store, open_store
 from engine.store.base import CLUSTER_LOCK, coordinator_lock, this_host, this_pid
 
@@ -128,9 +134,25 @@ def test_second_operation_is_refused_while_the_first_is_active(store: Store) -> 
 
 def test_operation_ids_are_unique(store: Store) -> None:
     store.create_operation(make_op("op-1"), leaves(1))
-    store.finish_operation("op-1", OpState.FAILED, None)
-    with pytest.raises(LockHeld, match="already exists"):
-        store.create_operation(make_op("op-1"), leaves(1))
+    first = store.finish_operation("op-1", OpState.FAILED, None)
+    with pytest.raises(OperationExists, match="an operation with ID op-1 already exists") as err:
+        store.create_operation(make_op("op-1"), leaves(3, "/other"))
+    # The ID is taken for good: bad input (exit 2), not a lock that frees up; nothing written.
+    assert err.value.exit_code == EXIT_INVALID and not isinstance(err.value, LockHeld)
+    assert "choose another --id" in (err.value.hint or "")
+    assert store.get_operation("op-1") == first
+    assert store.load_specs("op-1") == leaves(1)
+    assert store.active_operation_id() is None
+
+
+def test_a_store_says_whether_agents_on_other_hosts_can_share_it(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRAVITY_DISPATCH", raising=False)
+    assert store.capabilities.shared is is_etcd(store)
+    assert dispatch_mode(store) == ("agents" if is_etcd(store) else "local")
+    for forced in ("agents", "local"):
+        monkeypatch.setenv("GRAVITY_DISPATCH", forced)
+        assert dispatch_mode(store) == forced
 
 
 def test_finishing_an_operation_that_does_not_hold_the_lock_leaves_the_lock(store: Store) -> None:
@@ -199,6 +221,95 @@ def test_a_conflict_anywhere_in_a_batch_writes_nothing(store: Store) -> None:
     assert err.value.phase_id == "/p00001"
     assert (store.load_states("op-1"), store.changelog("op-1")) == before
     assert store.get_state("op-1", "/p00000").state is State.UNSTARTED
+
+
+# The largest transitions the engine can make: the longest operation ID, phase IDs of the most
+# characters a key escapes to three bytes, the longest node name, error and note at their bounds.
+LONG_OP = "o" * MAX_OPERATION_ID
+LONG_NODE = "n" * 63
+ERROR = "E" * MAX_ERROR_BYTES
+NOTE = "N" * MAX_NOTE_BYTES
+
+
+def widest_phase_id(index: int) -> str:
+    """A valid phase ID of MAX_PHASE_ID characters, nearly all ':' (`%3A` in an etcd key)."""
+    segment = "/a" + ":" * (MAX_SEGMENT - 1)
+    body = segment * ((MAX_PHASE_ID - 8) // len(segment))
+    last = f"/{index:05d}"
+    phase_id = body + last + ":" * (MAX_PHASE_ID - len(body) - len(last))
+    assert len(phase_id) == MAX_PHASE_ID and phase_id_problem(phase_id) is None
+    return phase_id
+
+
+def largest_step(cur: PhaseState, owner: int) -> Transition:
+    new = cur.advance(State.FAILED if cur.state is State.IN_PROGRESS else State.IN_PROGRESS,
+                      owner=owner, node=LONG_NODE, error=ERROR, note=NOTE)
+    assert (new.error, new.note) == (ERROR, NOTE)  # at their bounds, not cut
+    return Transition(cur.version, new, cur.state)
+
+
+def test_a_batch_of_the_most_transitions_a_store_takes_is_one_atomic_write(store: Store) -> None:
+    n = store.capabilities.max_transitions
+    specs = [PhaseSpec(widest_phase_id(i), "", executor="noop") for i in range(n)]
+    store.create_operation(make_op(LONG_OP), specs)
+    lease = store.grant_lease(f"coordinator:{LONG_OP}", ttl=60)
+    batch = [largest_step(PhaseState(s.id), lease.id) for s in specs]
+
+    # Another writer moved the last phase first: all n are refused, nothing is written.
+    step(store, LONG_OP, specs[-1].id, State.IN_PROGRESS)
+    before = store.load_states(LONG_OP), store.changelog(LONG_OP)
+    with pytest.raises(PhaseConflict) as err:
+        store.apply(LONG_OP, batch, fence=lease.id)
+    assert err.value.phase_id == specs[-1].id
+    assert (store.load_states(LONG_OP), store.changelog(LONG_OP)) == before
+
+    batch[-1] = largest_step(store.get_state(LONG_OP, specs[-1].id), lease.id)
+    records = store.apply(LONG_OP, batch, fence=lease.id)
+    assert [r.phase_id for r in records] == [s.id for s in specs]
+    # One write: consecutive seqs (on etcd, one revision with its records' places 0..n-1).
+    seqs = [r.seq for r in records]
+    assert seqs == list(range(seqs[0], seqs[0] + n))
+    assert store.changelog(LONG_OP)[1:] == records
+    assert store.load_states(LONG_OP) == {t.phase_id: t.new for t in batch}
+
+
+def test_a_batch_over_the_limit_or_moving_a_phase_twice_is_refused_before_writing(
+        store: Store) -> None:
+    n = store.capabilities.max_transitions
+    specs = leaves(n + 1)
+    store.create_operation(make_op(), specs)
+    starts = [Transition(0, PhaseState(s.id).advance(State.IN_PROGRESS), State.UNSTARTED)
+              for s in specs]
+    with pytest.raises(ValueError, match=f"got {n + 1} transitions; .* at most {n} "):
+        store.apply("op-1", starts)
+    first = starts[0].new
+    with pytest.raises(ValueError, match="two transitions of /p00000"):
+        store.apply("op-1", [starts[0], Transition(1, first.advance(State.COMPLETED),
+                                                   State.IN_PROGRESS)])
+    with pytest.raises(ValueError, match="exactly one step"):
+        store.apply("op-1", [Transition(0, first.advance(State.COMPLETED), State.UNSTARTED)])
+    assert store.load_states("op-1") == {} and store.changelog("op-1") == []
+
+    # A caller whose transitions do not depend on each other may have them split.
+    records = store.apply_in_parts("op-1", starts)
+    assert [r.phase_id for r in records] == [s.id for s in specs]
+    assert len({r.seq for r in records}) == n + 1 == len(store.load_states("op-1"))
+
+
+def test_an_error_of_any_length_keeps_its_start_and_end_within_its_bound(store: Store) -> None:
+    """A phase whose output is megabytes still records its failure: the message and the last
+    lines survive, the middle is cut, and state and changelog agree."""
+    store.create_operation(make_op(), leaves(1))
+    step(store, "op-1", "/p00000", State.IN_PROGRESS)
+    huge = "exit status 3\n" + "\x1b[31m\u00e9\U0001f600" * 100_000 + "\nthe last line"
+    rec = step(store, "op-1", "/p00000", State.FAILED, error=huge, note="n" * 50_000)
+    st = store.get_state("op-1", "/p00000")
+    assert st.error is not None and st.note is not None
+    assert st.error.startswith("exit status 3\n") and st.error.endswith("\nthe last line")
+    assert "characters cut ...]" in st.error
+    assert json_size(st.error) <= MAX_ERROR_BYTES and json_size(st.note) <= MAX_NOTE_BYTES
+    assert (rec.error, rec.note) == (st.error, st.note)
+    assert store.changelog("op-1")[-1] == rec
 
 
 def test_changelog_orders_records_filters_by_seq_and_replays_to_the_states(store: Store) -> None:
@@ -406,10 +517,11 @@ def test_ten_thousand_phase_plan_is_created_and_its_states_read(store: Store) ->
     specs = leaves(10_000)
     store.create_operation(make_op(), specs)
     assert store.load_specs("op-1") == specs
-    for start in range(0, len(specs), 50):
+    size = store.capabilities.max_transitions
+    for start in range(0, len(specs), size):
         store.apply("op-1", [
             Transition(0, PhaseState(s.id).advance(State.IN_PROGRESS), State.UNSTARTED)
-            for s in specs[start : start + 50]])
+            for s in specs[start : start + size]])
     states = store.load_states("op-1")
     assert len(states) == 10_000
     assert {s.version for s in states.values()} == {1}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import EXIT_INVALID, EXIT_REFUSED
+from engine.errors import EXIT_INVALID, EXIT_REFUSED, OperationExists
 from engine.model import Operation, OpState, PhaseSpec, PhaseState, State, Transition
 from engine.store import Store, open_store
 from engine.store.copy import history
@@ -136,6 +136,40 @@ def test_copied_active_operation_leaves_a_busy_cluster_lock_alone(tmp_path: Path
                                   "left with op-here, which is active in the destination")
     with open_store(dest) as store:
         assert store.active_operation_id() == "op-here"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "etcd"])
+def test_importing_over_an_id_the_destination_holds_needs_replace(
+        tmp_path: Path, request: pytest.FixtureRequest, kind: str) -> None:
+    """`import_operation` is part of every Store: a taken ID is bad input (exit 2) naming
+    `--force`, and nothing of the destination's own operation changes; replacing works."""
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    dest = (f"sqlite:///{tmp_path / 'dest.db'}" if kind == "sqlite"
+            else request.getfixturevalue("etcd_url"))
+    seed(source)
+    with open_store(source) as src, open_store(dest) as dst:
+        op = src.get_operation("op-old")
+        parts = (src.load_specs(op.id), list(src.load_states(op.id).values()),
+                 src.changelog(op.id))
+        now = time.time()
+        dst.create_operation(Operation("op-old", "plan", "theirs.yaml", created=now,
+                                       updated=now), [PhaseSpec("/theirs", "", executor="noop")])
+        step(dst, "op-old", "/theirs", State.IN_PROGRESS)
+        theirs = dst.finish_operation("op-old", OpState.FAILED, "theirs")
+        before = (dst.load_specs(op.id), dst.load_states(op.id), dst.changelog(op.id))
+
+        with pytest.raises(OperationExists) as err:
+            dst.import_operation(op, *parts)
+        assert err.value.exit_code == EXIT_INVALID
+        assert "gravity store copy --force" in (err.value.hint or "")
+        assert dst.get_operation(op.id) == theirs
+        assert (dst.load_specs(op.id), dst.load_states(op.id), dst.changelog(op.id)) == before
+
+        assert dst.import_operation(op, *parts, replace=True) is False  # finished: no lock
+        assert dst.get_operation(op.id) == op
+        assert dst.load_specs(op.id) == parts[0]
+        assert history(dst.changelog(op.id)) == history(parts[2])
+        assert dst.active_operation_id() is None
 
 
 @pytest.mark.parametrize("args", [

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import EXIT_INVALID, StoreConfigError, StoreUnavailable
+from engine.errors import EXIT_INVALID, StoreConfigError, StoreError, StoreUnavailable
 from engine.model import Operation, OpState, PhaseSpec, PhaseState, State, Transition
-from engine.store import TLSConfig, open_store
-from engine.store.etcd import APPLY_CHUNK, EtcdStore
+from engine.store import Capabilities, TLSConfig, open_store
+from engine.store.etcd import EtcdStore
 from engine.store.etcd_conn import DEFAULT_PATIENCE, parse_url
-from engine.store.etcd_keys import SLOTS
+from engine.store.etcd_limits import MAX_TXN_OPS, max_transitions
 from tests.etcd_server import EtcdServer, free_port
+from tests.test_store_contract import LONG_OP, largest_step, widest_phase_id
 
 
 def make_op(op_id: str = "op-1") -> Operation:
@@ -130,30 +131,25 @@ def test_a_dead_endpoint_fails_over_to_a_live_one(etcd_server: EtcdServer) -> No
 
 
 # -- batching --------------------------------------------------------------------------------
-def test_a_batch_larger_than_one_transaction_is_written_in_chunks(store: EtcdStore) -> None:
-    n = APPLY_CHUNK * 2 + 7
-    store.create_operation(make_op(), leaves(n))
-    records = store.apply("op-1", [start(f"/p{i:05d}") for i in range(n)])
-    seqs = [r.seq for r in records]
-    assert seqs == sorted(set(seqs))
-    # one etcd revision per transaction: 60 + 60 + 7 records
-    revisions = [r.seq // SLOTS for r in records]
-    assert [revisions.count(rev) for rev in sorted(set(revisions))] == [
-        APPLY_CHUNK, APPLY_CHUNK, 7]
-    assert store.changelog("op-1") == records
-    assert len(store.load_states("op-1")) == n
+def test_past_the_limit_etcd_itself_refuses_the_transaction(store: EtcdStore) -> None:
+    """`max_transitions` is what etcd's default limits allow, not a guess: with the check
+    lifted, a quarter more of the largest transitions is a request etcd refuses as too large,
+    and 65 small ones (130 puts) one with too many operations; 64 small ones commit."""
+    n = store.capabilities.max_transitions
+    assert n == max_transitions(store.keys.prefix) < MAX_TXN_OPS // 2
+    specs = [PhaseSpec(widest_phase_id(i), "", executor="noop") for i in range(n + n // 4)]
+    store.create_operation(make_op(LONG_OP), specs)
+    store.capabilities = Capabilities(shared=True, max_transitions=10_000)
+    with pytest.raises(StoreError, match="request is too large"):
+        store.apply(LONG_OP, [largest_step(PhaseState(s.id), 1) for s in specs])
+    assert store.load_states(LONG_OP) == {} and store.changelog(LONG_OP) == []
 
-
-def test_two_steps_of_one_phase_in_one_batch(store: EtcdStore) -> None:
-    store.create_operation(make_op(), leaves(1))
-    first = PhaseState("/p00000").advance(State.IN_PROGRESS)
-    second = first.advance(State.COMPLETED)
-    store.apply("op-1", [Transition(0, first, State.UNSTARTED),
-                         Transition(1, second, State.IN_PROGRESS)])
-    assert store.get_state("op-1", "/p00000") == second
-    with pytest.raises(ValueError, match="exactly one step"):
-        store.apply("op-1", [Transition(2, second.advance(State.FAILED).advance(State.FAILED),
-                                        State.COMPLETED)])
+    store.finish_operation(LONG_OP, OpState.FAILED, None)
+    store.create_operation(make_op(), leaves(65))
+    with pytest.raises(StoreError, match="too many operations"):
+        store.apply("op-1", [start(f"/p{i:05d}") for i in range(65)])
+    assert store.changelog("op-1") == []
+    assert len(store.apply("op-1", [start(f"/p{i:05d}") for i in range(64)])) == 64
 
 
 def test_store_state_survives_reopening(etcd_url: str) -> None:

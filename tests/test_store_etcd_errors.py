@@ -95,6 +95,11 @@ CASES: list[tuple[str, BaseException, type[EngineError]]] = [
                                   "Handshake read failed (Socket closed)"), StoreUnavailable),
     ("too many ops", StatusError(grpc.StatusCode.INVALID_ARGUMENT,
                                  "etcdserver: too many operations in txn request"), StoreError),
+    ("too large", StatusError(grpc.StatusCode.INVALID_ARGUMENT,
+                              "etcdserver: request is too large"), StoreError),
+    ("over grpc's max", StatusError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    "grpc: received message larger than max (3051343 vs. "
+                                    "2097152)"), StoreError),
     ("no space", StatusError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                              "etcdserver: mvcc: database space exceeded"), StoreError),
     ("lease gone", StatusError(grpc.StatusCode.NOT_FOUND,
@@ -132,6 +137,20 @@ def test_every_grpc_status_maps_to_an_engine_error(code: grpc.StatusCode) -> Non
 def test_a_real_refusal_from_etcd_surfaces_as_a_store_error(etcd_url: str) -> None:
     with EtcdStore.from_url(etcd_url) as store:
         puts = [tx.Put(f"/x/{i}", "v") for i in range(200)]
-        with pytest.raises(StoreError, match="too many operations"):
+        with pytest.raises(StoreError, match="too many operations") as err:
             store._call("writing too much", lambda c: c.transaction(
                 compare=[], success=puts, failure=[]))
+        assert "--max-txn-ops 128" in (err.value.hint or "")
+
+
+@pytest.mark.parametrize(("details", "said"), [
+    ("etcdserver: request is too large", "over its size limits"),
+    ("grpc: received message larger than max (3051343 vs. 2097152)", "over its size limits"),
+    ("etcdserver: mvcc: database space exceeded", "out of space or quota"),
+])
+def test_a_request_over_etcds_limits_is_not_called_a_full_disk(details: str, said: str) -> None:
+    code = (grpc.StatusCode.INVALID_ARGUMENT if "too large" in details
+            else grpc.StatusCode.RESOURCE_EXHAUSTED)
+    err = translate(StatusError(code, details), "recording", URL)
+    assert said in err.message
+    assert ("--max-request-bytes" in (err.hint or "")) is (said == "over its size limits")

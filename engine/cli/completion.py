@@ -24,22 +24,15 @@ def _store_url(root: dict[str, Any]) -> str | None:
 
     Completion must not create a database file as a side effect of pressing TAB.
     """
-    from urllib.parse import urlsplit
-
     from engine.cli.main import default_state_dir
-    from engine.store import default_url
+    from engine.store import default_url, would_create
 
     url = root.get("store_url") or os.environ.get("GRAVITY_STORE")
     if not url:
         state_dir = root.get("state_dir") or os.environ.get("GRAVITY_STATE_DIR")
         state = Path(state_dir).expanduser() if state_dir else default_state_dir()
         url = default_url(state.resolve())
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        path = parts.path if not parts.netloc else f"/{parts.netloc}{parts.path}"
-        if not path or not Path(path).is_file():
-            return None
-    return url
+    return None if would_create(url) else url
 
 
 def _phase_items(ctx: click.Context, incomplete: str) -> list[CompletionItem]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from engine.errors import StoreConfigError
-from engine.store.base import Store
+from engine.store.base import Capabilities, Store
 
 # Phase processes are fork()ed (preexec_fn sets PR_SET_PDEATHSIG, so no vfork). With gRPC's fork
 # support on, its fork handlers restart gRPC's epoll poller in the child; the child then closes
@@ -34,12 +34,27 @@ def default_url(state_dir: Path) -> str:
     return f"sqlite://{(state_dir / 'gravity.db').resolve()}"
 
 
+def _sqlite_path(url: str) -> str | None:
+    """The file of a `sqlite:` URL: sqlite:///abs/path.db (absolute) or sqlite:rel/path.db
+    (relative to the cwd); None for any other scheme."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return None
+    return parts.path if not parts.netloc else f"/{parts.netloc}{parts.path}"
+
+
+def would_create(url: str) -> bool:
+    """Opening `url` would create a store that is not there yet (an embedded file that does
+    not exist): what shell completion must not do as a side effect of pressing TAB."""
+    path = _sqlite_path(url)
+    return path is not None and (not path or not Path(path).is_file())
+
+
 def open_store(url: str, *, tls: TLSConfig | None = None) -> Store:
     """Open the store named by `url`; StoreConfigError (exit 2) for a URL we cannot use."""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        # sqlite:///abs/path.db (absolute) or sqlite:rel/path.db (relative to the cwd)
-        path = parts.path if not parts.netloc else f"/{parts.netloc}{parts.path}"
+        path = _sqlite_path(url) or ""
         if not path or path.endswith("/"):
             raise StoreConfigError(
                 f"store URL {url!r} names no database file",
@@ -63,4 +78,4 @@ def open_store(url: str, *, tls: TLSConfig | None = None) -> Store:
     )
 
 
-__all__ = ["Store", "TLSConfig", "default_url", "open_store"]
+__all__ = ["Capabilities", "Store", "TLSConfig", "default_url", "open_store", "would_create"]

@@ -8,9 +8,10 @@ import os
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import LeaseExpired, LockHeld, NotFound
+from engine.errors import LeaseExpired, LockHeld, NotFound, OperationExists
 from engine.model import ChangeRecord, Lease, Operation, OpState, PhaseSpec, PhaseState, Transition
 
 CLUSTER_LOCK = "cluster"
@@ -39,6 +40,15 @@ def cluster_busy(holder: str) -> LockHeld:
     )
 
 
+def operation_exists(operation_id: str, *, copying: bool = False) -> OperationExists:
+    """The error every backend gives for creating (or importing) an operation whose ID is
+    taken: bad input (exit 2), not a lock, since nothing the holder does frees that ID."""
+    hint = ("`gravity store copy --force` replaces the destination's copy" if copying
+            else "choose another --id (`gravity operation list` shows the IDs taken)")
+    return OperationExists(f"an operation with ID {operation_id} already exists",
+                           operation_id=operation_id, hint=hint)
+
+
 def lease_gone(lease_id: int) -> LeaseExpired:
     """The error every backend gives when a lease a write depends on is no longer alive."""
     return LeaseExpired(f"lease {lease_id} expired before it was renewed",
@@ -50,12 +60,50 @@ def this_host() -> str:
     return os.environ.get("GRAVITY_HOSTNAME") or socket.gethostname()
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do that callers branch on, so nothing above engine/store/ reads
+    the store's URL to decide behaviour.
+
+    shared: other hosts reach the same store, so node agents can run phases (etcd). The
+        embedded SQLite file is one machine's: phases run in the coordinator's process.
+    max_transitions: the most transitions one `apply` call takes. An `apply` is one atomic
+        write, and a backend's write has limits (etcd: operations and bytes per
+        transaction); a caller with more transitions splits them itself, knowing that each
+        part then commits on its own (or uses `apply_in_parts` when that is fine).
+    """
+
+    shared: bool
+    max_transitions: int
+
+
+def check_batch(transitions: Sequence[Transition], limit: int) -> None:
+    """The rules of one `apply` batch, checked by every backend before it writes: at most
+    `limit` transitions, each one version step, no phase named twice (one atomic write
+    cannot move a phase two steps). ValueError is a caller's bug; nothing is written."""
+    if len(transitions) > limit:
+        raise ValueError(
+            f"apply got {len(transitions)} transitions; this store writes at most {limit} "
+            "in one atomic write (store.capabilities.max_transitions): split the batch")
+    seen: set[str] = set()
+    for t in transitions:
+        if t.new.version != t.expected + 1:
+            raise ValueError(
+                f"transition of {t.phase_id} goes from version {t.expected} to "
+                f"{t.new.version}; the store needs exactly one step per transition")
+        if t.phase_id in seen:
+            raise ValueError(f"apply got two transitions of {t.phase_id}; one atomic write "
+                             "moves a phase one step: apply them one after the other")
+        seen.add(t.phase_id)
+
+
 class Store(ABC):
     """Durable state of operations: specs, phase states with CAS, changelog, leases and locks.
 
     Rules every backend keeps (the contract test suite checks them):
     - `apply` is atomic: every transition's CAS holds and each appends one
-      changelog record, or nothing is written (PhaseConflict).
+      changelog record, or nothing is written (PhaseConflict). It takes at most
+      `capabilities.max_transitions` transitions, one per phase.
     - An absent phase state is `unstarted` at version 0.
     - No stored value grows with the plan: one row/key per spec, per state,
       per changelog record.
@@ -64,6 +112,7 @@ class Store(ABC):
     """
 
     url: str
+    capabilities: Capabilities
 
     # -- operations -----------------------------------------------------------------------
     @abstractmethod
@@ -71,7 +120,8 @@ class Store(ABC):
         """Write the operation and its specs and take the cluster lock, all or nothing.
 
         Raises LockHeld (holder = the active operation's ID) when another
-        active operation holds the cluster lock.
+        active operation holds the cluster lock, and OperationExists when an
+        operation with that ID exists (finished or not). Either way nothing is written.
         """
 
     @abstractmethod
@@ -117,7 +167,21 @@ class Store(ABC):
         Raises PhaseConflict naming the first phase whose version moved. With `fence` (the
         writer's own lease), the write commits only while that lease is alive, else
         LeaseExpired and nothing is written: a holder that lost its lease records nothing.
+        A batch over `capabilities.max_transitions`, naming a phase twice or moving one
+        more than a version is refused with ValueError before anything is written
+        (`check_batch`). The records come back in the order of `transitions`.
         """
+
+    def apply_in_parts(self, operation_id: str, transitions: Sequence[Transition], *,
+                       fence: int | None = None) -> list[ChangeRecord]:
+        """`apply` in parts of at most `capabilities.max_transitions`, each atomic on its own:
+        for transitions independent of each other (interrupting the phases of dead owners).
+        If a part fails, the parts before it stay written."""
+        size = self.capabilities.max_transitions
+        out: list[ChangeRecord] = []
+        for start in range(0, len(transitions), size):
+            out.extend(self.apply(operation_id, transitions[start:start + size], fence=fence))
+        return out
 
     @abstractmethod
     def changelog(self, operation_id: str, after: int = 0, node: str | None = None
@@ -193,6 +257,20 @@ class Store(ABC):
     def kv_delete(self, key: str) -> None:
         """Remove a record; no error when absent."""
 
+    # -- copying between stores (engine.store.copy) ---------------------------------------
+    @abstractmethod
+    def import_operation(self, op: Operation, specs: Sequence[PhaseSpec],
+                         states: Sequence[PhaseState], records: Sequence[ChangeRecord], *,
+                         replace: bool = False) -> bool:
+        """Write a whole operation as another store holds it (`gravity store copy`).
+
+        Versions and the changelog's order are kept; seqs are this store's own, assigned in
+        that order. The operation becomes visible all at once or not at all. An operation
+        with that ID already here is OperationExists unless `replace`, which deletes it (and
+        frees the cluster lock if it held it) first. The cluster lock is taken only if `op`
+        is active and no active operation holds it; returns whether it was taken.
+        """
+
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Safe to call twice."""
@@ -210,8 +288,11 @@ def this_pid() -> int:
 
 __all__ = [
     "CLUSTER_LOCK",
+    "Capabilities",
     "Store",
+    "check_batch",
     "coordinator_lock",
+    "operation_exists",
     "this_host",
     "this_pid",
 ]

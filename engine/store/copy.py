@@ -1,24 +1,16 @@
 """Copying operations between stores, either direction (SQLite <-> etcd): `gravity store copy`.
-Reads through the public Store methods and writes with the backend's `import_operation`.
+Reads through the public Store methods and writes with `Store.import_operation`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from engine.errors import NotFound, StoreError
-from engine.model import ChangeRecord, Operation, OpState, PhaseSpec, PhaseState
+from engine.model import ChangeRecord, Operation, OpState
 from engine.store.base import Store
-
-
-class Importer(Protocol):
-    """What a destination store offers besides the Store contract (SQLite and etcd do)."""
-
-    def import_operation(self, op: Operation, specs: Sequence[PhaseSpec],
-                         states: Sequence[PhaseState], records: Sequence[ChangeRecord], *,
-                         replace: bool = False) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -75,8 +67,6 @@ def copy_operation(src: Store, dst: Store, operation_id: str, *,
     replaces it. The destination takes the cluster lock for an active operation
     only when no other active operation holds it there.
     """
-    if not hasattr(dst, "import_operation"):
-        raise StoreError(f"the store {dst.url} cannot import operations")
     op = src.get_operation(operation_id)
     specs = src.load_specs(operation_id)
     states = src.load_states(operation_id)
@@ -93,9 +83,8 @@ def copy_operation(src: Store, dst: Store, operation_id: str, *,
         if not force:
             return CopyResult(operation_id, "refused", len(specs), len(records),
                               f"{why}; pass --force to replace it")
-    importer: Importer = dst  # type: ignore[assignment]
-    took = importer.import_operation(op, specs, list(states.values()), records,
-                                     replace=present is not None)
+    took = dst.import_operation(op, specs, list(states.values()), records,
+                                replace=present is not None)
     copied = dst.changelog(operation_id)
     if history(copied) != history(records) or len(dst.load_specs(operation_id)) != len(specs):
         raise StoreError(f"{operation_id} did not read back identically from {dst.url}",

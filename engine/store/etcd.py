@@ -17,7 +17,6 @@ from pyetcd.watch import WatchResponse
 
 from engine.errors import (
     EngineError,
-    LockHeld,
     PhaseConflict,
     StoreError,
     StoreUnavailable,
@@ -31,7 +30,16 @@ from engine.model import (
     Transition,
 )
 from engine.names import check_new_operation
-from engine.store.base import CLUSTER_LOCK, Store, cluster_busy, lease_gone, no_operation
+from engine.store.base import (
+    CLUSTER_LOCK,
+    Capabilities,
+    Store,
+    check_batch,
+    cluster_busy,
+    lease_gone,
+    no_operation,
+    operation_exists,
+)
 from engine.store.etcd_conn import Connection, EtcdConfig, batches, parse_url
 from engine.store.etcd_errors import (
     CAUGHT,
@@ -49,6 +57,7 @@ from engine.store.etcd_keys import (
     seq_floor,
     span,
 )
+from engine.store.etcd_limits import MAX_TXN_BYTES, SPEC_BATCH, max_transitions
 from engine.store.etcd_locks import LeasesAndLocks
 from engine.store.etcd_root import open_root
 
@@ -58,11 +67,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Client = MultiEndpointEtcd3Client
 
-# etcd's defaults are --max-txn-ops 128 and --max-request-bytes 1.5 MiB; stay well inside.
-SPEC_BATCH = 100
-# Per transition: 1 compare, 2 puts (state + log), 1 get on failure; plus the operation key.
-APPLY_CHUNK = 60
-MAX_TXN_BYTES = 1_000_000
 # Optimistic loops (a concurrent writer moved a lock or a record) give up after this.
 MAX_ROUNDS = 50
 
@@ -87,6 +91,9 @@ class EtcdStore(LeasesAndLocks, Store):
         self.config = config
         self.url = config.url
         self.keys = Keys(config.prefix)
+        # Shared by every host that reaches etcd; one `apply` is one transaction (etcd_limits).
+        self.capabilities = Capabilities(shared=True,
+                                         max_transitions=max_transitions(config.prefix))
         self._conn = Connection(config)
         # One long-lived changelog watch per (operation, node or None) (see etcd_feed).
         self._feeds: dict[tuple[str, str | None], Feed] = {}
@@ -145,17 +152,12 @@ class EtcdStore(LeasesAndLocks, Store):
             raise no_operation(operation_id)
         return found.kvs[0]
 
-    @staticmethod
-    def _exists(op_id: str) -> LockHeld:
-        return LockHeld(f"an operation with ID {op_id} already exists",
-                        holder=op_id, hint="choose another --id")
-
     def _check_new(self, client: Client, op_id: str) -> None:
         holder, _ = self._cluster_guard(client)
         if holder is not None:
             raise cluster_busy(holder)
         if client.get_response(self.keys.op(op_id)).kvs:
-            raise self._exists(op_id)
+            raise operation_exists(op_id)
 
     def clear_unpublished(self, op_id: str, *, patience: float | None = None) -> None:
         """Delete the data keys of an operation whose record was never written.
@@ -179,18 +181,18 @@ class EtcdStore(LeasesAndLocks, Store):
         self._call(f"cleaning up the unfinished creation of {op_id}", clear, patience=patience)
 
     def write_unpublished(self, op_id: str, items: Sequence[tuple[bytes, bytes]],
-                          what: str) -> None:
+                          what: str, *, copying: bool = False) -> None:
         """Put data keys of an operation not yet visible, in batches within etcd's limits.
 
         Every batch is guarded by "no operation record", so a concurrent creation of
-        the same ID that published first is never overwritten.
+        the same ID that published first is never overwritten (OperationExists).
         """
         guard = self.keys.op(op_id)
         for chunk in batches(items, SPEC_BATCH, _weigh_put, MAX_TXN_BYTES):
             ok, _ = self._call(what, lambda c, chunk=chunk: c.transaction(
                 compare=[tx.Version(guard) == 0], success=_puts(chunk), failure=[]))
             if not ok:
-                raise self._exists(op_id)
+                raise operation_exists(op_id, copying=copying)
 
     def create_operation(self, op: Operation, specs: Sequence[PhaseSpec]) -> None:
         check_new_operation(op.id, specs)
@@ -209,9 +211,9 @@ class EtcdStore(LeasesAndLocks, Store):
     def publish(self, op: Operation, *, take_lock: bool, what: str) -> bool:
         """Write the operation record (and the cluster lock) last, in one transaction.
 
-        Until this commits the operation is invisible. With `take_lock`, refuses with
-        LockHeld while another operation is active; otherwise takes the lock only if
-        free and `op` is active. Returns whether the cluster lock was taken.
+        Until this commits the operation is invisible. With `take_lock` (creating),
+        refuses with LockHeld while another operation is active; otherwise (copying) takes
+        the lock only if free and `op` is active. Returns whether the cluster lock was taken.
         """
         op_key, lock = self.keys.op(op.id), self.keys.lock(CLUSTER_LOCK)
         record = encode(op.to_dict())
@@ -224,7 +226,7 @@ class EtcdStore(LeasesAndLocks, Store):
                 if found.kvs:
                     if unsure and found.kvs[0].value == record:
                         return self._holder_is(client, op.id)  # our earlier try committed
-                    raise self._exists(op.id)
+                    raise operation_exists(op.id, copying=not take_lock)
                 holder, guard = self._cluster_guard(client)
                 if holder is not None and take_lock:
                     raise cluster_busy(holder)
@@ -338,47 +340,29 @@ class EtcdStore(LeasesAndLocks, Store):
 
     def apply(self, operation_id: str, transitions: Sequence[Transition], *,
               fence: int | None = None) -> list[ChangeRecord]:
-        """CAS transitions: one etcd transaction per chunk of up to APPLY_CHUNK transitions.
+        """CAS transitions: one etcd transaction, so the whole batch commits or none of it.
 
-        A batch larger than a chunk (or naming one phase twice) is atomic per chunk
-        only; the engine sends small batches. A phase's PhaseState.version equals its
-        state key's etcd version, so the CAS is `version(key) == expected`. Writers of
-        different phases never compare the same key, so they never retry each other.
+        Compares every state key's version (and that the operation exists, and with
+        `fence` that the writer's lease record does), then puts the new states and one
+        `log/<node>/<phase>/<version>` record each; the records' seqs come from the
+        transaction's revision. A phase's PhaseState.version equals its state key's etcd
+        version, so the CAS is `version(key) == expected`; writers of different phases never
+        compare the same key, so they never retry each other. At most
+        `capabilities.max_transitions` (etcd_limits) per call, so it fits etcd's limits.
         """
-        for t in transitions:
-            if t.new.version != t.expected + 1:
-                raise ValueError(
-                    f"transition of {t.phase_id} goes from version {t.expected} to "
-                    f"{t.new.version}; the store needs exactly one step per transition")
-        out: list[ChangeRecord] = []
-        chunk: list[Transition] = []
-        size = 0
-        for t in transitions:
-            weight = len(encode(t.new.to_dict())) * 2 + 200
-            if chunk and (len(chunk) >= APPLY_CHUNK or size + weight > MAX_TXN_BYTES
-                          or any(c.phase_id == t.phase_id for c in chunk)):
-                out.extend(self._apply_chunk(operation_id, chunk, fence))
-                chunk, size = [], 0
-            chunk.append(t)
-            size += weight
-        if chunk:
-            out.extend(self._apply_chunk(operation_id, chunk, fence))
-        return out
-
-    def _apply_chunk(self, op_id: str, chunk: Sequence[Transition],
-                     fence: int | None = None) -> list[ChangeRecord]:
-        """One transaction: compare every state key's version (and that the operation
-        exists), put the new states and one `log/<node>/<phase>/<version>` record each. The
-        records' seqs come from the transaction's revision."""
+        check_batch(transitions, self.capabilities.max_transitions)
+        if not transitions:
+            return []
+        op_id, batch = operation_id, list(transitions)
         keys = self.keys
         op_key = keys.op(op_id)
-        state_keys = [keys.state(op_id, t.phase_id) for t in chunk]
-        log_keys = [keys.log(op_id, t.new.node, t.phase_id, t.new.version) for t in chunk]
-        values = [log_value(ChangeRecord.of(op_id, t), i) for i, t in enumerate(chunk)]
+        state_keys = [keys.state(op_id, t.phase_id) for t in batch]
+        log_keys = [keys.log(op_id, t.new.node, t.phase_id, t.new.version) for t in batch]
+        values = [log_value(ChangeRecord.of(op_id, t), i) for i, t in enumerate(batch)]
         compare = [tx.Version(op_key) > 0]
-        compare += [tx.Version(k) == t.expected for k, t in zip(state_keys, chunk, strict=True)]
+        compare += [tx.Version(k) == t.expected for k, t in zip(state_keys, batch, strict=True)]
         success = [tx.Put(k, encode(t.new.to_dict()))
-                   for k, t in zip(state_keys, chunk, strict=True)]
+                   for k, t in zip(state_keys, batch, strict=True)]
         success += [tx.Put(k, v) for k, v in zip(log_keys, values, strict=True)]
         failure = [tx.Get(op_key), *(tx.Get(k) for k in state_keys)]
         if fence is not None:  # the writer's lease record lives exactly as long as its lease
@@ -407,7 +391,7 @@ class EtcdStore(LeasesAndLocks, Store):
                     return done
             if fence is not None and not responses[-1]:
                 raise lease_gone(fence)
-            for t, kvs in zip(chunk, responses[1:len(chunk) + 1], strict=True):
+            for t, kvs in zip(batch, responses[1:len(batch) + 1], strict=True):
                 found = int(decode(kvs[0][0])["version"]) if kvs else 0
                 if found == t.expected:
                     continue
@@ -420,7 +404,7 @@ class EtcdStore(LeasesAndLocks, Store):
             raise StoreUnavailable(f"etcd refused the transition of {op_id} without a reason",
                                    operation_id=op_id, hint="retry the command")
 
-        return self._call(f"recording {len(chunk)} transition(s) of {op_id}", attempt)
+        return self._call(f"recording {len(batch)} transition(s) of {op_id}", attempt)
 
     @staticmethod
     def _committed(client: Client, log_keys: Sequence[bytes], values: Sequence[bytes]
@@ -554,11 +538,7 @@ class EtcdStore(LeasesAndLocks, Store):
     def import_operation(self, op: Operation, specs: Sequence[PhaseSpec],
                          states: Sequence[PhaseState], records: Sequence[ChangeRecord], *,
                          replace: bool = False) -> bool:
-        """Write a whole operation as another store holds it (see engine.store.copy).
-
-        Versions and changelog order are kept; seqs are this store's. Returns whether
-        the cluster lock was taken.
-        """
+        """See Store.import_operation; how etcd does it is in etcd_import."""
         from engine.store.etcd_import import import_operation
 
         check_new_operation(op.id, specs)

@@ -42,6 +42,10 @@ CUT_HANDSHAKE = ("handshake read failed", "handshake write failed")
 # etcd answers these while a leader is being elected or it is overloaded: worth waiting for.
 TRANSIENT_TEXTS = ("not leader", "leader changed", "no leader", "too many requests",
                    "request timed out", "server stopped", "not capable")
+# etcd (or gRPC in front of it) refusing a request over its size limits: the store keeps every
+# request within etcd's defaults (etcd_limits), so a server started with lower ones says these.
+OVER_LIMIT_TEXTS = ("too many operations in txn request", "request is too large",
+                    "received message larger than max")
 
 
 def rpc_error(exc: BaseException) -> grpc.RpcError | None:
@@ -156,6 +160,12 @@ def translate(exc: BaseException, what: str, url: str) -> EngineError:
             f"etcd at {url} is unavailable while {what}: {details}",
             hint=f"check that etcd is running and reachable: etcdctl --endpoints "
             f"{endpoints_hint(url)} endpoint health",
+        )
+    if any(t in low for t in OVER_LIMIT_TEXTS):
+        return StoreError(
+            f"etcd at {url} refused a request over its size limits while {what}: {details}",
+            hint="gravity keeps every request within etcd's default limits; start etcd with "
+            "at least --max-txn-ops 128 and --max-request-bytes 1572864 (1.5 MiB)",
         )
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return StoreError(

@@ -14,17 +14,19 @@ from pyetcd import transactions as tx
 
 from engine.errors import EngineError, StoreError, StoreUnavailable
 from engine.model import ChangeRecord, Operation, PhaseSpec, PhaseState
+from engine.store.base import operation_exists
 from engine.store.etcd_conn import batches
 from engine.store.etcd_keys import encode, log_value
+from engine.store.etcd_limits import MAX_TXN_BYTES
 
 if TYPE_CHECKING:
     from engine.store.etcd import EtcdStore
 
 # Compares + puts of one state round must stay under etcd's --max-txn-ops (128).
 STATE_BATCH = 100
-# Changelog records per transaction: well inside --max-txn-ops and the bytes limit.
+# Changelog records per transaction: well inside --max-txn-ops and (records being bounded in
+# size, engine.model.MAX_ERROR_BYTES) the bytes limit.
 LOG_BATCH = 50
-MAX_TXN_BYTES = 1_000_000
 
 
 def import_operation(store: EtcdStore, op: Operation, specs: Sequence[PhaseSpec],
@@ -49,7 +51,7 @@ def import_operation(store: EtcdStore, op: Operation, specs: Sequence[PhaseSpec]
         raise ValueError(f"changelog of {op.id} records one phase version twice")
     if store._conn.get(what, keys.op(op.id)) is not None:
         if not replace:
-            raise store._exists(op.id)
+            raise operation_exists(op.id, copying=True)
         _remove(store, op.id, what)
     store.clear_unpublished(op.id)
     items = [(keys.spec(op.id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
@@ -60,9 +62,9 @@ def import_operation(store: EtcdStore, op: Operation, specs: Sequence[PhaseSpec]
     ]
     history = {(r.phase_id, r.version): r.state_after() for r in ordered}
     try:
-        store.write_unpublished(op.id, items, what)
+        store.write_unpublished(op.id, items, what, copying=True)
         for log_items in log_batches:  # one transaction each, so one revision each
-            store.write_unpublished(op.id, log_items, what)
+            store.write_unpublished(op.id, log_items, what, copying=True)
         top = max((s.version for s in states), default=0)
         for k in range(1, top + 1):
             round_items = []
@@ -97,7 +99,7 @@ def _put_round(store: EtcdStore, op_id: str, items: list[tuple[bytes, bytes]], v
             if ok:
                 return
             if responses[0]:
-                raise store._exists(op_id)
+                raise operation_exists(op_id, copying=True)
             if all(kvs and kvs[0][1].version == version for kvs in responses[1:]):
                 return  # an earlier try committed and its reply was lost
             raise StoreError(f"phase states of {op_id} changed while importing it",

@@ -32,10 +32,13 @@ from engine.model import (
 from engine.names import check_new_operation
 from engine.store.base import (
     CLUSTER_LOCK,
+    Capabilities,
     Store,
+    check_batch,
     cluster_busy,
     lease_gone,
     no_operation,
+    operation_exists,
     this_host,
     this_pid,
 )
@@ -65,6 +68,9 @@ CREATE TABLE IF NOT EXISTS kv(
 
 # How many rows one executemany batch carries; SQLite has no hard limit, this bounds memory.
 BATCH = 2000
+# One `apply` is one transaction of any size to SQLite; this bounds what one call holds in
+# memory (a thousand of the largest states and records are ~15 MB).
+MAX_TRANSITIONS = 1000
 
 
 def _translate(exc: sqlite3.Error, what: str) -> StoreError:
@@ -79,6 +85,9 @@ def _translate(exc: sqlite3.Error, what: str) -> StoreError:
 
 class SQLiteStore(Store):
     """Store backed by one SQLite file; each thread gets its own connection."""
+
+    # One machine's file: phases run in the coordinator's process, not on node agents.
+    capabilities = Capabilities(shared=False, max_transitions=MAX_TRANSITIONS)
 
     def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
@@ -185,8 +194,7 @@ class SQLiteStore(Store):
                 if holder is not None:
                     raise cluster_busy(holder)
                 if db.execute("SELECT 1 FROM operations WHERE id=?", (op.id,)).fetchone():
-                    raise LockHeld(f"an operation with ID {op.id} already exists",
-                                   holder=op.id, hint="choose another --id")
+                    raise operation_exists(op.id)
                 db.execute(
                     "INSERT INTO operations(id, created, data) VALUES(?, ?, ?)",
                     (op.id, op.created, json.dumps(op.to_dict())),
@@ -292,6 +300,7 @@ class SQLiteStore(Store):
 
     def apply(self, operation_id: str, transitions: Sequence[Transition], *,
               fence: int | None = None) -> list[ChangeRecord]:
+        check_batch(transitions, MAX_TRANSITIONS)
         if not transitions:
             return []
         what = f"recording {len(transitions)} transition(s) of {operation_id}"
@@ -319,7 +328,6 @@ class SQLiteStore(Store):
                             operation_id=operation_id, phase_id=t.phase_id,
                             hint="check `gravity plan` and retry",
                         )
-                    current[t.phase_id] = t.new.version
                 db.executemany(
                     "INSERT OR REPLACE INTO states(op_id, phase_id, version, data) "
                     "VALUES(?, ?, ?, ?)",
@@ -482,23 +490,15 @@ class SQLiteStore(Store):
     def import_operation(self, op: Operation, specs: Sequence[PhaseSpec],
                          states: Sequence[PhaseState], records: Sequence[ChangeRecord], *,
                          replace: bool = False) -> bool:
-        """Write a whole operation as another store holds it, in one transaction.
-
-        Used by `gravity store copy`. Versions are kept; changelog seqs are
-        renumbered after this file's last one (seq is global here), in the same
-        order. With `replace`, an operation of that ID is deleted first. The
-        cluster lock is taken only if `op` is active and no active operation holds
-        it. Returns whether the lock was taken.
-        """
+        """See Store.import_operation. One transaction; changelog seqs are renumbered after
+        this file's last one (seq is global here), in the same order."""
         check_new_operation(op.id, specs)
         what = f"importing operation {op.id}"
         try:
             with self._tx(what) as db:
                 if db.execute("SELECT 1 FROM operations WHERE id=?", (op.id,)).fetchone():
                     if not replace:
-                        raise LockHeld(f"an operation with ID {op.id} already exists",
-                                       holder=op.id, hint="`gravity store copy --force` "
-                                       "replaces it")
+                        raise operation_exists(op.id, copying=True)
                     for table in ("specs", "states", "changelog"):
                         db.execute(f"DELETE FROM {table} WHERE op_id=?", (op.id,))
                     db.execute("DELETE FROM operations WHERE id=?", (op.id,))
