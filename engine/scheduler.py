@@ -145,7 +145,8 @@ class Scheduler:
 
     # -- recording -----------------------------------------------------------------------------
     def _record(self, outbox: list[Outcome], starts: list[Transition]) -> list[Transition]:
-        """One store write for every transition that fell due together.
+        """One store write for every transition that fell due together — or as few as the
+        store's limit on one atomic write allows (etcd: a few dozen); returns those applied.
 
         If another process moved one of these phases first (a late agent result, say), the
         stale transitions are dropped — re-read from the store — and the rest applied.
@@ -153,6 +154,13 @@ class Scheduler:
         pairs: list[tuple[Transition, float | None]] = [
             (t, d) for t, d in outbox if t is not None]
         pairs += [(t, None) for t in starts]
+        limit = max(1, self.store.capabilities.max_transitions)
+        applied: list[Transition] = []
+        for start in range(0, len(pairs), limit):
+            applied += self._record_part(pairs[start:start + limit])
+        return applied
+
+    def _record_part(self, pairs: list[tuple[Transition, float | None]]) -> list[Transition]:
         for _ in range(3):
             if not pairs:
                 return []

@@ -92,3 +92,19 @@ def test_a_phase_failing_with_megabytes_of_output_is_recorded_failed(
     assert "characters cut ...]\nxxx" in error and error.endswith("xxx\nthe last line")
     assert json_size(phase["error"]) <= MAX_ERROR_BYTES
     assert [r["to_state"] for r in gravity.changelog("loud")] == ["in_progress", "failed"]
+
+
+def test_more_transitions_due_at_once_than_one_etcd_write_takes(
+        gravity: Gravity, write_plan, etcd_url: str) -> None:
+    """80 parallel phases finishing and starting together: more than etcd's limit for one
+    atomic write (a few dozen), so the scheduler records them in several writes."""
+    gravity.extra_env.update(GRAVITY_STORE=etcd_url, GRAVITY_DISPATCH="local")
+    phases = "".join(f"  - {{id: p{i}, executor: noop}}\n" for i in range(80))
+    path = write_plan("kind: Plan\nmetadata: {name: wide}\nparallel: 80\nphases:\n" + phases)
+    gravity("operation", "create", "--plan", str(path), "--id", "wide", check=0)
+    gravity("plan", "resume", "--max-parallel", "80", check=0, GRAVITY_QUIET="1")
+    doc = gravity.plan_json()
+    assert doc["progress"]["completed"] == 80
+    assert doc["operation"]["state"] == "completed"
+    log = gravity.changelog("wide")
+    assert len(log) == 160 and [r["seq"] for r in log] == sorted({r["seq"] for r in log})
