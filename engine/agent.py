@@ -16,9 +16,11 @@ from typing import Any
 
 from engine import agent_protocol as proto
 from engine import fsm
+from engine.blobs import BlobCache
 from engine.errors import EngineError, LeaseExpired, LockHeld, PhaseConflict, StoreError
 from engine.events import EventLog
 from engine.executors import registry
+from engine.executors.content import Facts, ServedContent
 from engine.executors.fence import ChildFence
 from engine.executors.runtime import failure_text, run_phase
 from engine.leases import LeaseKeeper, lease_alive
@@ -80,6 +82,7 @@ class Agent:
     ttl: float = DEFAULT_TTL
     grace: float = 30.0
     log_format: str = "console"
+    ca_file: str | None = None  # the cluster CA: verifies the blob service's certificate
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -89,6 +92,8 @@ class Agent:
         self.lease: Lease | None = None
         self.keeper: LeaseKeeper | None = None
         self.fence = ChildFence()  # one guard for the agent's life, re-armed per lease
+        self.facts = Facts(self.store, self.node)
+        self.cache = BlobCache(self.state_dir)  # this node's own copy of image content
         self._reannounce_at = 0.0
         self._fenced_logged = False
         self.started = time.time()
@@ -297,7 +302,8 @@ class Agent:
                                          state_dir=self.state_dir,
                                          operation_data=self.op_data, cancel=cancel,
                                          deadline=deadline, output=output,
-                                         fence=self.fence)
+                                         fence=self.fence, content=self._content(entry),
+                                         facts=self.facts)
                 if not cancel.is_set():
                     self._report(entry)  # at once: the coordinator is waiting for it
             finally:
@@ -308,6 +314,11 @@ class Agent:
         self.events.emit("phase started", phase=st.phase_id, attempt=st.attempt,
                          action=st.action.value, version=st.version)
         self.workers.submit(work)
+
+    def _content(self, entry: _Running) -> ServedContent:
+        """The image of the entry's operation, fetched from where its coordinator serves it."""
+        return ServedContent(self.cache, self.node,
+                             lambda: proto.service(self.store, entry.operation), self.ca_file)
 
     # -- reporting ---------------------------------------------------------------------------
     def _report_finished(self) -> None:

@@ -9,11 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.executors.content import Service
 from engine.model import Lease
 from engine.store.base import Store, this_host, this_pid
 
 RECORDS = "agents/"  # kv prefix of the agents' records, each bound to its agent's lease
 STOPS = "agent-stop/"  # kv prefix of stop requests (not bound to a lease)
+SERVICES = "blob-service/"  # kv prefix: where each operation's image is served, and the token
 LEASE_PREFIX = "agent:"
 
 
@@ -113,6 +115,24 @@ def pending_stop(store: Store, node: str) -> StopRequest | None:
     return StopRequest.from_dict(found) if found is not None else None
 
 
+def publish_service(store: Store, operation_id: str, service: Service, lease_id: int) -> None:
+    """Tell agents where the operation's image is served (bound to the coordinator's lease:
+    it vanishes with the coordinator, and the next one publishes its own)."""
+    store.kv_put(f"{SERVICES}{operation_id}", {"url": service.url, "token": service.token},
+                 lease_id)
+
+
+def service(store: Store, operation_id: str) -> Service | None:
+    found = store.kv_get(f"{SERVICES}{operation_id}")
+    if found is None:
+        return None
+    return Service(url=str(found["url"]), token=str(found["token"]))
+
+
+def withdraw_service(store: Store, operation_id: str) -> None:
+    store.kv_delete(f"{SERVICES}{operation_id}")
+
+
 __all__ = [
     "LEASE_PREFIX",
     "RECORDS",
@@ -125,7 +145,10 @@ __all__ = [
     "lock_name",
     "pending_stop",
     "publish",
+    "publish_service",
     "record_key",
     "request_stop",
+    "service",
     "stop_key",
+    "withdraw_service",
 ]

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from engine import agent_protocol as proto
+from engine.blobs import BlobCache
 from engine.errors import EngineError, PhaseConflict
+from engine.executors.content import CachedContent, Facts
 from engine.executors.fence import ChildFence
 from engine.executors.runtime import PhaseResult, run_phase
 from engine.leases import lease_grace
@@ -65,12 +67,15 @@ class Dispatcher(ABC):
 class LocalDispatcher(Dispatcher):
     """Runs every phase in this process on a pool of worker threads."""
 
-    def __init__(self, lease: Lease, *, workers: int, operation_id: str, state_dir: Path,
-                 operation_data: Mapping[str, Any], fence: ChildFence | None = None) -> None:
+    def __init__(self, store: Store, lease: Lease, *, workers: int, operation_id: str,
+                 state_dir: Path, operation_data: Mapping[str, Any],
+                 fence: ChildFence | None = None) -> None:
         super().__init__()
-        self.lease, self.fence = lease, fence
+        self.store, self.lease, self.fence = store, lease, fence
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="phase")
         self.op, self.state_dir, self.data = operation_id, state_dir, operation_data
+        # This host published the image: its blobs are in this state dir's cache.
+        self.content = CachedContent(BlobCache(state_dir))
 
     def owner_for(self, node: str) -> int | None:
         return self.lease.id
@@ -80,8 +85,9 @@ class LocalDispatcher(Dispatcher):
         def work() -> None:
             self.results.put(run_phase(spec, st, operation_id=self.op,
                                        state_dir=self.state_dir, operation_data=self.data,
-                                       cancel=cancel, deadline=deadline,
-                                       fence=self.fence))
+                                       cancel=cancel, deadline=deadline, fence=self.fence,
+                                       content=self.content,
+                                       facts=Facts(self.store, st.node or LOCAL_NODE)))
 
         self.pool.submit(work)
 
@@ -100,9 +106,8 @@ class AgentDispatcher(LocalDispatcher):
     def __init__(self, store: Store, lease: Lease, *, workers: int, operation_id: str,
                  state_dir: Path, operation_data: Mapping[str, Any], after: int,
                  agent_timeout: float, fence: ChildFence | None = None) -> None:
-        super().__init__(lease, workers=workers, operation_id=operation_id,
+        super().__init__(store, lease, workers=workers, operation_id=operation_id,
                          state_dir=state_dir, operation_data=operation_data, fence=fence)
-        self.store = store
         self.agent_timeout = agent_timeout
         self.remote: dict[str, int] = {}  # phase -> version it was dispatched at
         self.since: dict[str, float] = {}  # phase -> when we started waiting for it
@@ -255,5 +260,5 @@ def make_dispatcher(mode: str, store: Store, lease: Lease, *, workers: int, oper
                                state_dir=state_dir, operation_data=operation_data,
                                after=store.last_seq(operation_id),
                                agent_timeout=agent_timeout, fence=fence)
-    return LocalDispatcher(lease, workers=workers, operation_id=operation_id,
+    return LocalDispatcher(store, lease, workers=workers, operation_id=operation_id,
                            state_dir=state_dir, operation_data=operation_data, fence=fence)

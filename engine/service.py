@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from engine.graph import PlanGraph
 from engine.leases import LeaseKeeper, lease_alive, wait_out_fencing
 from engine.model import Action, Operation, OpState, PhaseState, Plan, State
 from engine.scheduler import RunOptions, RunResult, Scheduler
+from engine.serving import ServeOptions, serving
 from engine.store.base import Store, coordinator_lock
 from engine.views import PlanView, load_graph, plan_view, require_phase, resolve_operation
 
@@ -51,6 +52,7 @@ class Engine:
     dispatch: str = "local"
     agent_timeout: float = 60.0
     progress: Any = field(default=None)  # factory of an EventLog listener (live TTY display)
+    serve: ServeOptions = field(default_factory=ServeOptions)  # the image, for agents
 
     def event_log(self, operation_id: str) -> EventLog:
         console = None if self.quiet else (self.console or sys.stderr)
@@ -164,13 +166,16 @@ def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
                     action=options.action)
     events = engine.event_log(op.id)
     try:
-        with coordinating(engine, op) as keeper:
+        with coordinating(engine, op) as keeper, ExitStack() as stack:
             view = plan_view(engine.store, op, graph)  # fresh states, under the lock
             adopted = _recover(engine, op, view, targets, events, keeper)
             if options.action is Action.ROLLBACK:
                 targets = fsm.rollback_targets({p: view.state(p).state for p in targets})
             events.emit("run started", quiet=True, scope=scope_label,
                         action=options.action.value, phases=len(targets))
+            if engine.dispatch == "agents":
+                stack.enter_context(serving(engine.store, op, keeper.lease, engine.state_dir,
+                                            engine.serve, events))
             dispatcher = make_dispatcher(
                 engine.dispatch, engine.store, keeper.lease, workers=engine.max_parallel,
                 operation_id=op.id, state_dir=engine.state_dir, operation_data=dict(op.data),

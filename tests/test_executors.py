@@ -10,12 +10,15 @@ import os
 import socket
 import stat
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from engine.blobs import BlobCache, publish_image
 from engine.errors import ExecutionError
 from engine.executors import ExecContext, registry
+from engine.executors.content import CachedContent
 
 
 def ctx(tmp_path: Path, data: dict, *, op: str = "op1", node: str = "node-1",
@@ -160,8 +163,16 @@ def hook_job(script: str, *, restart: str = "OnFailure", backoff: int = 2,
 
 
 def run_hook(tmp_path: Path, job: str) -> tuple[str | None, Path]:
-    c = ctx(tmp_path, {"hooks": [{"hook": "install", "source": job}]},
-            operation_data={"values": {"k": "v"}, "image_dir": "/img", "service_uid": 77})
+    """Run a hook the way a node does: the image published into the node's cache and named
+    by digest in the phase's data."""
+    image = tmp_path / "image"
+    image.mkdir(exist_ok=True)
+    (image / "app.yaml").write_text("kind: Bundle\n")
+    cache = BlobCache(tmp_path / "state")
+    ref = publish_image(cache, image, link=False).ref
+    c = ctx(tmp_path, {"hooks": [{"hook": "install", "source": job}], "image": ref.to_dict()},
+            operation_data={"values": {"k": "v"}, "service_uid": 77})
+    c = replace(c, content=CachedContent(cache))
     c.workdir.mkdir(parents=True, exist_ok=True)
     return registry.get("hook").execute(c), c.workdir
 
@@ -197,7 +208,9 @@ def test_hook_environment_and_values_file(tmp_path: Path) -> None:
     script = ('echo "$GRAVITY_SERVICE_USER $GRAVITY_RESOURCES_DIR" > env.txt; '
               'cp "$GRAVITY_HELM_VALUES" seen.yaml')
     _, work = run_hook(tmp_path, hook_job(script))
-    assert (work / "env.txt").read_text() == "77 /img\n"
+    resources = work / "resources"
+    assert (work / "env.txt").read_text() == f"77 {resources}\n"
+    assert (resources / "app.yaml").read_text() == "kind: Bundle\n"  # built by digest
     assert (work / "seen.yaml").read_text() == "k: v\n"
     assert stat.S_IMODE((work / "helm" / "values.yaml").stat().st_mode) == 0o600
 

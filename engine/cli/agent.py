@@ -4,9 +4,14 @@ Stopping goes through the store (a stop request the agent watches), never a sign
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 
 from engine.cli.context import CliContext
+
+ROOT_STATE_DIR = Path("/var/lib/gravity")
 
 
 @click.group()
@@ -25,9 +30,14 @@ def agent() -> None:
 def run(obj: CliContext, node: str, ttl: float, grace: float) -> None:
     """Run phases dispatched to NODE until stopped (SIGTERM, Ctrl-C or `gravity agent stop`).
 
-    The agent announces itself under a lease renewed by heartbeats, watches the active
-    operation for phases assigned to it, runs each executor in <state-dir>/nodes/NODE/
-    and records the result. A second agent for the same node is refused (exit 3).
+    All a node needs: `gravity agent run --node NODE --store etcd://HOST:2379/PREFIX`
+    (plus --etcd-cacert/--etcd-cert/--etcd-key with TLS). The agent announces itself
+    under a lease renewed by heartbeats, watches the active operation for phases
+    assigned to it, fetches the image content they name from the coordinator's blob
+    service (verified by digest, cached under the state dir), runs each executor in
+    <state-dir>/nodes/NODE/ and records the result. Its state dir defaults to
+    /var/lib/gravity as root (else ~/.local/state/gravity). A second agent for the same
+    node is refused (exit 3).
     """
     from engine.agent import Agent
     from engine.names import node_name_problem
@@ -36,8 +46,15 @@ def run(obj: CliContext, node: str, ttl: float, grace: float) -> None:
         from engine.errors import InputError, Problem
 
         raise InputError("invalid --node", [Problem(bad, field="--node")])
-    Agent(store=obj.store(), node=node, state_dir=obj.state_dir, ttl=ttl, grace=grace,
-          log_format=obj.log_format).run()
+    Agent(store=obj.store(), node=node, state_dir=agent_state_dir(obj), ttl=ttl, grace=grace,
+          log_format=obj.log_format, ca_file=obj.tls.cacert).run()
+
+
+def agent_state_dir(obj: CliContext) -> Path:
+    """--state-dir if given; else /var/lib/gravity as root (as Gravity's), else the user's."""
+    if obj.state_dir_given or os.geteuid() != 0:
+        return obj.state_dir
+    return ROOT_STATE_DIR
 
 
 @agent.command()
@@ -112,3 +129,85 @@ def stop(obj: CliContext, node: str) -> None:
                        hint="see `gravity agent status`")
     proto.request_stop(store, node)
     click.echo(f"stop requested for the agent on {node}")
+
+
+UNIT = """\
+# Written by `gravity agent install`: the gravity agent of node {node}.
+[Unit]
+Description=gravity agent for node {node}
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecStart={exec_start}
+{environment}Restart=always
+RestartSec=2
+# SIGTERM to the agent (it finishes or hands back its phases within --grace), then SIGKILL
+# to whatever is left of the unit once TimeoutStopSec runs out.
+KillMode=mixed
+TimeoutStopSec={stop_timeout}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+@agent.command("install")
+@click.option("--node", required=True, help="The node this agent runs phases for.")
+@click.option("--ttl", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              help="Lease TTL in seconds, as for `agent run`.")
+@click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds a running phase may finish when the service stops.")
+@click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("/etc/systemd/system"), show_default=True,
+              help="Where the unit file is written.")
+@click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="An EnvironmentFile for the unit (e.g. GRAVITY_ETCD_PASSWORD=…, kept out "
+              "of the unit itself).")
+@click.option("--dry-run", is_flag=True, help="Print the unit; write nothing.")
+@click.pass_obj
+def install(obj: CliContext, node: str, ttl: float, grace: float, unit_dir: Path,
+            env_file: Path | None, dry_run: bool) -> None:
+    """Write a systemd unit that runs this node's agent (Restart=always) and say how to
+    start it.
+
+    The unit runs `gravity agent run` with this command's --store, --state-dir and etcd TLS
+    files. Example, on the node itself:
+
+        gravity --store etcd://10.0.0.1:2379/prod agent install --node node-2
+        systemctl daemon-reload && systemctl enable --now gravity-agent-node-2
+    """
+    import shlex
+    import sys
+
+    from engine.errors import InputError, Problem
+    from engine.names import node_name_problem
+
+    if (bad := node_name_problem(node)) is not None:
+        raise InputError("invalid --node", [Problem(bad, field="--node")])
+    if obj.store_url is None:
+        raise InputError("the agent needs the cluster's store", [Problem(
+            "expected etcd://HOST:2379[/PREFIX]", field="--store")],
+            hint="pass --store with the etcd URL the coordinator uses")
+    argv = [sys.executable, "-m", "engine.cli.main", "--store", obj.store_url,
+            "--state-dir", str(agent_state_dir(obj))]
+    for flag, value in (("--etcd-cacert", obj.tls.cacert), ("--etcd-cert", obj.tls.cert),
+                        ("--etcd-key", obj.tls.key)):
+        if value:
+            argv += [flag, str(Path(value).resolve())]
+    argv += ["agent", "run", "--node", node, "--ttl", f"{ttl:g}", "--grace", f"{grace:g}"]
+    unit = UNIT.format(
+        node=node, exec_start=" ".join(shlex.quote(a) for a in argv),
+        environment=f"EnvironmentFile={env_file.resolve()}\n" if env_file else "",
+        stop_timeout=f"{int(grace) + 15}s")
+    name = f"gravity-agent-{node}.service"
+    if dry_run:
+        click.echo(unit, nl=False)
+        return
+    from engine.executors.nodes import atomic_write
+
+    path = unit_dir / name
+    atomic_write(path, unit)
+    click.echo(f"wrote {path}\nstart it with: systemctl daemon-reload && systemctl enable "
+               f"--now {name.removesuffix('.service')}")

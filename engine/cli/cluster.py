@@ -85,8 +85,8 @@ def install(ctx: click.Context, image_dir: Path, nodes_file: Path, flavor: str |
 
     obj: CliContext = ctx.obj
     values = values_from_params(ctx)
-    op = start_install(obj.store(), image_dir, nodes_file, flavor=flavor, values=values,
-                       service_uid=service_uid, kubeconfig=kubeconfig,
+    op = start_install(obj.store(), obj.blobs(), image_dir, nodes_file, flavor=flavor,
+                       values=values, service_uid=service_uid, kubeconfig=kubeconfig,
                        parallel_workers=parallel_workers, operation_id=operation_id)
     _drive(obj, op.id, manual, "install")
 
@@ -112,8 +112,8 @@ def expand(ctx: click.Context, name: str, address: str, profile: str, role: str,
 
     obj: CliContext = ctx.obj
     node = new_node(name, address, profile, role)
-    op = start_expand(obj.store(), node, values=values_from_params(ctx), kubeconfig=kubeconfig,
-                      operation_id=operation_id)
+    op = start_expand(obj.store(), obj.blobs(), node, values=values_from_params(ctx),
+                      kubeconfig=kubeconfig, operation_id=operation_id)
     _drive(obj, op.id, manual, "expand")
 
 
@@ -141,7 +141,7 @@ def upgrade(ctx: click.Context, image_dir: Path, parallel_workers: int, force: b
     from engine.operations.ops import start_upgrade
 
     obj: CliContext = ctx.obj
-    op = start_upgrade(obj.store(), image_dir, values=values_from_params(ctx),
+    op = start_upgrade(obj.store(), obj.blobs(), image_dir, values=values_from_params(ctx),
                        parallel_workers=parallel_workers, force=force, kubeconfig=kubeconfig,
                        operation_id=operation_id)
     _drive(obj, op.id, manual, "upgrade")
@@ -149,17 +149,19 @@ def upgrade(ctx: click.Context, image_dir: Path, parallel_workers: int, force: b
 
 def cluster_status_lines(obj: CliContext) -> list[str]:
     """The cluster part of `gravity status`: application, version, nodes and packages."""
-    from engine.executors.nodes import package_versions
+    from engine.executors.content import Facts
     from engine.operations.cluster import cluster_state
 
-    cluster = cluster_state(obj.store())
+    store = obj.store()
+    cluster = cluster_state(store)
     if cluster is None:
         return ["Cluster:    none installed"]
     lines = [f"Cluster:    {cluster.app} {cluster.version}"
              + (f" (flavor {cluster.flavor})" if cluster.flavor else ""),
              f"Image:      {cluster.image_dir}", "Nodes:"]
+    published = Facts.all_of(store, "packages")  # what each node reported, from any host
     for node in cluster.nodes:
-        pkgs = package_versions(obj.state_dir / "nodes" / node.name)
+        pkgs = published.get(node.name) or {}
         listing = ", ".join(f"{k} {v}" for k, v in pkgs.items()) or "no packages"
         lines.append(f"  {node.name:<12} {node.address:<15} {node.role.value:<7} "
                      f"{node.profile:<10} {listing}")

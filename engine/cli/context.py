@@ -6,8 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from engine.serving import ServeOptions
 from engine.store import Store, TLSConfig, default_url, open_store
+
+if TYPE_CHECKING:
+    from engine.blobs import BlobCache
 
 
 @dataclass
@@ -15,10 +20,12 @@ class CliContext:
     """Global options resolved once per invocation."""
 
     state_dir: Path
+    state_dir_given: bool = False  # --state-dir or GRAVITY_STATE_DIR, not the default
     store_url: str | None = None
     log_format: str = "console"
     quiet: bool = False
     tls: TLSConfig = field(default_factory=TLSConfig)
+    serve: ServeOptions = field(default_factory=ServeOptions)
     _store: Store | None = None
 
     @property
@@ -30,6 +37,12 @@ class CliContext:
         if self._store is None:
             self._store = open_store(self.url, tls=self.tls)
         return self._store
+
+    def blobs(self) -> BlobCache:
+        """This host's blob cache (image content published here, fetched by nodes)."""
+        from engine.blobs import BlobCache
+
+        return BlobCache(self.state_dir)
 
     def close(self) -> None:
         if self._store is not None:

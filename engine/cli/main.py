@@ -108,6 +108,18 @@ def default_state_dir() -> Path:
               help="Client certificate for etcd TLS.")
 @click.option("--etcd-key", envvar="GRAVITY_ETCD_KEY", default=None,
               help="Client key for etcd TLS.")
+@click.option("--advertise-addr", envvar="GRAVITY_ADVERTISE_ADDR", default=None,
+              help="Address node agents reach this host at, to fetch the image from it "
+              "[env GRAVITY_ADVERTISE_ADDR; default: this host's address on its route to "
+              "etcd].")
+@click.option("--blob-port", envvar="GRAVITY_BLOB_PORT", type=click.IntRange(0, 65535),
+              default=0, help="Port of the image's blob service while this command drives "
+              "agents [env GRAVITY_BLOB_PORT; default: any free port].")
+@click.option("--blob-cert", envvar="GRAVITY_BLOB_CERT", default=None,
+              help="TLS certificate of the blob service, signed by the cluster CA agents "
+              "trust (--etcd-cacert) [default: --etcd-cert].")
+@click.option("--blob-key", envvar="GRAVITY_BLOB_KEY", default=None,
+              help="Key of --blob-cert [default: --etcd-key].")
 @click.option("-q", "--quiet", is_flag=True, envvar="GRAVITY_QUIET",
               help="Do not print phase transitions on stderr (the log file still has them).")
 @click.option(
@@ -125,6 +137,10 @@ def cli(
     etcd_cacert: str | None,
     etcd_cert: str | None,
     etcd_key: str | None,
+    advertise_addr: str | None,
+    blob_port: int,
+    blob_cert: str | None,
+    blob_key: str | None,
     quiet: bool,
     log_format: str,
 ) -> None:
@@ -135,14 +151,18 @@ def cli(
     owner or a lock; 130 interrupted with Ctrl-C (resumable).
     """
     from engine.cli.context import CliContext
+    from engine.serving import ServeOptions
     from engine.store import TLSConfig
 
     ctx.obj = CliContext(
         state_dir=(state_dir or default_state_dir()).expanduser().resolve(),
+        state_dir_given=state_dir is not None,
         store_url=store_url,
         log_format=log_format,
         quiet=quiet,
         tls=TLSConfig(cacert=etcd_cacert, cert=etcd_cert, key=etcd_key),
+        serve=ServeOptions(cert=blob_cert or etcd_cert, key=blob_key or etcd_key,
+                           advertise=advertise_addr, port=blob_port),
     )
     ctx.call_on_close(ctx.obj.close)
 
@@ -157,6 +177,34 @@ def _say(text: str) -> None:
         click.echo(text, err=True)
 
 
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Global options may also follow the sub-command (`gravity agent run --store URL`), as
+    operators type them: move each one (with its value) in front of the sub-command."""
+    takes_value: dict[str, bool] = {}
+    for param in cli.params:
+        if isinstance(param, click.Option):
+            for name in (*param.opts, *param.secondary_opts):
+                takes_value[name] = not param.is_flag
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            rest += argv[i:]
+            break
+        name = token.split("=", 1)[0]
+        if name in takes_value and rest:
+            front.append(token)
+            if takes_value[name] and "=" not in token and i + 1 < len(argv):
+                front.append(argv[i + 1])
+                i += 1
+        else:
+            rest.append(token)
+        i += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the CLI and turns engine errors into exit codes.
 
@@ -165,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     try:
-        cli.main(args=argv, prog_name="gravity", standalone_mode=False)
+        args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+        cli.main(args=args, prog_name="gravity", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         # click turns Ctrl-C into Abort; either way nothing is half-written.
         # click wraps the KeyboardInterrupt (ours carries the signal) in an Abort.

@@ -42,7 +42,7 @@ def _engine(obj: CliContext, max_parallel: int = 8, local: bool = False,
     return Engine(store=obj.store(), state_dir=obj.state_dir, log_format=obj.log_format,
                   progress=progress,
                   quiet=obj.quiet, max_parallel=max_parallel, agent_timeout=agent_timeout,
-                  dispatch="local" if local else dispatch_mode(obj.store()))
+                  dispatch="local" if local else dispatch_mode(obj.store()), serve=obj.serve)
 
 
 def _summary(obj: CliContext, operation_id: str | None, verb: str) -> None:

@@ -38,6 +38,8 @@ class ExecContext:
     output: Callable[[str], None] = lambda line: None
     operation_data: Mapping[str, Any] = field(default_factory=dict)
     fence: Any = None  # the holder's ChildFence: its guard kills our processes with the lease
+    content: Any = None  # executors.content.Content: the image's files by digest
+    facts: Any = None  # executors.content.Facts: what nodes publish about themselves
 
     def env(self) -> dict[str, str]:
         """The GRAVITY_* variables every phase's processes see."""

@@ -47,11 +47,22 @@ def parse_hook_job(name: str, source: str) -> Any:
     return job
 
 
+def resources_dir(ctx: ExecContext) -> Path | None:
+    """The image's resources (the manifest and everything beside it) on this node, built
+    from the image by digest; None for a phase that names no image."""
+    if not isinstance(ctx.data.get("image"), Mapping) or ctx.content is None:
+        return None
+    from engine.blobs import BlobRef
+
+    image = BlobRef.from_dict(ctx.data["image"], where=f"phase {ctx.phase_id} data.image")
+    return ctx.content.materialize(image, ctx.workdir / "resources")
+
+
 def hook_env(ctx: ExecContext, values: Path) -> dict[str, str]:
-    resources = str(ctx.operation_data.get("image_dir") or "")
+    resources = resources_dir(ctx)
     return {
         "GRAVITY_SERVICE_USER": str(ctx.operation_data.get("service_uid", 1000)),
-        "GRAVITY_RESOURCES_DIR": resources,
+        "GRAVITY_RESOURCES_DIR": str(resources) if resources is not None else "",
         "GRAVITY_HELM_VALUES": str(values),
     }
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.blobs import BlobRef
 from engine.errors import ExecutionError
 from engine.executors.base import ExecContext, Executor
 from engine.executors.checks import on_node
@@ -114,11 +115,17 @@ class PackageExecutor(Executor):
         problems = []
         pkgs = data.get("packages")
         if not isinstance(pkgs, list) or not all(
-            isinstance(p, Mapping) and all(isinstance(p.get(k), str)
-                                           for k in ("package", "version", "source"))
+            isinstance(p, Mapping)
+            and all(isinstance(p.get(k), str) for k in ("package", "version"))
+            and (isinstance(p.get("source"), str) or isinstance(p.get("path"), str))
             for p in pkgs
         ):
-            problems.append("`packages` must be a list of {package, version, source}")
+            problems.append("`packages` must be a list of {package, version, path} (a path "
+                            "inside `image`) or {package, version, source} (a path on the "
+                            "node)")
+        elif any("path" in p for p in pkgs) and not isinstance(data.get("image"), Mapping):
+            problems.append("`image` ({digest, size}) must name the image whose `path`s "
+                            "the packages are")
         if "activate" in data and not isinstance(data["activate"], bool):
             problems.append("`activate` must be true or false")
         return problems
@@ -132,6 +139,9 @@ class PackageExecutor(Executor):
         _, target, _ = self._dirs(ctx, pkg)
         if target.exists():
             return False
+        if "path" in pkg:
+            self._from_image(ctx, pkg, target)
+            return True
         source = Path(pkg["source"])
         if not source.exists():
             raise ExecutionError(f"package {pkg['package']} {pkg['version']} not found at "
@@ -149,6 +159,28 @@ class PackageExecutor(Executor):
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return True
+
+    @staticmethod
+    def _from_image(ctx: ExecContext, pkg: Mapping[str, str], target: Path) -> None:
+        """Build the version from the image's content (by digest, fetched to this node if
+        need be): a directory as it is, a `.tar.gz` extracted."""
+        image = image_of(ctx)
+        path = pkg["path"]
+        if not path.endswith(".tar.gz"):
+            ctx.content.materialize(image, target, path)
+            return
+        parent, _, name = path.rpartition("/")
+        source = ctx.content.materialize(image, target.parent / f".{target.name}.src", parent)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        try:
+            with tarfile.open(source / name) as tar:
+                tar.extractall(staging, filter="data")
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            shutil.rmtree(source, ignore_errors=True)
 
     def _activate(self, ctx: ExecContext, pkg: Mapping[str, str]) -> str:
         base, _, current = self._dirs(ctx, pkg)
@@ -172,6 +204,7 @@ class PackageExecutor(Executor):
             else:
                 notes.append(f"{pkg['package']} {pkg['version']} "
                              f"{'unpacked' if unpacked else 'already present'}")
+        publish_packages(ctx)
         return "; ".join(notes) or None
 
     def rollback(self, ctx: ExecContext) -> str | None:
@@ -189,6 +222,7 @@ class PackageExecutor(Executor):
             else:
                 switch_symlink(current, previous)
                 notes.append(f"{pkg['package']} -> {previous.rsplit('/', 1)[-1]}")
+        publish_packages(ctx)
         hook_note = run_rollback_hook(ctx)
         if hook_note:
             notes.append(hook_note)
@@ -235,6 +269,20 @@ class FileExecutor(Executor):
         return "nothing to undo"
 
 
+def image_of(ctx: ExecContext) -> BlobRef:
+    """The image a phase's data names, and the means to read it on this node."""
+    if ctx.content is None:
+        raise ExecutionError(f"phase {ctx.phase_id} needs the image's content, which is not "
+                             f"available where it runs (node {ctx.node})", retryable=False)
+    return BlobRef.from_dict(ctx.data.get("image"), where=f"phase {ctx.phase_id} data.image")
+
+
+def publish_packages(ctx: ExecContext) -> None:
+    """Tell the cluster (the store) which versions are current on this node now."""
+    if ctx.facts is not None:
+        ctx.facts.publish("packages", package_versions(ctx.workdir))
+
+
 def package_versions(node_dir: Path) -> dict[str, str]:
     """Package name -> current version on a node (read from the `current` symlinks)."""
     out = {}
@@ -262,7 +310,12 @@ class HealthExecutor(Executor):
         expected: Mapping[str, str | list[str]] = ctx.data.get("packages") or {}
         problems = []
         for node in ctx.data["nodes"]:
-            have = package_versions(ctx.state_dir / "nodes" / node)
+            # Its own node from the files; the others from what they published (they are
+            # other hosts: their files are not here).
+            if node == ctx.node or ctx.facts is None:
+                have = package_versions(ctx.workdir) if node == ctx.node else {}
+            else:
+                have = ctx.facts.get(node, "packages") or {}
             for pkg, version in expected.items():
                 accepted = [version] if isinstance(version, str) else list(version)
                 if have.get(pkg) not in accepted:
@@ -301,6 +354,16 @@ def remove_old_versions(ctx: ExecContext, package: str) -> list[str]:
     return removed
 
 
+def collect_blobs(ctx: ExecContext) -> str | None:
+    """Drop the image blobs this node cached and no longer needs: all but those of the
+    phase's image (the versions it replaced stay unpacked for rollback; their blobs are not
+    needed)."""
+    if not isinstance(ctx.data.get("image"), Mapping) or ctx.content is None:
+        return None
+    freed = ctx.content.collect(image_of(ctx))
+    return f"{freed} bytes of old image blobs freed" if freed else None
+
+
 class GcExecutor(Executor):
     """Removes package versions no longer current or needed to roll back."""
 
@@ -313,7 +376,11 @@ class GcExecutor(Executor):
 
     def execute(self, ctx: ExecContext) -> str | None:
         removed = [f"{p} {v}" for p in ctx.data["packages"] for v in remove_old_versions(ctx, p)]
-        return f"removed {', '.join(removed)}" if removed else "nothing to remove"
+        freed = collect_blobs(ctx)
+        notes = [f"removed {', '.join(removed)}" if removed else "nothing to remove"]
+        if freed:
+            notes.append(freed)
+        return "; ".join(notes)
 
     def rollback(self, ctx: ExecContext) -> str | None:
         return "nothing to undo (only unused versions were removed)"

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.errors import EngineError, ExecutionError
 from engine.executors import ExecContext, registry
+from engine.executors.content import Content, Facts
 from engine.executors.fence import ChildFence
 from engine.model import LOCAL_NODE, Action, PhaseSpec, PhaseState
 
@@ -44,7 +45,8 @@ def failure_text(error: EngineError) -> str:
 def run_phase(spec: PhaseSpec, st: PhaseState, *, operation_id: str, state_dir: Path,
               operation_data: Mapping[str, Any], cancel: threading.Event,
               deadline: float | None, output: Callable[[str], None] | None = None,
-              fence: ChildFence | None = None) -> PhaseResult:
+              fence: ChildFence | None = None, content: Content | None = None,
+              facts: Facts | None = None) -> PhaseResult:
     """Run one attempt of a leaf's executor (execute or rollback, per the state's action)."""
     node = st.node or LOCAL_NODE
     ctx = ExecContext(
@@ -52,6 +54,7 @@ def run_phase(spec: PhaseSpec, st: PhaseState, *, operation_id: str, state_dir: 
         data=spec.data, workdir=state_dir / "nodes" / node, state_dir=state_dir,
         log_path=phase_log_path(state_dir, operation_id, spec.id), deadline=deadline,
         timeout=spec.timeout, cancel=cancel, operation_data=operation_data, fence=fence,
+        content=content, facts=facts,
         **({"output": output} if output is not None else {}),
     )
     started = time.monotonic()

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from engine.blobs import BlobCache, BlobRef, publish_image
 from engine.errors import ManifestError, Problem
 from engine.model import Plan
 from engine.operations.inventory import Node, Role
@@ -21,11 +22,19 @@ VERSION_DIR = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")
 
 @dataclass(frozen=True)
 class Image:
-    """An unpacked cluster image: the loaded manifest, where it lives, and its packages."""
+    """An unpacked cluster image: the loaded manifest, where it lives, and its packages
+    (each by its path inside the image); `ref` names its published content by digest."""
 
     dir: Path
     manifest: Any  # engine.manifest.Manifest
     packages: tuple[dict[str, str], ...]
+    ref: BlobRef | None = None
+
+    def published(self, cache: BlobCache) -> Image:
+        """The image with its content copied into `cache` (every file a blob, the tree one
+        digest): nodes fetch it from there, never from this directory, and editing the
+        directory later changes nothing an operation already uses."""
+        return replace(self, ref=publish_image(cache, self.dir, link=False).ref)
 
     @property
     def app(self) -> str:
@@ -61,7 +70,8 @@ def scan_packages(image_dir: Path) -> tuple[dict[str, str], ...]:
                 f"{', '.join(v for v, _ in versions) or 'none'}", file=str(pkg)))
             continue
         version, entry = versions[0]
-        found.append({"package": pkg.name, "version": version, "source": str(entry.resolve())})
+        found.append({"package": pkg.name, "version": version,
+                      "path": entry.relative_to(image_dir).as_posix()})
     if problems:
         raise ManifestError(f"image {image_dir} has malformed packages", problems)
     return tuple(found)
@@ -133,7 +143,8 @@ def context(image: Image, nodes: Sequence[Node], *, parallel_workers: int = 1,
         groups["new"] = [node_entry(new_node, m)]
     return {
         "app": {"name": image.app, "version": image.version},
-        "image": {"dir": str(image.dir)},
+        "image": {"dir": str(image.dir),
+                  **({"ref": image.ref.to_dict()} if image.ref is not None else {})},
         "groups": groups,
         "hooks": hooks,
         "packages": list(image.packages),

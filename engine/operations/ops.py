@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import fsm
+from engine.blobs import BlobCache
 from engine.errors import InventoryError, NotFound, PreconditionFailed, Problem, Refused
 from engine.model import Operation, OpState
 from engine.operations.build import Image, build_plan, context, load_image
@@ -24,8 +25,10 @@ PREFLIGHT_FAILED = "preflight failed"  # the note of an operation closed before 
 
 
 def _data(kind: str, image: Image, **extra: Any) -> dict[str, Any]:
+    assert image.ref is not None, "publish the image before creating its operation"
     return {"kind": kind, "app": image.app, "version": image.version,
-            "image_dir": str(image.dir), "versions": image.versions(), **extra}
+            "image_dir": str(image.dir), "image": image.ref.to_dict(),
+            "versions": image.versions(), **extra}
 
 
 def require_cluster(store: Store) -> Cluster:
@@ -36,11 +39,11 @@ def require_cluster(store: Store) -> Cluster:
     return cluster
 
 
-def start_install(store: Store, image_dir: Path, nodes_file: Path, *, flavor: str | None,
-                  values: Mapping[str, Any], service_uid: int = 1000,
+def start_install(store: Store, cache: BlobCache, image_dir: Path, nodes_file: Path, *,
+                  flavor: str | None, values: Mapping[str, Any], service_uid: int = 1000,
                   kubeconfig: str | None = None, parallel_workers: int = 1,
                   operation_id: str | None = None) -> Operation:
-    """Validate image + inventory + flavor, then create the install operation."""
+    """Validate image + inventory + flavor, publish the image, create the install."""
     image = load_image(image_dir)
     nodes = load_inventory(nodes_file)
     chosen = check_against_manifest(nodes, image.manifest, flavor, file=str(nodes_file))
@@ -49,6 +52,7 @@ def start_install(store: Store, image_dir: Path, nodes_file: Path, *, flavor: st
         raise Refused(f"a cluster ({existing.app} {existing.version}) is already installed "
                       f"in this store by {existing.installed_by}",
                       hint="use `gravity upgrade` or `gravity expand`, or another --state-dir")
+    image = image.published(cache)
     ctx = context(image, nodes, parallel_workers=parallel_workers, service_uid=service_uid)
     plan = build_plan("install", ctx)
     data = _data("install", image, nodes=[n.to_dict() for n in nodes], flavor=chosen,
@@ -57,7 +61,7 @@ def start_install(store: Store, image_dir: Path, nodes_file: Path, *, flavor: st
                             data=data)
 
 
-def start_expand(store: Store, node: Node, *, values: Mapping[str, Any],
+def start_expand(store: Store, cache: BlobCache, node: Node, *, values: Mapping[str, Any],
                  kubeconfig: str | None = None, operation_id: str | None = None) -> Operation:
     """Add one node to the installed cluster, honouring the profile's expandPolicy."""
     cluster = require_cluster(store)
@@ -80,6 +84,7 @@ def start_expand(store: Store, node: Node, *, values: Mapping[str, Any],
                                  "cannot grow with nodes of this profile",
                                  hint="add a node of another profile")
     nodes = [*cluster.nodes, node]
+    image = image.published(cache)
     ctx = context(image, nodes, service_uid=cluster.service_uid, new_node=node)
     plan = build_plan("expand", ctx)
     data = _data("expand", image, new_node=node.to_dict(), service_uid=cluster.service_uid,
@@ -88,7 +93,8 @@ def start_expand(store: Store, node: Node, *, values: Mapping[str, Any],
                             data=data)
 
 
-def start_upgrade(store: Store, image_dir: Path, *, values: Mapping[str, Any],
+def start_upgrade(store: Store, cache: BlobCache, image_dir: Path, *,
+                  values: Mapping[str, Any],
                   parallel_workers: int = 1, force: bool = False,
                   kubeconfig: str | None = None, operation_id: str | None = None) -> Operation:
     """Upgrade the installed cluster to the image, after the last upgrade has settled."""
@@ -106,6 +112,7 @@ def start_upgrade(store: Store, image_dir: Path, *, values: Mapping[str, Any],
         raise InventoryError("the image is for another application",
                              [Problem(f"image has {image.app}, the cluster runs {cluster.app}",
                                       file=str(image.dir / "app.yaml"), field="metadata.name")])
+    image = image.published(cache)
     previous: dict[str, Any] = dict(cluster.versions)
     if force:  # a half-done earlier upgrade may have left nodes on the new versions
         previous = {k: sorted({v, image.versions().get(k, v)}) for k, v in previous.items()}

@@ -114,6 +114,11 @@ class Store(ABC):
     url: str
     capabilities: Capabilities
 
+    def reach(self) -> tuple[str, int] | None:
+        """The address (host, port) other hosts use to reach this store, if it is shared:
+        a coordinator serves the image on its own address toward it."""
+        return None
+
     # -- operations -----------------------------------------------------------------------
     @abstractmethod
     def create_operation(self, op: Operation, specs: Sequence[PhaseSpec]) -> None:

@@ -104,6 +104,9 @@ class EtcdStore(LeasesAndLocks, Store):
             self._conn.close()
             raise
 
+    def reach(self) -> tuple[str, int] | None:
+        return self.config.endpoints[0] if self.config.endpoints else None
+
     @classmethod
     def from_url(cls, url: str, *, tls: TLSConfig | None = None) -> EtcdStore:
         """Open `etcd://host:port[,host:port][/prefix]` (etcds:// for TLS) and check it works."""
