@@ -145,7 +145,6 @@ class DashboardServer(HTTPServer):
                  default_operation: str | None = None) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, Handler)
         self.store = store
         self.state_dir = state_dir
         self.default_operation = default_operation
@@ -153,6 +152,8 @@ class DashboardServer(HTTPServer):
         self.stopping = threading.Event()
         self.streams = threading.BoundedSemaphore(MAX_STREAMS)
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="dashboard")
+        # Last: a failed bind calls server_close(), which needs everything above.
+        super().__init__(address, Handler)
 
     @property
     def url(self) -> str:
