@@ -63,3 +63,19 @@ def test_dashboard_on_an_unknown_host_name_says_so_in_one_line(gravity) -> None:
     proc = gravity("dashboard", "--listen", "no-such-host.invalid:8470", check=2)
     err = one_line_error(proc)
     assert "cannot resolve the host name 'no-such-host.invalid'" in err
+
+
+# -- the store URL ----------------------------------------------------------------------------
+@pytest.mark.parametrize("url", [
+    "etcd://[::1", "etcds://[::1", "etcd://::1]", "etcd://[", "etcd://]", "etcd://[[::1]]",
+    "etcd://h1:2379,[::1", "sqlite://[::1/gravity.db",
+])
+def test_a_store_url_with_unbalanced_brackets_is_bad_input(gravity, url: str) -> None:
+    proc = gravity("--store", url, "plan", check=2)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"error: {'etcd ' if url.startswith('etcd') else ''}"
+                                  f"store URL {url!r}"), proc.stderr
+    expected = "[IPv6]:port" if url.startswith("etcd") else "sqlite:///absolute/path"
+    assert expected in proc.stderr
+    assert "hint: use " in proc.stderr
+    assert not gravity.state_dir.exists(), "a rejected URL must write nothing"
