@@ -5,10 +5,15 @@ Each ends in one clear message with the right exit code, never in a traceback.
 
 from __future__ import annotations
 
+import json
 import socket
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
+
+from tests.test_dashboard import read_event, start_dashboard
 
 HELLO = """
 kind: Plan
@@ -79,3 +84,60 @@ def test_a_store_url_with_unbalanced_brackets_is_bad_input(gravity, url: str) ->
     assert expected in proc.stderr
     assert "hint: use " in proc.stderr
     assert not gravity.state_dir.exists(), "a rejected URL must write nothing"
+
+
+# -- sequence numbers past what a store can hold ----------------------------------------------
+TOO_BIG = "99999999999999999999"
+MAX_SEQ = 2**63 - 1  # a signed 64-bit integer: SQLite's INTEGER, etcd's revision
+
+
+@pytest.mark.parametrize("since", [TOO_BIG, str(MAX_SEQ + 1)])
+def test_events_since_a_sequence_number_out_of_range_is_bad_input(
+        gravity, write_plan, since: str) -> None:
+    gravity("operation", "create", "--plan", str(write_plan(HELLO)), "--id", "op1", check=0)
+    proc = gravity("events", "--since", since, check=2)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert (f"Invalid value for '--since': a sequence number must be 0 to {MAX_SEQ}, "
+            f"got {since}") in proc.stderr
+    # The largest valid one is fine: nothing comes after it.
+    assert gravity("events", "--since", str(MAX_SEQ), check=0).stdout == ""
+
+
+@pytest.fixture
+def dashboard(gravity, write_plan):
+    gravity("operation", "create", "--plan", str(write_plan(HELLO)), "--id", "op1", check=0)
+    gravity("plan", "execute", "--phase", "/init", check=0)
+    dash = start_dashboard(gravity, "--listen", "127.0.0.1:0")
+    yield dash
+    dash.stop()
+
+
+@pytest.mark.parametrize(("query", "headers", "source"), [
+    (f"after={TOO_BIG}", {}, "the after parameter"),
+    (f"after={MAX_SEQ + 1}", {}, "the after parameter"),
+    ("after=-1", {}, "the after parameter"),
+    ("after=soon", {}, "the after parameter"),
+    ("after=0", {"Last-Event-ID": TOO_BIG}, "the Last-Event-ID header"),
+], ids=["huge", "max+1", "negative", "word", "last-event-id"])
+def test_event_stream_from_a_bad_position_is_a_400_before_the_stream(
+        dashboard, query: str, headers: dict[str, str], source: str) -> None:
+    req = urllib.request.Request(f"{dashboard.url}api/events?op=op1&{query}", headers=headers)
+    try:  # only the status line and headers: a stream that did start is never read
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            pytest.fail(f"the stream started: {resp.status} {resp.headers['Content-Type']}")
+    except urllib.error.HTTPError as exc:
+        status, got, body = exc.code, exc.headers, exc.read()
+    assert status == 400, body
+    assert got["Content-Type"].startswith("application/json")
+    doc = json.loads(body)
+    assert doc["status"] == 400
+    assert doc["error"].startswith(
+        f"{source} must be a changelog sequence number from 0 to {MAX_SEQ}")
+
+
+def test_event_stream_from_the_largest_position_streams(dashboard) -> None:
+    req = urllib.request.Request(f"{dashboard.url}api/events?op=op1&after={MAX_SEQ}")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 200
+        event, op = read_event(resp)
+    assert (event, op["id"]) == ("operation", "op1")

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from engine.errors import EngineError, InputError, NotFound, StoreUnavailable
-from engine.store.base import Store
+from engine.store.base import MAX_SEQ, Store, parse_seq
 
 # Default and largest tail of a phase log the API returns, in bytes.
 LOG_TAIL = 64 * 1024
@@ -135,6 +135,21 @@ def log_doc(store: Store, state_dir: Path, operation_id: str | None, phase_id: s
             data = data.split(b"\n", 1)[-1]  # drop the partial first line
         doc.update(size=size, truncated=start > 0, text=data.decode("utf-8", "replace"))
     return doc
+
+
+def stream_start(last_event_id: str | None, after: str | None) -> int:
+    """Where an event stream starts: the browser's Last-Event-ID, else `after=`, else 0.
+
+    Anything but a sequence number from 0 to MAX_SEQ is a BadRequest (400), answered
+    before the stream's headers go out.
+    """
+    source, text = (("the Last-Event-ID header", last_event_id) if last_event_id
+                    else ("the after parameter", after or "0"))
+    seq = parse_seq(text.strip())
+    if seq is None:
+        raise BadRequest(f"{source} must be a changelog sequence number from 0 to {MAX_SEQ}, "
+                         f"got {text[:40]!r}")
+    return seq
 
 
 # -- HTTP -------------------------------------------------------------------------------------
@@ -304,8 +319,7 @@ class Handler(BaseHTTPRequestHandler):
 
         store = self.server.store
         op = resolve_operation(store, self._op(query))
-        after_text = self.headers.get("Last-Event-ID") or query.get("after", "0")
-        after = int(after_text) if after_text.isdigit() else 0
+        after = stream_start(self.headers.get("Last-Event-ID"), query.get("after"))
         if not self.server.streams.acquire(blocking=False):
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, "too many open dashboard pages")
             return
