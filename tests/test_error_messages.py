@@ -6,13 +6,23 @@ Each ends in one clear message with the right exit code, never in a traceback.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from engine.errors import StoreUnavailable
+from engine.store.sqlite import SQLiteStore
+from engine.store.sqlite_errors import translate
 from tests.test_dashboard import read_event, start_dashboard
 
 HELLO = """
@@ -141,3 +151,135 @@ def test_event_stream_from_the_largest_position_streams(dashboard) -> None:
         assert resp.status == 200
         event, op = read_event(resp)
     assert (event, op["id"]) == ("operation", "op1")
+
+
+# -- the embedded store's disk ----------------------------------------------------------------
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A 4 MiB tmpfs of our own, so filling it harms nothing else; unmounted afterwards.
+
+    Mounted under the system's temp dir rather than pytest's private one, so that another
+    user can reach it too.
+    """
+    disk = Path(tempfile.mkdtemp(prefix="gravity-test-disk-"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0777", "tmpfs",
+                              str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        disk.rmdir()
+        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+        disk.rmdir()
+
+
+FILLS_THE_DISK = """
+kind: Plan
+metadata: {name: fill}
+phases:
+  - id: fill
+    executor: command
+    data: {run: "head -c 64m /dev/zero > \\"$DISK/filler\\" 2>/dev/null; echo filled"}
+  - id: after
+    executor: command
+    data: {run: "echo after"}
+"""
+
+
+def test_a_full_disk_is_named_and_the_store_reads_back_once_space_is_freed(
+        gravity, write_plan, small_disk: Path) -> None:
+    gravity.extra_env["GRAVITY_STORE"] = f"sqlite://{small_disk / 'gravity.db'}"
+    gravity("operation", "create", "--plan",
+            str(write_plan(FILLS_THE_DISK)), "--id", "op1", check=0)
+    # The phase itself fills the disk: recording that it completed cannot be written.
+    proc = gravity("plan", "resume", check=1, DISK=str(small_disk))
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "the disk is full while recording" in proc.stderr
+    assert "nothing was written" in proc.stderr
+    assert f"hint: free space on that file system (`df -h {small_disk}`)" in proc.stderr
+    assert "busy" not in proc.stderr and "another gravity process" not in proc.stderr
+    # Any later command that writes says the same, and changes nothing.
+    proc = gravity("plan", "resume", check=1)
+    assert "the disk is full while" in proc.stderr, proc.stderr
+    assert "busy" not in proc.stderr and "another gravity process" not in proc.stderr
+    # Space freed: the store is intact and the operation finishes.
+    (small_disk / "filler").unlink()
+    assert gravity.states() == {"/fill": "in_progress", "/after": "unstarted"}
+    gravity("plan", "resume", check=0, DISK=str(small_disk / "x"))
+    assert gravity.states() == {"/fill": "completed", "/after": "completed"}
+
+
+def test_a_read_only_file_system_is_named(gravity, write_plan, small_disk: Path) -> None:
+    gravity.extra_env["GRAVITY_STORE"] = f"sqlite://{small_disk / 'gravity.db'}"
+    gravity("operation", "create", "--plan", str(write_plan(HELLO)),
+            "--id", "op1", check=0)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        proc = gravity("plan", "execute", "--phase", "/init", check=1)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert (f"error: embedded store {small_disk / 'gravity.db'} is read-only while opening "
+            "it: its file system is mounted read-only; nothing was written") in proc.stderr
+    assert "remount the file system read-write" in proc.stderr
+    assert gravity.states() == {"/init": "unstarted", "/next": "unstarted"}
+
+
+def test_a_read_only_database_file_is_named(gravity, write_plan, small_disk: Path) -> None:
+    """The database file is not writable for the user running gravity (SQLITE_READONLY)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run gravity as another user")
+    state = small_disk / "state"
+    env = gravity.env(GRAVITY_STATE_DIR=str(state))
+    run = [sys.executable, "-m", "engine.cli.main"]
+    subprocess.run([*run, "operation", "create", "--plan", str(write_plan(HELLO)), "--id",
+                    "op1"], env=env, cwd=small_disk, check=True, capture_output=True)
+    subprocess.run(["chmod", "-R", "a+rwX", str(state)], check=True)
+    (state / "gravity.db").chmod(0o444)
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           *run, "plan", "execute", "--phase", "/init"],
+                          env=env, cwd=small_disk, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert f"embedded store {state / 'gravity.db'} is read-only while" in proc.stderr
+    assert "attempt to write a readonly database" in proc.stderr
+    assert "busy" not in proc.stderr
+
+
+def test_a_database_held_by_another_process_is_busy_not_broken(tmp_path: Path) -> None:
+    path = tmp_path / "gravity.db"
+    SQLiteStore(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    store = SQLiteStore(path, busy_timeout=0.2)
+    try:
+        with pytest.raises(StoreUnavailable) as err:
+            store.kv_put("x", {"a": 1})
+    finally:
+        store.close()
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert err.value.message.startswith(f"embedded store {path} busy while writing x")
+    assert err.value.hint.startswith("another gravity process holds the database")
+
+
+@pytest.mark.parametrize(("code", "name", "text", "expected"), [
+    (5, "SQLITE_BUSY", "database is locked", "busy while writing x"),
+    (6, "SQLITE_LOCKED", "database table is locked", "busy while writing x"),
+    (13, "SQLITE_FULL", "database or disk is full", "the disk is full while writing x"),
+    (8, "SQLITE_READONLY", "attempt to write a readonly database", "is read-only while"),
+    (10 | (13 << 8), "SQLITE_IOERR_FSYNC", "disk I/O error", "disk I/O error while writing x"),
+    (11, "SQLITE_CORRUPT", "database disk image is malformed", "is damaged while writing x"),
+    (26, "SQLITE_NOTADB", "file is not a database", "is damaged while writing x"),
+])
+def test_every_sqlite_cause_has_its_own_message(
+        tmp_path: Path, code: int, name: str, text: str, expected: str) -> None:
+    """Only busy/locked blames another process (and is transient); the rest name their cause."""
+    exc = sqlite3.OperationalError(text)
+    exc.sqlite_errorcode, exc.sqlite_errorname = code, name
+    err = translate(exc, "writing x", tmp_path / "gravity.db")
+    assert expected in err.message
+    busy = name in ("SQLITE_BUSY", "SQLITE_LOCKED")
+    assert isinstance(err, StoreUnavailable) is busy
+    assert ("another gravity process" in (err.hint or "")) is busy
