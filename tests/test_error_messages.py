@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 from engine.errors import StoreUnavailable
 from engine.store.sqlite import SQLiteStore
 from engine.store.sqlite_errors import translate
+from tests.test_crash_and_races import wait_for
 from tests.test_dashboard import read_event, start_dashboard
 
 HELLO = """
@@ -283,3 +285,79 @@ def test_every_sqlite_cause_has_its_own_message(
     busy = name in ("SQLITE_BUSY", "SQLITE_LOCKED")
     assert isinstance(err, StoreUnavailable) is busy
     assert ("another gravity process" in (err.hint or "")) is busy
+
+
+# -- a retry that nobody will run ---------------------------------------------------------------
+FLAKY = """
+kind: Plan
+metadata: {name: flaky}
+phases:
+  - id: flaky
+    executor: command
+    retry: {attempts: 3, initial: 10m, max: 10m}
+    data: {run: "test -f fixed || { echo not yet; exit 1; }"}
+  - id: after
+    executor: command
+    data: {run: "echo after"}
+"""
+
+
+def flaky_note(gravity) -> str | None:
+    doc = gravity.plan_json()
+    return next(p["note"] for p in doc["phases"] if p["id"] == "/flaky")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["KILL", "INT"])
+def test_a_retry_whose_driver_is_gone_shows_idle_with_the_command_to_resume(
+        gravity, write_plan, sig: int) -> None:
+    gravity("operation", "create", "--plan", str(write_plan(FLAKY)), "--id", "op1", check=0)
+    driver = gravity.spawn("plan", "resume")
+    try:
+        wait_for(lambda: (flaky_note(gravity) or "").startswith("attempt 1 of 3 failed; "
+                                                                 "retrying in"))
+        assert "× /flaky  -            Failed (retrying)" in gravity("plan", check=0).stdout
+        os.kill(driver.pid, sig)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.communicate()
+    shown = gravity("plan", check=0).stdout
+    assert "Failed (idle)" in shown and "retrying" not in shown, shown
+    idle = ("attempt 1 of 3 failed; its retry will not run: the process driving the "
+            "operation stopped; continue with `gravity plan resume`")
+    assert f"({idle})" in shown
+    doc = gravity.plan_json()
+    assert (doc.get("driven"), flaky_note(gravity)) == (False, idle)
+    # The dashboard shows the same document, and its stream says nobody drives it.
+    dash = start_dashboard(gravity, "--listen", "127.0.0.1:0")
+    try:
+        page = dash.json("/api/plan?op=op1")
+        assert (page["driven"], page["phases"][0]["note"]) == (False, idle)
+        url = f"{dash.url}api/events?op=op1&after={page['last_seq']}"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            event, op = read_event(resp)
+        assert (event, op["driven"]) == ("operation", False)
+    finally:
+        dash.stop()
+    # Showing the plan wrote nothing: the changelog still ends with the retry's note.
+    assert gravity.changelog("op1")[-1]["note"].startswith("attempt 1 of 3 failed; retrying")
+    # The command it names does the job.
+    (gravity.node_file("local", "fixed")).write_text("")
+    gravity("plan", "resume", check=0)
+    assert gravity.states() == {"/flaky": "completed", "/after": "completed"}
+
+
+def test_a_retry_of_a_closed_operation_never_ran(gravity, write_plan) -> None:
+    gravity("operation", "create", "--plan", str(write_plan(FLAKY)), "--id", "op1", check=0)
+    driver = gravity.spawn("plan", "resume")
+    try:
+        wait_for(lambda: (flaky_note(gravity) or "").startswith("attempt 1 of 3 failed"))
+        driver.kill()
+        driver.wait(timeout=30)
+    finally:
+        driver.communicate()
+    gravity("plan", "complete", check=0)
+    shown = gravity("plan", check=0).stdout
+    assert "× /flaky  -            Failed  " in shown and "retrying" not in shown, shown
+    assert "(attempt 1 of 3 failed; its retry never ran: the operation is failed)" in shown

@@ -86,7 +86,7 @@ def plan_doc(store: Store, operation_id: str | None) -> dict[str, Any]:
 
     op = resolve_operation(store, operation_id)
     last_seq = store.last_seq(op.id)
-    doc = plan_document(plan_view(store, op))
+    doc = plan_document(plan_view(store, op, with_driver=True))
     doc["last_seq"] = last_seq
     return doc
 
@@ -332,6 +332,8 @@ class Handler(BaseHTTPRequestHandler):
             self.server.streams.release()
 
     def _stream(self, store: Store, operation_id: str, after: int) -> None:
+        from engine.views import operation_driver
+
         self.wfile.write(b"retry: 2000\n\n")
         seen: tuple[Any, ...] | None = None
         while not self.server.stopping.is_set():
@@ -341,9 +343,13 @@ class Handler(BaseHTTPRequestHandler):
                 chunks.append(f"id: {rec.seq}\nevent: change\ndata: "
                               f"{json.dumps(rec.to_dict(), ensure_ascii=False)}\n\n")
             current = store.get_operation(operation_id)
-            if (current.state, current.updated, current.note) != seen:
-                seen = (current.state, current.updated, current.note)
-                chunks.append(f"event: operation\ndata: {json.dumps(current.to_dict())}\n\n")
+            # Whether anyone drives it: a plan whose driver died reads differently (a
+            # failed phase's retry will not come), so the page reloads it on a change.
+            driven = operation_driver(store, operation_id) is not None
+            if (current.state, current.updated, current.note, driven) != seen:
+                seen = (current.state, current.updated, current.note, driven)
+                doc = dict(current.to_dict(), driven=driven)
+                chunks.append(f"event: operation\ndata: {json.dumps(doc)}\n\n")
             if current.state.finished and not store.changelog(operation_id, after):
                 chunks.append("event: end\ndata: {}\n\n")
                 self.wfile.write("".join(chunks).encode())

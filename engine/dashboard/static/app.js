@@ -148,7 +148,7 @@ async function loadPlan(opId) {
   const doc = await getJSON(url);
   const changed = doc.operation.id !== view.opId || !$("tree").hasChildNodes();
   view.opId = doc.operation.id;
-  view.operation = doc.operation;
+  view.operation = { ...doc.operation, driven: doc.driven };
   if (changed) {
     view.phases.clear();
     view.parents.clear();
@@ -225,9 +225,12 @@ function openStream(opId, after) {
   es.addEventListener("operation", (e) => {
     const op = JSON.parse(e.data);
     if (op.id !== view.opId) return;
+    // The driver came or went: phase notes such as "retrying in …" read differently.
+    const driverChanged = view.operation && view.operation.driven !== op.driven;
     view.operation = op;
     renderHead(op, progressFromLeaves());
     loadOperations().catch(() => {});
+    if (driverChanged) scheduleRefresh();
   });
   es.addEventListener("end", () => {
     es.close();
