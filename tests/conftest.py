@@ -14,8 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Property tests (every @given) take their settings from one profile, chosen here before any
+# test module is imported, so a test's own @settings inherits it:
+# - `ci` (the default, and what ./run-tests and CI use): the same 200 examples per test on
+#   every run and every machine (derandomized, no example database), so a failure reproduces
+#   exactly and a green run stays green;
+# - `fuzz` (HYPOTHESIS_PROFILE=fuzz): 5,000 fresh random examples per test, saved failures
+#   replayed first, for hunting locally; keep what it finds as an explicit test.
+_SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", max_examples=200, derandomize=True, database=None,
+                          deadline=None, print_blob=True, suppress_health_check=_SLOW_IS_FINE)
+settings.register_profile("fuzz", max_examples=5000, deadline=None, print_blob=True,
+                          suppress_health_check=_SLOW_IS_FINE)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "ci")
 
 pytest_plugins = ["tests.fixtures_etcd", "tests.hosts"]
 

@@ -1,5 +1,9 @@
 """Property tests: whatever YAML arrives, the loader either returns a manifest or raises an
-EngineError (never a KeyError, TypeError …); a manifest it returns survives to_dict and reload."""
+EngineError (never a KeyError, TypeError …); a manifest it returns survives to_dict and reload.
+
+How many examples run and whether they are random comes from the hypothesis profile chosen in
+tests/conftest.py (`ci` by default: derandomized; HYPOTHESIS_PROFILE=fuzz: many random ones).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 from unittest import mock
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import EngineError, ManifestError
@@ -73,13 +77,11 @@ def check(text: str, tmp: Path) -> None:
         assert again.manifest == loaded.manifest
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tree=trees)
 def test_random_trees_never_crash(tree: object, tmp_path_factory: Any) -> None:
     check(yaml.safe_dump(tree), tmp_path_factory.mktemp("m"))
 
 
-@settings(max_examples=200, deadline=None)
 @given(text=st.text(max_size=200))
 def test_random_text_never_crashes(text: str, tmp_path_factory: Any) -> None:
     check(text, tmp_path_factory.mktemp("t"))
@@ -95,7 +97,6 @@ def _slots(node: Any, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     return out
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_sample_never_crashes(data: st.DataObject, tmp_path_factory: Any) -> None:
     manifest = copy.deepcopy(SAMPLE)
@@ -112,3 +113,4 @@ def test_mutated_sample_never_crashes(data: st.DataObject, tmp_path_factory: Any
         else:
             container.append(data.draw(trees, label="value"))
     check(yaml.safe_dump(manifest), tmp_path_factory.mktemp("s"))
+
