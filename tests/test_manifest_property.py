@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
@@ -114,3 +115,40 @@ def test_mutated_sample_never_crashes(data: st.DataObject, tmp_path_factory: Any
             container.append(data.draw(trees, label="value"))
     check(yaml.safe_dump(manifest), tmp_path_factory.mktemp("s"))
 
+
+def _set(tree: dict[str, Any], path: tuple[str | int, ...], value: object) -> dict[str, Any]:
+    node: Any = tree
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return tree
+
+
+# An optional section given but empty used to be left out by to_dict and so read back as
+# absent: a different manifest. The first case is the one CI met (nodeProfiles[0]'s network
+# replaced with {}, and an apiVersion key added in it, which only warns).
+EMPTY_SECTIONS = [
+    (("nodeProfiles", 0, "requirements", "network"), {}),
+    (("nodeProfiles", 0, "requirements", "network"), {"apiVersion": "v1"}),
+    (("nodeProfiles", 0, "providers"), {}),
+    (("nodeProfiles", 0, "providers"), {"aws": {}}),
+    (("nodeProfiles", 0, "systemOptions"), {}),
+    (("providers", "aws"), {}),
+    (("providers", "aws"), {"terraform": {}}),
+    (("systemOptions", "runtime"), {}),
+]
+
+
+@pytest.mark.parametrize(("path", "value"), EMPTY_SECTIONS,
+                         ids=[".".join(map(str, p)) + f"={v}" for p, v in EMPTY_SECTIONS])
+def test_an_empty_optional_section_survives_to_dict_and_reload(
+        path: tuple[str | int, ...], value: object, tmp_path: Path) -> None:
+    manifest = _set(copy.deepcopy(SAMPLE), path, copy.deepcopy(value))
+    loaded = parse_manifest(yaml.safe_dump(manifest), path=tmp_path / "app.yaml",
+                            base_dir=SAMPLE_DIR)
+    check(yaml.safe_dump(manifest), tmp_path)
+    # And the normalized form says what was given: the section, present and empty.
+    node: Any = loaded.manifest.to_dict()
+    for key in path:
+        node = node[key]
+    assert node == {k: v for k, v in value.items() if k != "apiVersion"}
