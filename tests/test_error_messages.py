@@ -5,6 +5,7 @@ Each ends in one clear message with the right exit code, never in a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -210,6 +211,22 @@ def test_a_full_disk_is_named_and_the_store_reads_back_once_space_is_freed(
     assert gravity.states() == {"/fill": "in_progress", "/after": "unstarted"}
     gravity("plan", "resume", check=0, DISK=str(small_disk / "x"))
     assert gravity.states() == {"/fill": "completed", "/after": "completed"}
+
+
+def test_a_new_store_on_a_nearly_full_disk_is_a_full_disk_not_a_bad_store(
+        gravity, write_plan, small_disk: Path) -> None:
+    filler = small_disk / "filler"
+    with filler.open("wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(bytes(4096))
+    os.truncate(filler, filler.stat().st_size - 80 * 1024)  # room to open, not to set up
+    gravity.extra_env["GRAVITY_STORE"] = f"sqlite://{small_disk / 'new.db'}"
+    proc = gravity("operation", "create", "--plan", str(write_plan(HELLO)), check=1)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "the disk is full while" in proc.stderr
+    assert "not a usable gravity store" not in proc.stderr
+    filler.unlink()
+    gravity("operation", "create", "--plan", str(write_plan(HELLO)), "--id", "op1", check=0)
 
 
 def test_a_read_only_file_system_is_named(gravity, write_plan, small_disk: Path) -> None:

@@ -40,7 +40,7 @@ from engine.store.base import (
     this_host,
     this_pid,
 )
-from engine.store.sqlite_errors import open_failure
+from engine.store.sqlite_errors import Cause, diagnose, open_failure
 from engine.store.sqlite_errors import translate as _translate
 
 SCHEMA_VERSION = 1
@@ -132,6 +132,8 @@ class SQLiteStore(Store):
                     hint="use the gravity release that created it",
                 )
         except sqlite3.DatabaseError as exc:
+            if diagnose(exc, self.path).cause not in (Cause.OTHER, Cause.DAMAGED):
+                raise _translate(exc, "preparing its tables", self.path) from exc
             raise StoreConfigError(
                 f"{self.path} is not a usable gravity store: {exc}",
                 hint="point --store at a gravity database or a new path",
