@@ -365,6 +365,39 @@ def test_a_retry_whose_driver_is_gone_shows_idle_with_the_command_to_resume(
     assert gravity.states() == {"/flaky": "completed", "/after": "completed"}
 
 
+def test_the_dashboard_page_updates_the_note_when_the_driver_dies(
+        gravity, write_plan, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    gravity("operation", "create", "--plan", str(write_plan(FLAKY)), "--id", "op1", check=0)
+    driver = gravity.spawn("plan", "resume")
+    dash = None
+    try:
+        wait_for(lambda: "retrying in" in (flaky_note(gravity) or ""))
+        dash = start_dashboard(gravity, "--listen", "127.0.0.1:0")
+        wait = WebDriverWait(browser, 20)
+        browser.get(dash.url)
+        row = 'li.phase[data-phase="/flaky"] > .row'
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
+        wait.until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "live")
+        browser.find_element(By.CSS_SELECTOR, row).click()
+        fields = browser.find_element(By.ID, "d-fields")
+        wait.until(lambda _d: "retrying in" in fields.text)
+        driver.kill()
+        driver.wait(timeout=30)
+        # Open as it is, the page learns from its event stream that nobody drives the
+        # operation any more, reloads the plan and shows the note that says what to do.
+        wait.until(lambda _d: "its retry will not run" in fields.text)
+        assert "continue with `gravity plan resume`" in fields.text
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.communicate()
+        if dash is not None:
+            dash.stop()
+
+
 def test_a_retry_of_a_closed_operation_never_ran(gravity, write_plan) -> None:
     gravity("operation", "create", "--plan", str(write_plan(FLAKY)), "--id", "op1", check=0)
     driver = gravity.spawn("plan", "resume")
