@@ -35,6 +35,11 @@ def pid_exists(pid: int) -> bool:
     return True
 
 
+def died_here(lease: Lease) -> bool:
+    """Whether the lease's holder was another process on this host that no longer runs."""
+    return lease.host == this_host() and lease.pid != os.getpid() and not pid_exists(lease.pid)
+
+
 def lease_alive(store: Store, lease_id: int | None) -> Lease | None:
     """The lease if its holder is alive; a dead local holder's lease is revoked at once."""
     if lease_id is None:
@@ -42,7 +47,7 @@ def lease_alive(store: Store, lease_id: int | None) -> Lease | None:
     lease = store.get_lease(lease_id)
     if lease is None:
         return None
-    if lease.host == this_host() and lease.pid != os.getpid() and not pid_exists(lease.pid):
+    if died_here(lease):
         store.revoke_lease(lease.id)
         return None
     return lease
@@ -178,4 +183,5 @@ class LeaseKeeper:
             self.on_lost(reason)
 
 
-__all__ = ["LeaseKeeper", "lease_alive", "lease_grace", "pid_exists", "wait_out_fencing"]
+__all__ = ["LeaseKeeper", "died_here", "lease_alive", "lease_grace", "pid_exists",
+           "wait_out_fencing"]

@@ -9,18 +9,25 @@ from dataclasses import dataclass
 from engine import fsm
 from engine.errors import NotFound
 from engine.graph import PlanGraph
-from engine.model import Operation, PhaseState, State
-from engine.store.base import Store
+from engine.leases import died_here
+from engine.model import Lease, Operation, PhaseState, State
+from engine.store.base import Store, coordinator_lock
 
 
 @dataclass(frozen=True)
 class PlanView:
-    """An operation's plan with stored leaf states and derived composite states."""
+    """An operation's plan with stored leaf states and derived composite states.
+
+    `driven` says whether a live process holds the operation's coordinator lock (None when
+    the view was built without asking): a failed phase's "retrying in …" note is only true
+    while someone drives the operation.
+    """
 
     operation: Operation
     graph: PlanGraph
     states: dict[str, PhaseState]
     derived: dict[str, State]
+    driven: bool | None = None
 
     def state(self, phase_id: str) -> PhaseState:
         """A leaf's stored state (unstarted at version 0 when none is stored)."""
@@ -51,9 +58,23 @@ def load_graph(store: Store, op: Operation) -> PlanGraph:
     return PlanGraph.build(specs, int(op.data.get("parallel", 1)))
 
 
-def plan_view(store: Store, op: Operation, graph: PlanGraph | None = None) -> PlanView:
+def operation_driver(store: Store, operation_id: str) -> Lease | None:
+    """The live lease of whoever drives the operation now (its coordinator lock's holder).
+
+    Only reads: a dead holder's lease is left for the next driver to revoke, so showing a
+    plan writes nothing.
+    """
+    holder = store.lock_holder(coordinator_lock(operation_id))
+    return None if holder is None or died_here(holder) else holder
+
+
+def plan_view(store: Store, op: Operation, graph: PlanGraph | None = None, *,
+              with_driver: bool = False) -> PlanView:
+    """The plan's states; `with_driver` also asks whether a live process drives it."""
     graph = graph or load_graph(store, op)
     states = store.load_states(op.id)
+    # After the states: a note written by a driver that has gone since reads as stale.
+    driven = operation_driver(store, op.id) is not None if with_driver else None
     derived: dict[str, State] = {}
     leaf_states: dict[str, list[State]] = {}
     for pid in reversed(graph.order):
@@ -66,7 +87,7 @@ def plan_view(store: Store, op: Operation, graph: PlanGraph | None = None) -> Pl
             below = [s for c in spec.children for s in leaf_states[c]]
             leaf_states[pid] = below
             derived[pid] = fsm.derive(below)
-    return PlanView(op, graph, states, derived)
+    return PlanView(op, graph, states, derived, driven)
 
 
 def require_phase(graph: PlanGraph, op: Operation, phase_id: str) -> str:
@@ -79,4 +100,5 @@ def require_phase(graph: PlanGraph, op: Operation, phase_id: str) -> str:
     return pid
 
 
-__all__ = ["PlanView", "load_graph", "plan_view", "require_phase", "resolve_operation"]
+__all__ = ["PlanView", "load_graph", "operation_driver", "plan_view", "require_phase",
+           "resolve_operation"]

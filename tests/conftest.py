@@ -1,5 +1,5 @@
 """Shared fixtures: run the real `gravity` CLI as a subprocess against a temp state dir,
-write plan files, and read back what the store and the nodes' files show.
+write plan files, read back what the store and the nodes' files show, drive a real browser.
 """
 
 from __future__ import annotations
@@ -14,8 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Property tests (every @given) take their settings from one profile, chosen here before any
+# test module is imported, so a test's own @settings inherits it:
+# - `ci` (the default, and what ./run-tests and CI use): the same 200 examples per test on
+#   every run and every machine (derandomized, no example database), so a failure reproduces
+#   exactly and a green run stays green;
+# - `fuzz` (HYPOTHESIS_PROFILE=fuzz): 5,000 fresh random examples per test, saved failures
+#   replayed first, for hunting locally; keep what it finds as an explicit test.
+_SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", max_examples=200, derandomize=True, database=None,
+                          deadline=None, print_blob=True, suppress_health_check=_SLOW_IS_FINE)
+settings.register_profile("fuzz", max_examples=5000, deadline=None, print_blob=True,
+                          suppress_health_check=_SLOW_IS_FINE)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "ci")
 
 pytest_plugins = ["tests.fixtures_etcd", "tests.hosts"]
 
@@ -113,3 +128,37 @@ def write_plan(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return write
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    """Headless Debian chromium driven by Selenium through Debian's chromedriver."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing.append("the selenium package")
+    if missing:
+        message = (f"the dashboard browser test needs {', '.join(missing)}: run ./run-tests, "
+                   "which installs chromium, chromium-driver (apt, as root) and selenium")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--window-size=1400,900",
+                f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)),
+                              options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

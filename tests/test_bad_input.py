@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.cli.main import main
@@ -247,12 +247,10 @@ def test_rejected_input_exits_2_names_the_culprit_and_writes_nothing(
 
 # -- hypothesis: the same surfaces, fuzzed, in-process --------------------------------------------
 counter = itertools.count()
-# The suite runs 50 derandomized examples per surface (the same inputs on every run, so CI is
-# stable); GRAVITY_FUZZ_EXAMPLES=N hunts with N fresh random examples instead.
-HUNT = os.environ.get("GRAVITY_FUZZ_EXAMPLES")
-FUZZ = settings(max_examples=int(HUNT or 50), derandomize=not HUNT, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+# A whole command per example is slower than a parser call: a quarter of the examples of the
+# hypothesis profile (tests/conftest.py), whose other settings (derandomized in CI, random
+# with HYPOTHESIS_PROFILE=fuzz) apply as they are.
+FUZZ = settings(max_examples=max(10, settings.default.max_examples // 4))
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
                     st.floats(allow_nan=True), st.text(max_size=12))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import EngineError, ValuesError
@@ -17,7 +17,6 @@ from engine.values import deep_merge, infer_type, load_values_file, merge_values
 GRAMMAR_CHARS = "=,.[]{}\\ab01-+ "
 
 
-@settings(max_examples=500, deadline=None)
 @given(text=st.text(alphabet=GRAMMAR_CHARS, max_size=30) | st.text(max_size=30))
 def test_any_set_text_parses_or_raises_values_error(text: str) -> None:
     for kind in ("set", "set-string"):
@@ -39,7 +38,6 @@ names = st.text(min_size=1, max_size=8)
 plain_values = st.text(max_size=10).filter(lambda v: not v.startswith("{"))
 
 
-@settings(max_examples=300, deadline=None)
 @given(path=st.lists(names, min_size=1, max_size=4), value=plain_values)
 def test_escaped_paths_and_values_round_trip(path: list[str], value: str) -> None:
     text = ".".join(escape(p) for p in path) + "=" + escape(value)
@@ -53,7 +51,6 @@ def test_escaped_paths_and_values_round_trip(path: list[str], value: str) -> Non
     assert parse_set(text) == typed
 
 
-@settings(max_examples=200, deadline=None)
 @given(items=st.lists(st.text(max_size=6), min_size=1, max_size=5), index=st.integers(0, 20))
 def test_lists_and_indexes(items: list[str], index: int) -> None:
     listed = parse_set("l={" + ",".join(escape(i) for i in items) + "}", kind="set-string")
@@ -73,7 +70,6 @@ json_values = st.recursive(
 maps = st.dictionaries(st.text(max_size=3), json_values, max_size=4)
 
 
-@settings(max_examples=300, deadline=None)
 @given(base=maps, override=maps)
 def test_deep_merge_keeps_inputs_and_override_wins(
     base: dict[str, Any], override: dict[str, Any]
@@ -91,7 +87,6 @@ def test_deep_merge_keeps_inputs_and_override_wins(
             assert merged[key] == base[key]
 
 
-@settings(max_examples=200, deadline=None)
 @given(text=st.text(max_size=80) | json_values.map(yaml.safe_dump))
 def test_any_values_file_loads_or_raises_values_error(text: str, tmp_path_factory: Any) -> None:
     path: Path = tmp_path_factory.mktemp("v") / "values.yaml"

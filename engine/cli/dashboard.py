@@ -9,6 +9,22 @@ from typing import Any
 import click
 
 
+def bind_failure(host: str, port: int, exc: OSError) -> str:
+    """Why the dashboard could not listen on host:port, in an operator's words."""
+    import errno
+    import socket
+
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name {host!r}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is already in use by another process"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine"
+    if exc.errno == errno.EACCES:
+        return f"permission denied (ports below 1024 need root; port {port} was asked)"
+    return exc.strerror or str(exc)
+
+
 @click.command()
 @click.option("--listen", default="127.0.0.1:8470", show_default=True, metavar="HOST:PORT",
               help="Address to serve on. Port 0 picks a free port. Anything but loopback "
@@ -44,8 +60,8 @@ def dashboard(obj: Any, listen: str, operation_id: str | None) -> None:
         server = DashboardServer((host, port), store, obj.state_dir, operation_id)
     except OSError as exc:
         raise click.ClickException(
-            f"cannot listen on {listen}: {exc.strerror or exc}; pick another address with "
-            "--listen 127.0.0.1:PORT (port 0 picks a free one)") from None
+            f"cannot listen on {listen}: {bind_failure(host, port, exc)}; pick another "
+            "address with --listen 127.0.0.1:PORT (port 0 picks a free one)") from None
     if not is_loopback(host):
         click.echo(f"warning: listening on {host}, not loopback: anyone who can reach this "
                    "port can read every operation's plan, errors and phase logs (there is no "

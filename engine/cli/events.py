@@ -43,8 +43,13 @@ class SinceType(click.ParamType):
         if isinstance(value, Since):
             return value
         text = str(value).strip()
-        if text.isdigit():
-            return Since(seq=int(text))
+        if text.isascii() and text.isdigit():
+            from engine.store.base import MAX_SEQ, parse_seq
+
+            seq = parse_seq(text)
+            if seq is None:
+                self.fail(f"a sequence number must be 0 to {MAX_SEQ}, got {text}", param, ctx)
+            return Since(seq=seq)
         from engine.durations import parse_duration
 
         try:

@@ -104,7 +104,7 @@ def display(obj: CliContext, operation_id: str | None, output: str, short: bool,
     after = 0
     if follow:  # where the table stands, so nothing written after it is missed
         after = store.last_seq(op.id)
-    view = plan_view(store, op)
+    view = plan_view(store, op, with_driver=True)
     click.echo(plan_text(view, short=short) if output == "text" else dump(plan_document(view),
                                                                           output))
     if follow:

@@ -47,6 +47,32 @@ def _latest_updates(view: PlanView) -> dict[str, float]:
     return latest
 
 
+RESUME = "gravity plan resume"
+
+
+def retry_stale(view: PlanView, st: PhaseState | None) -> bool:
+    """A failed phase whose note promises a retry that nobody will run.
+
+    The scheduler notes "attempt N of M failed; retrying in …" and keeps the retry as a timer
+    in its own process; once that process is gone (killed, Ctrl-C, its host lost) or the
+    operation is closed, the retry never comes.
+    """
+    if st is None or st.state is not State.FAILED or not (st.note or "").startswith("attempt"):
+        return False
+    return view.operation.state.finished or view.driven is False
+
+
+def phase_note(view: PlanView, st: PhaseState) -> str | None:
+    """The note to show for a leaf: the stored one, unless it promises a retry that is off."""
+    if not retry_stale(view, st):
+        return st.note
+    tried = (st.note or "").split(";", 1)[0]
+    if view.operation.state.finished:
+        return f"{tried}; its retry never ran: the operation is {view.operation.state.value}"
+    return (f"{tried}; its retry will not run: the process driving the operation stopped; "
+            f"continue with `{RESUME}`")
+
+
 def table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
@@ -72,7 +98,10 @@ def plan_text(view: PlanView, *, short: bool = False) -> str:
         st = view.states.get(pid)
         if spec.is_leaf and st is not None and st.state is State.FAILED and st.note and \
                 st.note.startswith("attempt"):
-            label = f"{label} (retrying)"
+            if not retry_stale(view, st):
+                label = f"{label} (retrying)"
+            elif not op.state.finished:
+                label = f"{label} (idle)"
         node = spec.node or ("" if not spec.is_leaf else g.node_of(pid))
         requires = ",".join(spec.requires) or "-"
         updated = latest[pid]
@@ -95,8 +124,9 @@ def plan_text(view: PlanView, *, short: bool = False) -> str:
         for pid, st in failed:
             out.append(f"Phase {pid} failed (attempt {st.attempt}) on node {st.node or '-'}:")
             out.extend(f"    {line}" for line in st.error.splitlines()[-12:])
-            if st.note:
-                out.append(f"    ({st.note})")
+            note = phase_note(view, st)
+            if note:
+                out.append(f"    ({note})")
     notes = sorted(((p, s) for p, s in view.states.items()
                     if s.note and s.state is State.COMPLETED and s.note.startswith("skipped")),
                    key=lambda kv: rank[kv[0]])
@@ -120,7 +150,7 @@ def _phase_dict(view: PlanView, pid: str) -> dict[str, Any]:
         st = view.states.get(pid, PhaseState(pid))
         d.update(executor=spec.executor, attempt=st.attempt, version=st.version,
                  action=st.action.value, updated=st.updated or None, error=st.error,
-                 note=st.note, owner=st.owner)
+                 note=phase_note(view, st), owner=st.owner)
     else:
         d["parallel"] = spec.parallel
         d["phases"] = [_phase_dict(view, c) for c in spec.children]
@@ -139,11 +169,14 @@ def plan_document(view: PlanView) -> dict[str, Any]:
     if operation["data"].get("values"):
         # Values may hold secrets: hooks get them from the values file, displays never do.
         operation["data"]["values"] = f"(redacted: {len(op.data['values'])} top-level keys)"
-    return {
+    doc: dict[str, Any] = {
         "operation": operation,
         "progress": {"leaves": len(leaves), **counts},
         "phases": [_phase_dict(view, r) for r in roots],
     }
+    if view.driven is not None:
+        doc["driven"] = view.driven
+    return doc
 
 
 def dump(doc: Any, fmt: str) -> str:

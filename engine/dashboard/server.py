@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from engine.errors import EngineError, InputError, NotFound, StoreUnavailable
-from engine.store.base import Store
+from engine.store.base import MAX_SEQ, Store, parse_seq
 
 # Default and largest tail of a phase log the API returns, in bytes.
 LOG_TAIL = 64 * 1024
@@ -86,7 +86,7 @@ def plan_doc(store: Store, operation_id: str | None) -> dict[str, Any]:
 
     op = resolve_operation(store, operation_id)
     last_seq = store.last_seq(op.id)
-    doc = plan_document(plan_view(store, op))
+    doc = plan_document(plan_view(store, op, with_driver=True))
     doc["last_seq"] = last_seq
     return doc
 
@@ -137,6 +137,21 @@ def log_doc(store: Store, state_dir: Path, operation_id: str | None, phase_id: s
     return doc
 
 
+def stream_start(last_event_id: str | None, after: str | None) -> int:
+    """Where an event stream starts: the browser's Last-Event-ID, else `after=`, else 0.
+
+    Anything but a sequence number from 0 to MAX_SEQ is a BadRequest (400), answered
+    before the stream's headers go out.
+    """
+    source, text = (("the Last-Event-ID header", last_event_id) if last_event_id
+                    else ("the after parameter", after or "0"))
+    seq = parse_seq(text.strip())
+    if seq is None:
+        raise BadRequest(f"{source} must be a changelog sequence number from 0 to {MAX_SEQ}, "
+                         f"got {text[:40]!r}")
+    return seq
+
+
 # -- HTTP -------------------------------------------------------------------------------------
 class DashboardServer(HTTPServer):
     """Serves the dashboard from a shared Store; each request runs on a pooled worker thread."""
@@ -145,7 +160,6 @@ class DashboardServer(HTTPServer):
                  default_operation: str | None = None) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, Handler)
         self.store = store
         self.state_dir = state_dir
         self.default_operation = default_operation
@@ -153,6 +167,8 @@ class DashboardServer(HTTPServer):
         self.stopping = threading.Event()
         self.streams = threading.BoundedSemaphore(MAX_STREAMS)
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="dashboard")
+        # Last: a failed bind calls server_close(), which needs everything above.
+        super().__init__(address, Handler)
 
     @property
     def url(self) -> str:
@@ -303,8 +319,7 @@ class Handler(BaseHTTPRequestHandler):
 
         store = self.server.store
         op = resolve_operation(store, self._op(query))
-        after_text = self.headers.get("Last-Event-ID") or query.get("after", "0")
-        after = int(after_text) if after_text.isdigit() else 0
+        after = stream_start(self.headers.get("Last-Event-ID"), query.get("after"))
         if not self.server.streams.acquire(blocking=False):
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, "too many open dashboard pages")
             return
@@ -317,6 +332,8 @@ class Handler(BaseHTTPRequestHandler):
             self.server.streams.release()
 
     def _stream(self, store: Store, operation_id: str, after: int) -> None:
+        from engine.views import operation_driver
+
         self.wfile.write(b"retry: 2000\n\n")
         seen: tuple[Any, ...] | None = None
         while not self.server.stopping.is_set():
@@ -326,9 +343,13 @@ class Handler(BaseHTTPRequestHandler):
                 chunks.append(f"id: {rec.seq}\nevent: change\ndata: "
                               f"{json.dumps(rec.to_dict(), ensure_ascii=False)}\n\n")
             current = store.get_operation(operation_id)
-            if (current.state, current.updated, current.note) != seen:
-                seen = (current.state, current.updated, current.note)
-                chunks.append(f"event: operation\ndata: {json.dumps(current.to_dict())}\n\n")
+            # Whether anyone drives it: a plan whose driver died reads differently (a
+            # failed phase's retry will not come), so the page reloads it on a change.
+            driven = operation_driver(store, operation_id) is not None
+            if (current.state, current.updated, current.note, driven) != seen:
+                seen = (current.state, current.updated, current.note, driven)
+                doc = dict(current.to_dict(), driven=driven)
+                chunks.append(f"event: operation\ndata: {json.dumps(doc)}\n\n")
             if current.state.finished and not store.changelog(operation_id, after):
                 chunks.append("event: end\ndata: {}\n\n")
                 self.wfile.write("".join(chunks).encode())

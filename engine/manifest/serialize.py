@@ -20,8 +20,10 @@ def camel(name: str) -> str:
 def to_plain(value: object) -> object:
     """Turn a manifest dataclass tree into plain YAML/JSON data with the manifest's keys.
 
-    None values and empty collections are left out (they are the defaults); a tuple of hooks
-    becomes `{name: {job: <text>}}`; sizes, rates, ports and modes keep their manifest spelling.
+    None values and empty collections are left out (they are the defaults), except an
+    optional section that was given empty (`network: {}`): its default is None, so leaving it
+    out would read back as a different manifest. A tuple of hooks becomes
+    `{name: {job: <text>}}`; sizes, rates, ports and modes keep their manifest spelling.
     """
     if hasattr(value, "manifest_value"):
         return value.manifest_value()
@@ -32,7 +34,9 @@ def to_plain(value: object) -> object:
         for f in fields(value):
             item = getattr(value, f.name)
             plain = None if item is None else to_plain(item)
-            if plain is None or (isinstance(plain, list | dict) and not plain):
+            present_section = f.default is None and is_dataclass(item)
+            if plain is None or (isinstance(plain, list | dict) and not plain
+                                 and not present_section):
                 continue
             out[camel(f.name)] = plain
         return out

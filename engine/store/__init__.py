@@ -34,36 +34,49 @@ def default_url(state_dir: Path) -> str:
     return f"sqlite://{(state_dir / 'gravity.db').resolve()}"
 
 
+SQLITE_FORM = "use sqlite:///absolute/path/gravity.db"
+
+
+def _scheme(url: str) -> str:
+    """The URL's scheme, read without parsing the rest (which may not parse)."""
+    return url.partition(":")[0].lower() if ":" in url else ""
+
+
 def _sqlite_path(url: str) -> str | None:
     """The file of a `sqlite:` URL: sqlite:///abs/path.db (absolute) or sqlite:rel/path.db
-    (relative to the cwd); None for any other scheme."""
-    parts = urlsplit(url)
-    if parts.scheme != "sqlite":
+    (relative to the cwd); None for any other scheme; StoreConfigError if it does not parse."""
+    if _scheme(url) != "sqlite":
         return None
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # unbalanced [ ] in the host part
+        raise StoreConfigError(f"store URL {url!r} does not parse: {exc}",
+                               hint=SQLITE_FORM) from None
     return parts.path if not parts.netloc else f"/{parts.netloc}{parts.path}"
 
 
 def would_create(url: str) -> bool:
     """Opening `url` would create a store that is not there yet (an embedded file that does
     not exist): what shell completion must not do as a side effect of pressing TAB."""
-    path = _sqlite_path(url)
+    try:
+        path = _sqlite_path(url)
+    except StoreConfigError:
+        return False  # opening it fails before creating anything
     return path is not None and (not path or not Path(path).is_file())
 
 
 def open_store(url: str, *, tls: TLSConfig | None = None) -> Store:
     """Open the store named by `url`; StoreConfigError (exit 2) for a URL we cannot use."""
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
+    scheme = _scheme(url)
+    if scheme == "sqlite":
         path = _sqlite_path(url) or ""
         if not path or path.endswith("/"):
-            raise StoreConfigError(
-                f"store URL {url!r} names no database file",
-                hint="use sqlite:///absolute/path/gravity.db",
-            )
+            raise StoreConfigError(f"store URL {url!r} names no database file",
+                                   hint=SQLITE_FORM)
         from engine.store.sqlite import SQLiteStore
 
         return SQLiteStore(Path(path))
-    if parts.scheme in ("etcd", "etcds"):
+    if scheme in ("etcd", "etcds"):
         try:
             from engine.store.etcd import EtcdStore
         except ImportError as exc:

@@ -15,6 +15,17 @@ from engine.errors import LeaseExpired, LockHeld, NotFound, OperationExists
 from engine.model import ChangeRecord, Lease, Operation, OpState, PhaseSpec, PhaseState, Transition
 
 CLUSTER_LOCK = "cluster"
+# Changelog sequence numbers are signed 64-bit integers in every backend (SQLite INTEGER,
+# etcd revisions); a bound beyond this cannot be asked of a store.
+MAX_SEQ = 2**63 - 1
+
+
+def parse_seq(text: str) -> int | None:
+    """A changelog sequence number given as text: 0 to MAX_SEQ in ASCII digits, else None."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= MAX_SEQ else None
 
 
 def coordinator_lock(operation_id: str) -> str:
@@ -293,11 +304,13 @@ def this_pid() -> int:
 
 __all__ = [
     "CLUSTER_LOCK",
+    "MAX_SEQ",
     "Capabilities",
     "Store",
     "check_batch",
     "coordinator_lock",
     "operation_exists",
+    "parse_seq",
     "this_host",
     "this_pid",
 ]

@@ -129,8 +129,11 @@ def parse_url(url: str, *, cacert: str | None = None, cert: str | None = None,
 def _parse_endpoint(url: str, text: str) -> tuple[str, int]:
     if not text:
         raise _bad(url, "an endpoint is empty (expected host:port)")
-    if text.startswith("["):
-        host, _, port_text = text.partition("]")
+    if text.startswith("[") or "]" in text:
+        host, closed, port_text = text.partition("]")
+        if not text.startswith("[") or not closed or "[" in host[1:]:
+            raise _bad(url, f"endpoint {text!r} has unbalanced brackets (expected host:port "
+                       "or [IPv6]:port, e.g. [::1]:2379)")
         host += "]"
         if port_text and not port_text.startswith(":"):
             raise _bad(url, f"endpoint {text!r} is not host:port")

@@ -17,8 +17,6 @@ from engine.errors import (
     LockHeld,
     PhaseConflict,
     StoreConfigError,
-    StoreError,
-    StoreUnavailable,
 )
 from engine.model import (
     ChangeRecord,
@@ -42,6 +40,8 @@ from engine.store.base import (
     this_host,
     this_pid,
 )
+from engine.store.sqlite_errors import Cause, diagnose, open_failure
+from engine.store.sqlite_errors import translate as _translate
 
 SCHEMA_VERSION = 1
 
@@ -71,16 +71,6 @@ BATCH = 2000
 # One `apply` is one transaction of any size to SQLite; this bounds what one call holds in
 # memory (a thousand of the largest states and records are ~15 MB).
 MAX_TRANSITIONS = 1000
-
-
-def _translate(exc: sqlite3.Error, what: str) -> StoreError:
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in text or "busy" in text or "disk I/O" in text
-    ):
-        return StoreUnavailable(f"embedded store busy while {what}: {text}",
-                                hint="retry; another gravity process holds the database")
-    return StoreError(f"embedded store failed while {what}: {text}")
 
 
 class SQLiteStore(Store):
@@ -119,10 +109,7 @@ class SQLiteStore(Store):
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             except sqlite3.Error as exc:
-                raise StoreConfigError(
-                    f"cannot open the embedded store {self.path}: {exc}",
-                    hint="check the path and its permissions, or pass --store",
-                ) from exc
+                raise open_failure(exc, self.path) from exc
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
@@ -145,6 +132,8 @@ class SQLiteStore(Store):
                     hint="use the gravity release that created it",
                 )
         except sqlite3.DatabaseError as exc:
+            if diagnose(exc, self.path).cause not in (Cause.OTHER, Cause.DAMAGED):
+                raise _translate(exc, "preparing its tables", self.path) from exc
             raise StoreConfigError(
                 f"{self.path} is not a usable gravity store: {exc}",
                 hint="point --store at a gravity database or a new path",
@@ -157,25 +146,27 @@ class SQLiteStore(Store):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise _translate(exc, what) from exc
+            raise _translate(exc, what, self.path) from exc
         try:
             yield conn
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc, what, self.path) from exc
             raise
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            raise _translate(exc, what) from exc
+            raise _translate(exc, what, self.path) from exc
 
     def _read(self, sql: str, args: Sequence[object], what: str) -> list[tuple]:
         try:
             return self._conn().execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise _translate(exc, what) from exc
+            raise _translate(exc, what, self.path) from exc
 
     def close(self) -> None:
         with self._conns_lock:
@@ -246,7 +237,7 @@ class SQLiteStore(Store):
         try:
             return self._cluster_holder(conn)
         except sqlite3.Error as exc:
-            raise _translate(exc, "reading the cluster lock") from exc
+            raise _translate(exc, "reading the cluster lock", self.path) from exc
 
     def finish_operation(self, operation_id: str, state: OpState, note: str | None) -> Operation:
         try:

@@ -148,7 +148,7 @@ async function loadPlan(opId) {
   const doc = await getJSON(url);
   const changed = doc.operation.id !== view.opId || !$("tree").hasChildNodes();
   view.opId = doc.operation.id;
-  view.operation = doc.operation;
+  view.operation = { ...doc.operation, driven: doc.driven };
   if (changed) {
     view.phases.clear();
     view.parents.clear();
@@ -156,16 +156,20 @@ async function loadPlan(opId) {
     $("event-list").replaceChildren();
     view.shownSeq = 0;
   } else {
+    let detailStale = false;
     const walk = (p) => {
       const known = view.phases.get(p.id);
       // A stream record newer than this document wins; the document fills in the rest.
       if (known && !p.phases && (known.version || 0) > (p.version || 0)) return;
+      // The note can change without a transition ("retrying in …" once nobody drives it).
+      if (known && p.id === view.selected && known.note !== p.note) detailStale = true;
       Object.assign(known || {}, p);
       const li = rowOf(p.id);
       if (li && known) paintPhase(li, known);
       (p.phases || []).forEach(walk);
     };
     doc.phases.forEach(walk);
+    if (detailStale) showDetail(view.selected);
   }
   renderHead(doc.operation, doc.progress);
   $("load-error").hidden = true;
@@ -225,9 +229,12 @@ function openStream(opId, after) {
   es.addEventListener("operation", (e) => {
     const op = JSON.parse(e.data);
     if (op.id !== view.opId) return;
+    // The driver came or went: phase notes such as "retrying in …" read differently.
+    const driverChanged = view.operation && view.operation.driven !== op.driven;
     view.operation = op;
     renderHead(op, progressFromLeaves());
     loadOperations().catch(() => {});
+    if (driverChanged) scheduleRefresh();
   });
   es.addEventListener("end", () => {
     es.close();
