@@ -22,7 +22,7 @@ from engine.events import EventLog
 from engine.executors import registry
 from engine.executors.content import Facts, ServedContent
 from engine.executors.fence import ChildFence
-from engine.executors.runtime import failure_text, run_phase
+from engine.executors.runtime import failure_text, phase_log_path, read_tail, run_phase
 from engine.leases import LeaseKeeper, lease_alive
 from engine.model import Lease, PhaseSpec, PhaseState, State
 from engine.store.base import Store, this_host, this_pid
@@ -305,6 +305,7 @@ class Agent:
                                          fence=self.fence, content=self._content(entry),
                                          facts=self.facts)
                 if not cancel.is_set():
+                    self._ship(entry)
                     self._report(entry)  # at once: the coordinator is waiting for it
             finally:
                 entry.done.set()  # the run loop reports what this thread could not
@@ -321,6 +322,22 @@ class Agent:
                              lambda: proto.service(self.store, entry.operation), self.ca_file)
 
     # -- reporting ---------------------------------------------------------------------------
+    def _ship(self, entry: _Running) -> None:
+        """Send the end of the phase's output to the store (before its result, so whoever
+        reads the failure can read why); the whole log stays here."""
+        path = phase_log_path(self.state_dir, entry.operation, entry.spec.id)
+        found = read_tail(path)
+        if found is None:
+            return
+        tail, size, truncated = found
+        out = proto.ShippedOutput(node=self.node, host=this_host(), path=str(path),
+                                  attempt=entry.state.attempt, size=size,
+                                  truncated=truncated, tail=tail)
+        try:
+            proto.ship_output(self.store, entry.operation, entry.spec.id, out)
+        except EngineError as exc:
+            self.events.emit("output not shipped", phase=entry.spec.id, error=exc.message)
+
     def _report_finished(self) -> None:
         with self.lock:
             done = [e for e in self.running.values() if e.done.is_set()]

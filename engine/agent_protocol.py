@@ -16,6 +16,7 @@ from engine.store.base import Store, this_host, this_pid
 RECORDS = "agents/"  # kv prefix of the agents' records, each bound to its agent's lease
 STOPS = "agent-stop/"  # kv prefix of stop requests (not bound to a lease)
 SERVICES = "blob-service/"  # kv prefix: where each operation's image is served, and the token
+OUTPUTS = "output/"  # kv prefix: the tail of each agent-run phase's output, per operation
 LEASE_PREFIX = "agent:"
 
 
@@ -115,6 +116,48 @@ def pending_stop(store: Store, node: str) -> StopRequest | None:
     return StopRequest.from_dict(found) if found is not None else None
 
 
+@dataclass(frozen=True)
+class ShippedOutput:
+    """The end of a phase's output as its node sent it back: readable from any host, while
+    the whole log stays on the node at `path`."""
+
+    node: str
+    host: str
+    path: str
+    attempt: int
+    size: int
+    truncated: bool
+    tail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "host": self.host, "path": self.path,
+                "attempt": self.attempt, "size": self.size, "truncated": self.truncated,
+                "tail": self.tail}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ShippedOutput:
+        return cls(node=str(d["node"]), host=str(d.get("host", "")), path=str(d["path"]),
+                   attempt=int(d.get("attempt", 0)), size=int(d.get("size", 0)),
+                   truncated=bool(d.get("truncated")), tail=str(d.get("tail", "")))
+
+    @property
+    def where(self) -> str:
+        return f"{self.path} on node {self.node}" + (f" ({self.host})" if self.host else "")
+
+
+def output_key(operation_id: str, phase_id: str) -> str:
+    return f"{OUTPUTS}{operation_id}{phase_id}"
+
+
+def ship_output(store: Store, operation_id: str, phase_id: str, out: ShippedOutput) -> None:
+    store.kv_put(output_key(operation_id, phase_id), out.to_dict())
+
+
+def shipped_output(store: Store, operation_id: str, phase_id: str) -> ShippedOutput | None:
+    found = store.kv_get(output_key(operation_id, phase_id))
+    return ShippedOutput.from_dict(found) if found is not None else None
+
+
 def publish_service(store: Store, operation_id: str, service: Service, lease_id: int) -> None:
     """Tell agents where the operation's image is served (bound to the coordinator's lease:
     it vanishes with the coordinator, and the next one publishes its own)."""
@@ -135,8 +178,10 @@ def withdraw_service(store: Store, operation_id: str) -> None:
 
 __all__ = [
     "LEASE_PREFIX",
+    "OUTPUTS",
     "RECORDS",
     "AgentRecord",
+    "ShippedOutput",
     "StopRequest",
     "agent",
     "agents",
@@ -149,6 +194,8 @@ __all__ = [
     "record_key",
     "request_stop",
     "service",
+    "ship_output",
+    "shipped_output",
     "stop_key",
     "withdraw_service",
 ]

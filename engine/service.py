@@ -24,14 +24,20 @@ from engine.errors import (
     StoreError,
 )
 from engine.events import EventLog
-from engine.executors.runtime import phase_log_path
 from engine.graph import PlanGraph
 from engine.leases import LeaseKeeper, lease_alive, wait_out_fencing
 from engine.model import Action, Operation, OpState, PhaseState, Plan, State
 from engine.scheduler import RunOptions, RunResult, Scheduler
 from engine.serving import ServeOptions, serving
 from engine.store.base import Store, coordinator_lock
-from engine.views import PlanView, load_graph, plan_view, require_phase, resolve_operation
+from engine.views import (
+    PlanView,
+    load_graph,
+    log_location,
+    plan_view,
+    require_phase,
+    resolve_operation,
+)
 
 
 def lease_ttl() -> float:
@@ -205,7 +211,7 @@ def _raise_if_failed(op: Operation, result: RunResult, engine: Engine, verb: str
     if result.failed:
         pid, error = next(iter(result.failed.items()))
         first_line = error.splitlines()[0] if error else "failed"
-        log = phase_log_path(engine.state_dir, op.id, pid)
+        log = log_location(engine.store, engine.state_dir, op.id, pid)
         raise OperationFailed(
             f"phase {pid} failed: {first_line}\n  full output: {log}",
             operation_id=op.id, phase_id=pid,

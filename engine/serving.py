@@ -52,6 +52,7 @@ def serving(store: Store, op: Operation, lease: Lease, state_dir: Path,
     agents where, bound to this coordinator's lease."""
     from engine import agent_protocol as proto
     from engine.blobs import BlobCache, BlobServer, new_token, server_tls
+    from engine.blobs.server import Served
     from engine.executors.content import Service
 
     if "image" not in op.data:
@@ -60,8 +61,13 @@ def serving(store: Store, op: Operation, lease: Lease, state_dir: Path,
     host = advertised_host(store, options)
     tls = server_tls(options.cert, options.key) if options.cert and options.key else None
     token = new_token()
+    def served(req: Served) -> None:  # every request, in the operation's event log
+        with suppress(EngineError):
+            events.emit("blob served", quiet=True, path=req.path, status=req.status,
+                        range=req.range, sent=req.sent, peer=req.peer)
+
     server = BlobServer(BlobCache(state_dir), host=host, port=options.port, tls=tls,
-                        tokens=[token])
+                        tokens=[token], on_request=served)
     server.start()
     service = Service(url=server.url_for(host), token=token)
     events.emit("serving the image", quiet=True, url=service.url, tls=tls is not None)

@@ -5,6 +5,7 @@ stored leaf states with derived composite states. Read-only; shared by the verbs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine import fsm
 from engine.errors import NotFound
@@ -90,6 +91,18 @@ def plan_view(store: Store, op: Operation, graph: PlanGraph | None = None, *,
     return PlanView(op, graph, states, derived, driven)
 
 
+def log_location(store: Store, state_dir: Path, operation_id: str, phase_id: str) -> str:
+    """Where a phase's whole output is: on the node that ran it (as its agent reported,
+    readable from any host through `gravity plan`), else this host's phase log."""
+    from engine import agent_protocol as proto
+    from engine.executors.runtime import phase_log_path
+
+    shipped = proto.shipped_output(store, operation_id, phase_id)
+    if shipped is not None:
+        return shipped.where
+    return str(phase_log_path(state_dir, operation_id, phase_id))
+
+
 def require_phase(graph: PlanGraph, op: Operation, phase_id: str) -> str:
     """The absolute phase ID the operator meant (`drain` or `/drain/` for `/drain`)."""
     pid = phase_id if phase_id.startswith("/") else "/" + phase_id
@@ -100,5 +113,12 @@ def require_phase(graph: PlanGraph, op: Operation, phase_id: str) -> str:
     return pid
 
 
-__all__ = ["PlanView", "load_graph", "operation_driver", "plan_view", "require_phase",
-           "resolve_operation"]
+__all__ = [
+    "PlanView",
+    "load_graph",
+    "log_location",
+    "operation_driver",
+    "plan_view",
+    "require_phase",
+    "resolve_operation",
+]

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.blobs import BlobCache, BlobError, BlobRef, fetch, server_tls
+from engine.blobs import BlobCache, BlobError, BlobRef, fetch, publish_image, server_tls
 from engine.blobs.server import BlobHandler
+from engine.executors.content import ServedContent, Service
 from tests.blobs_support import (
     CHILD,
     MIB,
@@ -231,3 +232,28 @@ def test_https_verifies_the_server_against_the_cluster_ca(
     assert [s.status for s in seen] == [200]
 
 
+
+
+@pytest.mark.parametrize("fault", ["token refused", "digest mismatch", "no service"])
+def test_a_phase_on_a_node_names_the_node_the_blob_and_the_cause(
+        coord: BlobCache, node: BlobCache, serve, tmp_path: Path, fault: str) -> None:
+    """How a package or hook phase on an agent sees a failed fetch (engine.executors.content):
+    the node first, then the blob, its server and why; nothing half-written stays."""
+    image = tmp_path / "image"
+    (image / "packages" / "app" / "1.0").mkdir(parents=True)
+    (image / "packages" / "app" / "1.0" / "bin").write_bytes(b"x" * MIB)
+    ref = publish_image(coord, image, link=False).ref
+    server, _ = serve(coord, LyingHandler if fault == "digest mismatch" else BlobHandler)
+    service = None if fault == "no service" else Service(
+        server.url, "not-the-token" if fault == "token refused" else TOKEN)
+    content = ServedContent(node, "node-7", lambda: service)
+    with pytest.raises(BlobError) as raised:
+        content.materialize(ref, tmp_path / "out", "packages/app/1.0")
+    message = raised.value.message
+    assert message.startswith("on node node-7: blob sha256:")
+    if fault == "no service":
+        assert "no blob service is published" in message
+        assert "gravity plan resume" in (raised.value.hint or "")
+    else:
+        assert f"from {server.url}: {fault}" in message
+    assert not (tmp_path / "out").exists() and leftovers(node) == []

@@ -139,7 +139,8 @@ def test_install_expand_upgrade_rollback_on_hosts_that_share_nothing(
     # Instead, roll back a second upgrade that is stopped half-way (--manual, then by hand).
     coordinator("upgrade", str(coordinator.images / "v1"), "--manual", "--id", "back-1",
                 "--force")
-    coordinator("plan", "execute", "--phase", "/masters")
+    for phase in ("/init", "/checks", "/bootstrap", "/masters"):
+        coordinator("plan", "execute", "--phase", phase)
     assert os.readlink(node_file(hosts[0], "packages", "runtime", "current")) == \
         "versions/1.0.0"
     coordinator("rollback", "--operation-id", "back-1")
@@ -148,3 +149,205 @@ def test_install_expand_upgrade_rollback_on_hosts_that_share_nothing(
             "versions/2.0.0", host.name
     assert coordinator("plan", "-o", "json", "--operation-id", "back-1").stdout.count(
         '"rolled_back"') > 0
+
+
+def big_image(coordinator: Coordinator, size: int) -> Path:
+    """The quickstart image with one more package: a single large file."""
+    image = coordinator.images / "big"
+    shutil.copytree(coordinator.images / "v1", image)
+    blob = image / "packages" / "big" / "1.0.0" / "data.bin"
+    blob.parent.mkdir(parents=True)
+    with open(blob, "wb") as f:
+        for _ in range(size // (1 << 20)):
+            f.write(os.urandom(1 << 20))
+    return image
+
+
+def one_node(tmp: Path, host: Host) -> Path:
+    path = tmp / "one.yaml"
+    path.write_text(f"nodes:\n  - {{name: {host.name}, address: {host.address}, "
+                    "profile: master, role: master}\n")
+    return path
+
+
+def served(coordinator: Coordinator, op_id: str) -> list[dict]:
+    log = coordinator.state_dir / "logs" / f"{op_id}.jsonl"
+    return [e for e in map(json.loads, log.read_text().splitlines())
+            if e["event"] == "blob served"]
+
+
+def test_an_agent_killed_mid_download_resumes_where_it_stopped(
+        lab: Lab, tmp_path: Path) -> None:
+    lab.etcd()
+    coordinator = Coordinator(lab, tmp_path)
+    host = lab.host("node-1")
+    image = big_image(coordinator, 200 << 20)
+    agent = start_agent(host, coordinator)
+    install = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli.main", "install", str(image), "--nodes",
+         str(one_node(tmp_path, host)), "--flavor", "one", "--id", "big-1"],
+        env=coordinator.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partials = host.state_dir / "blobs" / "tmp"
+
+    def downloading() -> bool:
+        return any(p.stat().st_size > (20 << 20) for p in partials.glob("*.partial"))
+
+    wait_for(downloading, "the large blob to be half-way down", timeout=120)
+    agent.kill()  # kill -9 mid-download
+    agent.wait(10)
+    start_agent(host, coordinator)
+    _out, err = install.communicate(timeout=300)
+    assert install.returncode == 0, err
+    data = node_file(host, "packages", "big", "current", "data.bin")
+    assert data.read_bytes() == (image / "packages/big/1.0.0/data.bin").read_bytes()
+    # The restarted agent asked only for the rest of the blob.
+    resumed = [r for r in served(coordinator, "big-1")
+               if r.get("range", "") and r["range"] != "bytes=0-" and r["status"] == 206]
+    assert resumed, "no Range request resumed the download"
+    assert not list(partials.glob("*.partial"))  # nothing half-written left
+
+
+def test_a_host_cut_off_past_its_lease_is_fenced_and_its_phase_runs_once(
+        lab: Lab, tmp_path: Path) -> None:
+    lab.etcd()
+    coordinator = Coordinator(lab, tmp_path)
+    host = lab.host("node-1")
+    start_agent(host, coordinator)
+    ticks = host.state_dir / "ticks"
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"""
+kind: Plan
+metadata: {{name: cut}}
+phases:
+  - id: tick
+    node: node-1
+    executor: command
+    retry: {{attempts: 3, initial: 0.5}}
+    data:
+      run: 'for i in $(seq 1 80); do echo "$$ $(date +%s.%N)" >> {ticks}; sleep 0.05; done'
+""")
+    coordinator("operation", "create", "--plan", str(plan), "--id", "cut-1")
+    driver = subprocess.Popen([sys.executable, "-m", "engine.cli.main", "plan", "resume"],
+                              env=coordinator.env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: ticks.exists() and len(ticks.read_text().splitlines()) >= 3,
+             "the phase to run on the host")
+    host.cut()
+    try:
+        wait_for(lambda: "interrupted" in coordinator("events").stdout,
+                 "the coordinator to declare the cut-off agent lost", timeout=60)
+    finally:
+        host.restore()
+    _out, err = driver.communicate(timeout=180)
+    assert driver.returncode == 0, err
+    spans: dict[str, list[float]] = {}
+    for line in ticks.read_text().splitlines():
+        pid, at = line.split()
+        spans.setdefault(pid, []).append(float(at))
+    runs = sorted((min(v), max(v)) for v in spans.values())
+    assert len(runs) == 2, runs
+    assert runs[0][1] < runs[1][0], f"the two runs overlapped: {runs}"
+    states = [json.loads(x)["to_state"] for x in
+              coordinator("events", "-o", "json").stdout.splitlines()]
+    assert states == ["in_progress", "failed", "in_progress", "completed"]
+
+
+def failed_phase(coordinator: Coordinator, op_id: str, phase: str) -> str:
+    doc = json.loads(coordinator("plan", "-o", "json", "--operation-id", op_id).stdout)
+
+    def walk(phases: list[dict]) -> dict | None:
+        for p in phases:
+            if p["id"] == phase:
+                return p
+            found = walk(p.get("phases", []))
+            if found:
+                return found
+        return None
+
+    found = walk(doc["phases"])
+    assert found is not None and found["state"] == "failed", found
+    return str(found.get("error"))
+
+
+def test_an_unreachable_blob_service_fails_the_phase_naming_node_blob_and_cause(
+        lab: Lab, tmp_path: Path) -> None:
+    lab.etcd()
+    coordinator = Coordinator(lab, tmp_path)
+    host = lab.host("node-1")
+    start_agent(host, coordinator)
+    # Advertised where the node cannot reach it: its own loopback.
+    proc = coordinator("--advertise-addr", "127.0.0.1", "install",
+                       str(coordinator.images / "v1"), "--nodes", str(one_node(tmp_path, host)),
+                       "--flavor", "one", "--id", "unreachable-1", check=1)
+    assert "phase /pull/node-1 failed" in proc.stderr
+    error = failed_phase(coordinator, "unreachable-1", "/pull/node-1")
+    assert "on node node-1" in error and "blob sha256:" in error and "unreachable" in error
+    attempts = [json.loads(x) for x in coordinator(
+        "events", "-o", "json", "--operation-id", "unreachable-1").stdout.splitlines()]
+    assert sum(1 for r in attempts if r["phase_id"] == "/pull/node-1"
+               and r["to_state"] == "in_progress") == 3  # the retry policy applied
+    assert not list((host.state_dir / "blobs" / "tmp").glob("*.partial"))
+
+
+def test_a_full_disk_on_the_node_fails_the_phase_and_leaves_nothing_half_written(
+        lab: Lab, tmp_path: Path) -> None:
+    lab.etcd()
+    coordinator = Coordinator(lab, tmp_path)
+    host = lab.host("node-1")
+    cache = host.state_dir / "blobs"
+    cache.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(cache)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        image = big_image(coordinator, 4 << 20)
+        start_agent(host, coordinator)
+        proc = coordinator("install", str(image), "--nodes", str(one_node(tmp_path, host)),
+                           "--flavor", "one", "--id", "full-1", check=1)
+        assert "phase /pull/node-1 failed" in proc.stderr
+        error = failed_phase(coordinator, "full-1", "/pull/node-1")
+        assert "on node node-1" in error and "no space" in error
+        assert not list((cache / "tmp").glob("*.partial"))
+        landed = [b.stat().st_size for b in (cache / "sha256").iterdir()]
+        assert landed, "the image's small blobs fit and were cached"
+        assert max(landed) < (4 << 20)  # the big one never landed, not even in part
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)
+
+
+def test_a_failed_phase_on_a_host_is_explained_from_the_coordinator(
+        lab: Lab, tmp_path: Path) -> None:
+    lab.etcd()
+    coordinator = Coordinator(lab, tmp_path)
+    host = lab.host("node-1")
+    start_agent(host, coordinator)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("""
+kind: Plan
+metadata: {name: noisy}
+phases:
+  - id: noisy
+    node: node-1
+    executor: command
+    data:
+      run: 'for i in $(seq 1 3000); do echo "line $i of the output"; done;
+            echo "echoo: not found" >&2; exit 127'
+""")
+    coordinator("operation", "create", "--plan", str(plan), "--id", "noisy-1")
+    proc = coordinator("plan", "resume", check=1)
+    log = node_file(host).parent.parent / "logs" / "noisy-1" / "noisy.log"
+    where = f"{log} on node node-1 (node-1)"
+    assert f"full output: {where}" in proc.stderr
+    shown = coordinator("plan").stdout
+    assert "echoo: not found" in shown and f"full output: {where}" in shown
+    # The dashboard's log API serves the tail the node shipped: the last 64 KiB, from a line.
+    from engine.dashboard.server import log_doc
+    from engine.store import open_store
+
+    with open_store(lab.store_url) as store:
+        doc = log_doc(store, coordinator.state_dir, "noisy-1", "/noisy", limit=1 << 20)
+    assert doc["exists"] and doc["path"] == where and doc["truncated"]
+    assert doc["text"].endswith("echoo: not found\n")
+    assert doc["text"].startswith("line ") and len(doc["text"]) <= 64 * 1024
+    assert doc["size"] == log.stat().st_size  # the whole log stays on the node

@@ -97,7 +97,8 @@ def display(obj: CliContext, operation_id: str | None, output: str, short: bool,
             follow: bool) -> None:
     """Show the plan (the default of `gravity plan`)."""
     from engine.cli.render import dump, plan_document, plan_text
-    from engine.views import plan_view, resolve_operation
+    from engine.model import State
+    from engine.views import log_location, plan_view, resolve_operation
 
     store = obj.store()
     op = resolve_operation(store, operation_id)
@@ -105,8 +106,12 @@ def display(obj: CliContext, operation_id: str | None, output: str, short: bool,
     if follow:  # where the table stands, so nothing written after it is missed
         after = store.last_seq(op.id)
     view = plan_view(store, op, with_driver=True)
-    click.echo(plan_text(view, short=short) if output == "text" else dump(plan_document(view),
-                                                                          output))
+    if output == "text":
+        failed = [p for p, st in view.states.items() if st.state is State.FAILED and st.error]
+        logs = {p: log_location(store, obj.state_dir, op.id, p) for p in failed}
+        click.echo(plan_text(view, short=short, logs=logs))
+    else:
+        click.echo(dump(plan_document(view), output))
     if follow:
         follow_changes(obj, op.id, output, after)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from engine.model import ChangeRecord, Operation, PhaseState, State
@@ -83,8 +84,10 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plan_text(view: PlanView, *, short: bool = False) -> str:
-    """Gravity's plan table: phases indented by depth, state markers, then failed phases."""
+def plan_text(view: PlanView, *, short: bool = False,
+              logs: Mapping[str, str] | None = None) -> str:
+    """Gravity's plan table: phases indented by depth, state markers, then failed phases
+    (with where each one's whole output is, from `logs`)."""
     op = view.operation
     g = view.graph
     latest = _latest_updates(view)
@@ -127,6 +130,8 @@ def plan_text(view: PlanView, *, short: bool = False) -> str:
             note = phase_note(view, st)
             if note:
                 out.append(f"    ({note})")
+            if logs and pid in logs:
+                out.append(f"    full output: {logs[pid]}")
     notes = sorted(((p, s) for p, s in view.states.items()
                     if s.note and s.state is State.COMPLETED and s.note.startswith("skipped")),
                    key=lambda kv: rank[kv[0]])

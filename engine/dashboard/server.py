@@ -107,9 +107,11 @@ def log_doc(store: Store, state_dir: Path, operation_id: str | None, phase_id: s
     """The tail of one phase's output log, with its state and error.
 
     Only phases of the operation's plan are served, and the resolved file must lie under
-    `<state-dir>/logs/`, so no request can read any other file.
+    `<state-dir>/logs/`, so no request can read any other file. A phase an agent ran on
+    another host is read from the tail its node shipped to the store.
     """
-    from engine.executors.runtime import phase_log_path
+    from engine import agent_protocol as proto
+    from engine.executors.runtime import phase_log_path, read_tail
     from engine.views import resolve_operation
 
     pid = clean_phase_id(phase_id)
@@ -124,16 +126,17 @@ def log_doc(store: Store, state_dir: Path, operation_id: str | None, phase_id: s
     state = store.get_state(op.id, pid)
     doc: dict[str, Any] = {"operation": op.id, "phase": pid, "path": str(path),
                            "state": state.state.value, "error": state.error,
-                           "exists": path.is_file(), "size": 0, "truncated": False, "text": ""}
-    if doc["exists"]:
-        with path.open("rb") as f:
-            size = f.seek(0, 2)
-            start = max(0, size - limit)
-            f.seek(start)
-            data = f.read(limit)
-        if start:
-            data = data.split(b"\n", 1)[-1]  # drop the partial first line
-        doc.update(size=size, truncated=start > 0, text=data.decode("utf-8", "replace"))
+                           "exists": False, "size": 0, "truncated": False, "text": ""}
+    found = read_tail(path, limit)
+    if found is not None:
+        text, size, truncated = found
+        doc.update(exists=True, size=size, truncated=truncated, text=text)
+        return doc
+    shipped = proto.shipped_output(store, op.id, pid)
+    if shipped is not None:  # ran on another host: what its node sent back
+        text = shipped.tail[-limit:]
+        doc.update(exists=True, path=shipped.where, size=shipped.size,
+                   truncated=shipped.truncated or len(text) < len(shipped.tail), text=text)
     return doc
 
 

@@ -23,6 +23,25 @@ def phase_log_path(state_dir: Path, operation_id: str, phase_id: str) -> Path:
     return state_dir / "logs" / operation_id / (phase_id.strip("/") + ".log")
 
 
+OUTPUT_TAIL = 64 * 1024  # how much of a phase's output travels back to the store
+
+
+def read_tail(path: Path, limit: int = OUTPUT_TAIL) -> tuple[str, int, bool] | None:
+    """The last `limit` bytes of a log as text (from a whole line), its size and whether it
+    was cut; None when there is no such file."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            start = max(0, size - limit)
+            f.seek(start)
+            data = f.read(limit)
+    except FileNotFoundError:
+        return None
+    if start:
+        data = data.split(b"\n", 1)[-1]  # drop the partial first line
+    return data.decode("utf-8", "replace"), size, start > 0
+
+
 @dataclass
 class PhaseResult:
     """How one attempt ended. `recorded` is set when the runner already stored the transition
@@ -77,4 +96,5 @@ def run_phase(spec: PhaseSpec, st: PhaseState, *, operation_id: str, state_dir: 
     return PhaseResult(spec.id, st.version, error, note, time.monotonic() - started)
 
 
-__all__ = ["PhaseResult", "failure_text", "phase_log_path", "run_phase"]
+__all__ = ["OUTPUT_TAIL", "PhaseResult", "failure_text", "phase_log_path", "read_tail",
+           "run_phase"]
