@@ -46,7 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-TEMPLATES = ("operator-guide.md", "troubleshooting.md")
+TEMPLATES = ("operator-guide.md", "troubleshooting.md", "operations.md")
 CLI_DOC = "cli.md"
 # What `--help` prints in any terminal of 80 columns or more: click caps the text at 80 - 2.
 HELP_WIDTH = 78
@@ -255,7 +255,8 @@ def guide(base: Path, paths: dict[str, str]) -> dict[str, str]:
         s.gravity("operation", "create", "--plan", hello, "--id", "op-undo"),
         s.gravity("plan", "execute", "--phase", "/init"),
         s.gravity("plan", "execute", "--phase", "/masters"))
-    out["guide/undo"] = block(s.gravity("rollback", "--dry-run"), s.gravity("rollback"),
+    out["guide/undo"] = block(s.gravity("rollback", "--dry-run"),
+                              s.gravity("rollback", "--confirm"),
                               s.gravity("operation", "list"))
 
     # A stuck operation: a live owner refuses a second driver, Ctrl-C, then `plan complete`.
@@ -322,7 +323,7 @@ def trouble_resume(base: Path, paths: dict[str, str]) -> dict[str, str]:
         s.shell("cat $GRAVITY_STATE_DIR/logs/upgrade-1/app/quickstart.log", phase_log.read_text))
     out["trouble/resume"] = block(s.shell(f"rm {MAINTENANCE}", maintenance.unlink),
                                   s.gravity("plan", "resume"), s.gravity("status"))
-    out["trouble/completed"] = block(s.gravity("rollback", expect=3))
+    out["trouble/completed"] = block(s.gravity("rollback", "--confirm", expect=3))
     return out
 
 
@@ -339,7 +340,7 @@ def trouble_rollback(base: Path, paths: dict[str, str]) -> dict[str, str]:
         s.shell(f"touch {MAINTENANCE}", maintenance.touch),
         s.gravity(*UPGRADE, expect=1, elide=(0, 2)))
     out["trouble/rollback"] = block(s.gravity("rollback", "--dry-run"),
-                                    s.gravity("rollback", elide=(2, 2)))
+                                    s.gravity("rollback", "--confirm", elide=(2, 2)))
     history = state / "nodes" / "node-1" / "app" / "history"
     out["trouble/rolled-back"] = block(
         s.gravity("status"),
@@ -348,7 +349,42 @@ def trouble_rollback(base: Path, paths: dict[str, str]) -> dict[str, str]:
     return out
 
 
-SCENARIOS = (guide, trouble_resume, trouble_rollback)
+def lifecycle(base: Path, paths: dict[str, str]) -> dict[str, str]:
+    """docs/operations.md: a node removed and one refused, the application's hooks, a backup
+    restored, a report, and the uninstall."""
+    state = base / "lifecycle"
+    paths[str(state)] = "$GRAVITY_STATE_DIR"
+    s = Session(state, paths)
+    out: dict[str, str] = {}
+    quickstart_install(s, (0, 0))
+    s.gravity("expand", "--node", "node-4", "--address", "10.0.0.4", "--profile", "worker",
+              "--id", "expand-1")
+    out["ops/remove"] = block(
+        s.gravity("remove", "node-4", "--dry-run"),
+        s.gravity("remove", "node-4", "--confirm", "--id", "remove-1"),
+        s.gravity("remove", "node-1", "--confirm", expect=3),
+        s.gravity("remove", "node-3", expect=2))
+    out["ops/app"] = block(
+        s.gravity("app", "status", "--id", "status-1"),
+        s.gravity("app", "stop", "--id", "stop-1"),
+        s.gravity("app", "status", "--id", "status-2"))
+    archive = base / "backup.tar.gz"
+    paths[str(archive)] = "backup.tar.gz"
+    out["ops/backup"] = block(
+        s.gravity("backup", str(archive), "--id", "backup-1"),
+        s.gravity("restore", str(archive), "--dry-run"),
+        s.gravity("restore", str(archive), "--id", "restore-1"))
+    report = base / "report.tar.gz"
+    paths[str(report)] = "report.tar.gz"
+    out["ops/report"] = block(s.gravity("report", "--file", str(report), "--id", "report-1"))
+    out["ops/uninstall"] = block(
+        s.gravity("uninstall", expect=2),
+        s.gravity("uninstall", "--confirm", "--id", "uninstall-1", elide=(2, 2)),
+        s.gravity("status"))
+    return out
+
+
+SCENARIOS = (guide, trouble_resume, trouble_rollback, lifecycle)
 
 
 def session_blocks() -> dict[str, str]:

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.executors.content import Service
 from engine.model import Lease
 from engine.store.base import Store, this_host, this_pid
 
@@ -117,6 +116,14 @@ def pending_stop(store: Store, node: str) -> StopRequest | None:
 
 
 @dataclass(frozen=True)
+class Service:
+    """Where the blob service of an operation is reached, and the token it wants."""
+
+    url: str
+    token: str
+
+
+@dataclass(frozen=True)
 class ShippedOutput:
     """The end of a phase's output as its node sent it back: readable from any host, while
     the whole log stays on the node at `path`."""
@@ -181,6 +188,7 @@ __all__ = [
     "OUTPUTS",
     "RECORDS",
     "AgentRecord",
+    "Service",
     "ShippedOutput",
     "StopRequest",
     "agent",

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from engine.errors import EngineError, StoreConfigError
 
 if TYPE_CHECKING:  # the CLI imports ServeOptions on every command: keep this module light
+    from engine.agent_protocol import Service
     from engine.events import EventLog
-    from engine.executors.content import Service
     from engine.model import Lease, Operation
     from engine.store.base import Store
 
@@ -51,9 +51,9 @@ def serving(store: Store, op: Operation, lease: Lease, state_dir: Path,
     """Serve the operation's image (if it has one) for as long as the run lasts, and tell
     agents where, bound to this coordinator's lease."""
     from engine import agent_protocol as proto
+    from engine.agent_protocol import Service
     from engine.blobs import BlobCache, BlobServer, new_token, server_tls
     from engine.blobs.server import Served
-    from engine.executors.content import Service
 
     if "image" not in op.data:
         yield None

@@ -103,6 +103,18 @@ def log_location(store: Store, state_dir: Path, operation_id: str, phase_id: str
     return str(phase_log_path(state_dir, operation_id, phase_id))
 
 
+def phase_output(store: Store, state_dir: Path, operation_id: str, phase_id: str) -> str | None:
+    """The end of a phase's output: this host's log, else the tail its node shipped back."""
+    from engine import agent_protocol as proto
+    from engine.executors.runtime import phase_log_path, read_tail
+
+    found = read_tail(phase_log_path(state_dir, operation_id, phase_id))
+    if found is not None:
+        return found[0]
+    shipped = proto.shipped_output(store, operation_id, phase_id)
+    return shipped.tail if shipped is not None else None
+
+
 def require_phase(graph: PlanGraph, op: Operation, phase_id: str) -> str:
     """The absolute phase ID the operator meant (`drain` or `/drain/` for `/drain`)."""
     pid = phase_id if phase_id.startswith("/") else "/" + phase_id

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.agent_protocol import Service
 from engine.blobs import BlobCache, BlobError, BlobRef, fetch, publish_image, server_tls
 from engine.blobs.server import BlobHandler
-from engine.executors.content import ServedContent, Service
+from engine.executors.content import ServedContent
 from tests.blobs_support import (
     CHILD,
     MIB,

@@ -143,7 +143,7 @@ def test_install_expand_upgrade_rollback_on_hosts_that_share_nothing(
         coordinator("plan", "execute", "--phase", phase)
     assert os.readlink(node_file(hosts[0], "packages", "runtime", "current")) == \
         "versions/1.0.0"
-    coordinator("rollback", "--operation-id", "back-1")
+    coordinator("rollback", "--operation-id", "back-1", "--confirm")
     for host in hosts:
         assert os.readlink(node_file(host, "packages", "runtime", "current")) == \
             "versions/2.0.0", host.name
@@ -351,3 +351,61 @@ phases:
     assert doc["text"].endswith("echoo: not found\n")
     assert doc["text"].startswith("line ") and len(doc["text"]) <= 64 * 1024
     assert doc["size"] == log.stat().st_size  # the whole log stays on the node
+
+
+def test_a_whole_lifecycle_through_agents_on_separate_hosts(lab: Lab, tmp_path: Path) -> None:
+    """The order of every hook across install, expand, leave, a failed upgrade rolled back,
+    the application's own hooks, backup/restore, report and uninstall — with each node's
+    agent on a host of its own (backups and logs travel back to the coordinator by digest)."""
+    from tests.test_lifecycle import LIFECYCLE
+
+    lab.etcd()
+    coordinator = Coordinator(lab, tmp_path)
+    hosts = [lab.host(f"node-{i}") for i in (1, 2, 3, 4)]
+    agents = {h.name: start_agent(h, coordinator) for h in hosts[:3]}
+    coordinator("install", str(coordinator.images / "v1"), "--nodes",
+                str(inventory(tmp_path, hosts[:3])), "--id", "install-1")
+    agents["node-4"] = start_agent(hosts[3], coordinator)
+    coordinator("expand", "--node", "node-4", "--address", hosts[3].address, "--profile",
+                "worker")
+    # `gravity leave` on the node itself (its state dir knows which node it is).
+    hosts[3].gravity("leave", "--confirm", "--id", "leave-1", check=0, timeout=300)
+    assert not node_file(hosts[3], "packages").exists()
+    wait_for(lambda: agents["node-4"].poll() is not None, "the left node's agent to stop")
+    master = node_file(hosts[0], "app")
+    (master / "maintenance").touch()
+    coordinator("upgrade", str(coordinator.images / "v2"), "--id", "upgrade-1", check=1)
+    coordinator("rollback", "--operation-id", "upgrade-1", "--confirm")
+    (master / "maintenance").unlink()
+    assert "quickstart 1.0.0: running" in coordinator("app", "status").stdout
+    coordinator("app", "stop")
+    coordinator("app", "start")
+    archive = tmp_path / "backup.tar.gz"
+    coordinator("backup", str(archive))
+    (master / "version").write_text("broken\n")
+    coordinator("restore", str(archive))
+    assert (master / "version").read_text() == "1.0.0\n"
+    report = tmp_path / "report.tar.gz"
+    coordinator("report", "--file", str(report))
+    import tarfile
+
+    with tarfile.open(report) as tar:
+        names = tar.getnames()
+    assert {f"report/nodes/node-{i}-logs.tar.gz" for i in (1, 2, 3)} <= set(names)
+    # A node whose agent is down: refused, then removed with --force (its part skipped).
+    agents["node-3"].kill()
+    agents["node-3"].wait(10)
+    wait_for(lambda: not coordinator.agents_online("node-3"), "node-3 to be offline")
+    down = coordinator("remove", "node-3", "--confirm", check=3)
+    assert "node node-3 is offline" in down.stderr
+    coordinator("remove", "node-3", "--confirm", "--force", "--id", "remove-3")
+    assert "skipped: node node-3 is offline" in coordinator(
+        "plan", "--operation-id", "remove-3").stdout
+    coordinator("uninstall", "--confirm")
+    expected = [h for h in LIFECYCLE if h not in ("preUninstall", "uninstall")]
+    expected += ["preNodeRemove", "postNodeRemove", "preUninstall", "uninstall"]
+    log = hosts[0].state_dir / "hooks.log"
+    hooks = log.read_text().split()
+    # `dump` ran for the report; everything else in the lifecycle's order.
+    assert [h for h in hooks if h != "dump"] == expected
+    assert "Cluster:    none installed" in coordinator("status").stdout

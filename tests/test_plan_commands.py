@@ -289,7 +289,7 @@ def test_whole_rollback_in_reverse_order(gravity, write_plan) -> None:
     gravity("plan", "resume", check=1)
     dry = gravity("rollback", "--dry-run", check=0).stdout.split()
     assert dry[-4:] == ["/app", "/masters/node-1/upgrade", "/masters/node-1/drain", "/init"]
-    gravity("rollback", check=0)
+    gravity("rollback", "--confirm", check=0)
     assert set(gravity.states().values()) == {"rolled_back"}
     log = [r for r in gravity.changelog("op2") if r["to_state"] == "rolled_back"]
     assert [r["phase_id"] for r in log] == ["/app", "/masters/node-1/upgrade",

@@ -3,7 +3,7 @@ service with bearer tokens and Range resume, and a bounded-memory client (docs/b
 """
 
 from engine.blobs.cache import BlobCache, GcReport
-from engine.blobs.client import fetch, fetch_tree
+from engine.blobs.client import fetch, fetch_tree, upload
 from engine.blobs.errors import BlobError, BlobInputError
 from engine.blobs.publish import Published, load_tree, materialize, publish_image
 from engine.blobs.ref import BlobRef
@@ -28,4 +28,5 @@ __all__ = [
     "new_token",
     "publish_image",
     "server_tls",
+    "upload",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,45 @@ def fetch_tree(tree_ref: BlobRef, *, subpath: str | None = None, base_url: str, 
     for blob in sorted(tree.blobs(), key=lambda b: b.digest):
         fetch(blob, **kwargs)
     return tree
+
+
+def upload(path: Path, *, base_url: str, token: str, ca_file: str | None = None,
+           timeout: float = DEFAULT_TIMEOUT, attempts: int = ATTEMPTS,
+           backoff: float = BACKOFF) -> BlobRef:
+    """Hand a file to the blob service (`PUT`, streamed): the server keeps it under its
+    digest, which it checks. Retried like a fetch; returns the blob's name."""
+    try:
+        with path.open("rb") as f:
+            hasher, size = hashlib.sha256(), 0
+            while chunk := f.read(CHUNK):
+                hasher.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise io_error(exc, None, f"reading {path}") from exc
+    ref = BlobRef(f"sha256:{hasher.hexdigest()}", size)
+    endpoint = Endpoint(base_url, token, ca_file, timeout)
+    for attempt in range(1, attempts + 1):
+        try:
+            conn = endpoint.connect(ref.digest)
+            with path.open("rb") as body:
+                conn.request("PUT", endpoint.path(ref), body=body, headers={
+                    "Authorization": f"Bearer {token}", "Content-Length": str(size),
+                    "Content-Type": "application/octet-stream"})
+                resp = conn.getresponse()
+                resp.read()
+            conn.close()
+        except (OSError, http.client.HTTPException) as exc:
+            if attempt == attempts:
+                raise blob_error(UNREACHABLE, ref.digest, base_url, _reason(exc)) from exc
+            time.sleep(min(MAX_BACKOFF, backoff * 2 ** (attempt - 1)))
+            continue
+        if resp.status in (200, 201):
+            return ref
+        if resp.status == 401:
+            raise blob_error(REFUSED, ref.digest, base_url, "the upload's token was refused")
+        raise blob_error(PROTOCOL, ref.digest, base_url,
+                         f"the service answered {resp.status} to the upload")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class _Download:

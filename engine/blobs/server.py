@@ -1,10 +1,11 @@
-"""The blob service: `GET`/`HEAD /v1/blobs/sha256/<hex>` served from a cache over HTTP(S), with
-a bearer token required and `Range: bytes=N-` for resumed downloads; runs in its own threads.
+"""The blob service: `GET`/`HEAD /v1/blobs/sha256/<hex>` served from a cache over HTTP(S) with
+`Range` for resumed downloads, `PUT` to hand a blob back; a bearer token required; own threads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import logging
 import re
@@ -19,12 +20,14 @@ from typing import Any, BinaryIO
 
 from engine.blobs.cache import CHUNK, BlobCache
 from engine.blobs.errors import UNREACHABLE, BlobError, blob_error
+from engine.blobs.ref import BlobRef
 
 log = logging.getLogger("gravity.blobs")
 
 BLOB_PATH = re.compile(r"/v1/blobs/sha256/([0-9a-f]{64})")
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 HANDSHAKE_TIMEOUT = 30.0
+MAX_UPLOAD = 1 << 40  # a PUT larger than this (1 TiB) is refused before reading it
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,56 @@ class BlobHandler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self._answer(body=False)
+
+    def do_PUT(self) -> None:
+        """A node hands a blob back (a backup, a report's logs): stored under its digest,
+        which the bytes must match; 201 when stored, 200 when already there."""
+        owner = self.server.owner
+        if not owner.accepts(self.headers.get("Authorization")):
+            self.close_connection = True
+            self._empty(401, {"WWW-Authenticate": 'Bearer realm="gravity-blobs"'})
+            return
+        match = BLOB_PATH.fullmatch(self.path)
+        length = self.headers.get("Content-Length", "")
+        if match is None or not length.isdigit() or int(length) > MAX_UPLOAD:
+            self.close_connection = True
+            self._empty(400)
+            return
+        ref = BlobRef(f"sha256:{match[1]}", int(length))
+        cache = owner.cache
+        if cache.has(ref):
+            self._drain(ref.size)
+            self._empty(200)
+            return
+        try:
+            with cache.partial(ref) as part:
+                part.reset()
+                hasher = hashlib.sha256()
+                left = ref.size
+                while left:
+                    chunk = self.rfile.read(min(CHUNK, left))
+                    if not chunk:
+                        raise OSError("the upload ended early")
+                    hasher.update(chunk)
+                    part.append(chunk)
+                    left -= len(chunk)
+                part.commit(hasher)
+        except BlobError:  # the bytes do not match the name, or the disk refused them
+            self.close_connection = True
+            self._empty(400)
+            return
+        except OSError:
+            self.close_connection = True
+            self._empty(400)
+            return
+        self._empty(201)
+
+    def _drain(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(CHUNK, length))
+            if not chunk:
+                return
+            length -= len(chunk)
 
     def _answer(self, *, body: bool) -> None:
         owner = self.server.owner

@@ -158,7 +158,15 @@ def cluster_status_lines(obj: CliContext) -> list[str]:
         return ["Cluster:    none installed"]
     lines = [f"Cluster:    {cluster.app} {cluster.version}"
              + (f" (flavor {cluster.flavor})" if cluster.flavor else ""),
-             f"Image:      {cluster.image_dir}", "Nodes:"]
+             f"Image:      {cluster.image_dir}",
+             f"Application:  {'stopped' if cluster.stopped else 'running'}"]
+    if cluster.status is not None:
+        from engine.cli.render import when
+
+        verdict = "ok" if cluster.status.ok else "failed"
+        lines.append(f"App status:   {verdict} at {when(cluster.status.at)} "
+                     f"(`gravity app status`, operation {cluster.status.operation})")
+    lines.append("Nodes:")
     published = Facts.all_of(store, "packages")  # what each node reported, from any host
     for node in cluster.nodes:
         pkgs = published.get(node.name) or {}

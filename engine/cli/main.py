@@ -31,6 +31,13 @@ SUBCOMMANDS: dict[str, str] = {
     "join": "engine.cli.cluster:expand",
     "upgrade": "engine.cli.cluster:upgrade",
     "agent": "engine.cli.agent:agent",
+    "remove": "engine.cli.lifecycle:remove",
+    "leave": "engine.cli.lifecycle:leave",
+    "uninstall": "engine.cli.lifecycle:uninstall",
+    "app": "engine.cli.lifecycle:app",
+    "backup": "engine.cli.appdata:backup",
+    "restore": "engine.cli.appdata:restore",
+    "report": "engine.cli.appdata:report",
 }
 
 # Each command's own short help, kept here so `gravity --help` imports nothing; a test keeps
@@ -56,6 +63,19 @@ SHORT_HELP: dict[str, str] = {
     "join": "Add a node to the installed cluster (alias: `gravity join`).",
     "upgrade": "Upgrade the installed cluster to the image in IMAGE_DIR.",
     "agent": "Run, inspect and stop the per-node agents (used with an etcd store).",
+    "remove": "Remove NODE from the installed cluster (Gravity's shrink).",
+    "leave": "Remove this node from the cluster (run on the node itself).",
+    "uninstall": (
+        "Uninstall the application and clean every node, so `gravity install` can run "
+        "again."
+    ),
+    "app": "The application's own hooks: status, start, stop.",
+    "backup": "Back up the application's data into FILE (a tar.gz with a manifest of digests).",
+    "restore": "Restore the application's data from FILE, a backup `gravity backup` wrote.",
+    "report": (
+        "Collect a debug report: the dump hook's output, every node's phase logs, and each "
+        "operation's plan and event log, in one tar.gz."
+    ),
 }
 
 

@@ -4,10 +4,16 @@ Each command resolves the operation, calls one service verb and renders its outc
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
+from engine.cli.ask import CONFIRM, confirmed
 from engine.cli.completion import complete_phase_ids
 from engine.cli.context import CliContext
+
+if TYPE_CHECKING:
+    from engine.service import Engine
 
 OP_OPTION = click.option(
     "--operation-id", default=None,
@@ -243,27 +249,63 @@ def complete(obj: CliContext, operation_id: str | None) -> None:
 
 
 @click.command()
-@OP_OPTION
+@click.option("--operation-id", default=None,
+              help="Operation to roll back (default: the active one). A closed operation is "
+              "reopened only when named here.")
 @click.option("--dry-run", is_flag=True, help="Print the rollback order; change nothing.")
+@CONFIRM
 @MAX_PARALLEL
 @LOCAL
 @AGENT_TIMEOUT
 @click.pass_obj
-def rollback(obj: CliContext, operation_id: str | None, dry_run: bool, max_parallel: int,
-             local: bool, agent_timeout: float) -> None:
+def rollback(obj: CliContext, operation_id: str | None, dry_run: bool, confirm: bool,
+             max_parallel: int, local: bool, agent_timeout: float) -> None:
     """Roll back the whole operation: every attempted phase, in reverse dependency order.
 
-    When every phase is rolled back the operation is closed as rolled_back and
-    the cluster lock released.
-    """
-    from engine.service import rollback_phase
+    On a terminal it asks first (y/N), saying how many phases and hooks will be undone;
+    without one, pass --confirm (else exit 2). Without --operation-id only the active
+    operation is rolled back. When every phase is rolled back the operation is closed as
+    rolled_back and the cluster lock released.
 
-    result = rollback_phase(_engine(obj, max_parallel, local, agent_timeout), operation_id, None,
-                            dry_run=dry_run)
+    Example: gravity rollback --confirm
+    """
+    from engine import fsm
+    from engine.errors import Refused
+    from engine.model import Action, OpState
+    from engine.service import rollback_phase
+    from engine.views import resolve_operation
+
+    engine = _engine(obj, max_parallel, local, agent_timeout)
+    if operation_id is None:
+        operation_id = engine.store.active_operation_id()
+        if operation_id is None:
+            last = resolve_operation(engine.store, None)  # NotFound when there is none
+            if last.state is OpState.FAILED:
+                raise Refused(
+                    f"there is no active operation; the last one, {last.id}, was closed as "
+                    f"failed ({last.note or 'completed manually'})", operation_id=last.id,
+                    hint=f"to reopen and roll it back, name it: `gravity rollback "
+                    f"--operation-id {last.id}`")
+            fsm.check_operation_move(last.state, OpState.ACTIVE, operation_id=last.id,
+                                     note=last.note, action=Action.ROLLBACK)
+    order = rollback_phase(engine, operation_id, None, dry_run=True)
     if dry_run:
-        _dry(result, "roll back")  # type: ignore[arg-type]
+        _dry(order, "roll back")  # type: ignore[arg-type]
         return
+    hooks = _hooks_among(engine, operation_id, order)  # type: ignore[arg-type]
+    confirmed(confirm, f"Roll back operation {operation_id}: undo {len(order)} phase(s), "
+              f"running {hooks} hook(s)?")
+    rollback_phase(engine, operation_id, None)
     _summary(obj, operation_id, "rolled back")
+
+
+def _hooks_among(engine: Engine, operation_id: str, phases: list[str]) -> int:
+    """How many of these phases run a manifest hook when undone."""
+    from engine.views import load_graph, resolve_operation
+
+    graph = load_graph(engine.store, resolve_operation(engine.store, operation_id))
+    return sum(1 for p in phases if graph.specs[p].executor == "hook"
+               or graph.specs[p].data.get("rollback_hook"))
 
 
 @click.command()

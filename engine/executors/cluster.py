@@ -1,12 +1,14 @@
 """The executors cluster operations use, gathered for the registry: checks, bootstrap, package,
-health, gc, file, hook and kubectl.
+health, gc, file, hook, kubectl, teardown, forget, backup, restore and collect.
 """
 
 from __future__ import annotations
 
+from engine.executors.archive import BackupExecutor, CollectExecutor, RestoreExecutor
 from engine.executors.checks import ChecksExecutor
 from engine.executors.hooks import HookExecutor
 from engine.executors.kube import KubectlExecutor
+from engine.executors.lifecycle import ForgetExecutor, TeardownExecutor
 from engine.executors.nodes import (
     BootstrapExecutor,
     FileExecutor,
@@ -16,4 +18,5 @@ from engine.executors.nodes import (
 )
 
 EXECUTORS = (ChecksExecutor, BootstrapExecutor, PackageExecutor, HealthExecutor, GcExecutor,
-             FileExecutor, HookExecutor, KubectlExecutor)
+             FileExecutor, HookExecutor, KubectlExecutor, TeardownExecutor, ForgetExecutor,
+             BackupExecutor, RestoreExecutor, CollectExecutor)

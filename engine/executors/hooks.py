@@ -59,12 +59,17 @@ def resources_dir(ctx: ExecContext) -> Path | None:
 
 
 def hook_env(ctx: ExecContext, values: Path) -> dict[str, str]:
+    """What every hook sees, plus the phase's own `env` (e.g. the node being removed)."""
     resources = resources_dir(ctx)
-    return {
+    env = {
         "GRAVITY_SERVICE_USER": str(ctx.operation_data.get("service_uid", 1000)),
         "GRAVITY_RESOURCES_DIR": str(resources) if resources is not None else "",
         "GRAVITY_HELM_VALUES": str(values),
     }
+    extra = ctx.data.get("env")
+    if isinstance(extra, Mapping):
+        env.update({str(k): str(v) for k, v in extra.items()})
+    return env
 
 
 def run_local(ctx: ExecContext, name: str, job: Any) -> str:

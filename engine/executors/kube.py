@@ -22,6 +22,7 @@ ACTIONS = {
     "uncordon": (["uncordon", "{node}"], "cordon"),
     "taint": (["taint", "nodes", "{node}", "--overwrite"], None),
     "label": (["label", "nodes", "{node}", "--overwrite"], None),
+    "delete": (["delete", "node", "{node}", "--ignore-not-found"], None),
 }
 
 

@@ -80,6 +80,9 @@ def run_phase(spec: PhaseSpec, st: PhaseState, *, operation_id: str, state_dir: 
     error: EngineError | None = None
     note = None
     name = spec.executor or "noop"
+    skip = spec.data.get("skip")
+    if isinstance(skip, str) and skip:  # decided when the plan was built (e.g. node offline)
+        return PhaseResult(spec.id, st.version, None, f"skipped: {skip}", 0.0)
     try:
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         executor = registry.get(name)

@@ -22,12 +22,17 @@ VERSION_DIR = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")
 
 @dataclass(frozen=True)
 class Image:
-    """An unpacked cluster image: the loaded manifest, where it lives, and its packages
-    (each by its path inside the image); `ref` names its published content by digest."""
+    """A cluster image as plans need it: its name and version, its packages (each by its
+    path inside the image), and what its manifest says about hooks, profiles and flavors
+    (`facts`, plain data kept with every cluster operation, so a later operation — a node
+    leaving, an uninstall — needs neither the image directory nor its manifest file).
+    `ref` names its published content by digest."""
 
     dir: Path
-    manifest: Any  # engine.manifest.Manifest
+    app: str
+    version: str
     packages: tuple[dict[str, str], ...]
+    facts: Mapping[str, Any]
     ref: BlobRef | None = None
 
     def published(self, cache: BlobCache) -> Image:
@@ -36,16 +41,49 @@ class Image:
         directory later changes nothing an operation already uses."""
         return replace(self, ref=publish_image(cache, self.dir, link=False).ref)
 
-    @property
-    def app(self) -> str:
-        return str(self.manifest.metadata.name)
-
-    @property
-    def version(self) -> str:
-        return str(self.manifest.metadata.resource_version)
-
     def versions(self) -> dict[str, str]:
         return {p["package"]: p["version"] for p in self.packages}
+
+    def hook(self, name: str) -> str | None:
+        """The job YAML of a manifest hook, if the image defines it."""
+        return self.facts.get("hooks", {}).get(name)
+
+    def flavor(self, name: str | None) -> list[dict[str, Any]] | None:
+        """A flavor's minimum counts (`[{profile, count}]`), if the manifest has it."""
+        return self.facts.get("flavors", {}).get(name) if name else None
+
+    def record(self) -> dict[str, Any]:
+        """What a cluster operation keeps about its image (see `from_record`)."""
+        assert self.ref is not None, "publish the image before recording it"
+        return {"image_dir": str(self.dir), "image": self.ref.to_dict(), "app": self.app,
+                "version": self.version, "packages": list(self.packages),
+                "image_facts": dict(self.facts)}
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> Image:
+        """The image an operation recorded (the installed one, for later operations)."""
+        return cls(dir=Path(data["image_dir"]), app=data["app"], version=data["version"],
+                   packages=tuple(data.get("packages", ())),
+                   facts=data.get("image_facts") or {},
+                   ref=BlobRef.from_dict(data["image"], where="the cluster's image"))
+
+
+def manifest_facts(manifest: Any) -> dict[str, Any]:
+    """What plans use of a manifest, as plain data: hooks (name -> job YAML), profiles
+    (requirements, volumes, labels) and flavors (minimum counts per profile)."""
+    flavors = manifest.installer.flavors
+    default = manifest.default_flavor
+    return {
+        "hooks": {h.name.value: h.source for h in manifest.hooks},
+        "profiles": {p.name: {"requirements": requirements_of(p), "volumes": volumes_of(p),
+                              "labels": [f"{k}={v}" for k, v in p.labels.items()],
+                              "expand_policy": (p.expand_policy.value
+                                                if p.expand_policy is not None else None)}
+                     for p in manifest.node_profiles},
+        "flavors": {f.name: [{"profile": n.profile, "count": n.count} for n in f.nodes]
+                    for f in (flavors.items if flavors is not None else ())},
+        "default_flavor": default.name if default is not None else None,
+    }
 
 
 def scan_packages(image_dir: Path) -> tuple[dict[str, str], ...]:
@@ -83,8 +121,10 @@ def load_image(image_dir: Path | str, *, strict: bool = False) -> Image:
 
     path = Path(image_dir).resolve()
     loaded = load_manifest(path, strict=strict)
-    return Image(dir=loaded.base_dir.resolve(), manifest=loaded.manifest,
-                 packages=scan_packages(loaded.base_dir))
+    m = loaded.manifest
+    return Image(dir=loaded.base_dir.resolve(), app=str(m.metadata.name),
+                 version=str(m.metadata.resource_version),
+                 packages=scan_packages(loaded.base_dir), facts=manifest_facts(m))
 
 
 def _size(size: Any) -> dict[str, Any] | None:
@@ -116,15 +156,13 @@ def volumes_of(profile: Any) -> list[dict[str, Any]]:
     } for v in profile.requirements.volumes]
 
 
-def node_entry(node: Node, manifest: Any) -> dict[str, Any]:
-    profile = manifest.profile(node.profile)
+def node_entry(node: Node, image: Image) -> dict[str, Any]:
     entry = node.to_dict()
-    if profile is not None:
-        entry["requirements"] = requirements_of(profile)
-        entry["volumes"] = volumes_of(profile)
-        entry["labels"] = [f"{k}={v}" for k, v in profile.labels.items()]
-    else:  # a manifest without profiles: nothing to check or create
-        entry.update(requirements={}, volumes=[], labels=[])
+    profile = image.facts.get("profiles", {}).get(node.profile)
+    # A manifest without profiles: nothing to check or create.
+    entry.update({k: v for k, v in (profile or {"requirements": {}, "volumes": [],
+                                                "labels": []}).items()
+                  if k in ("requirements", "volumes", "labels")})
     return entry
 
 
@@ -132,15 +170,15 @@ def context(image: Image, nodes: Sequence[Node], *, parallel_workers: int = 1,
             service_uid: int = 1000, new_node: Node | None = None,
             previous_versions: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Everything a template may refer to with ${…}."""
-    m = image.manifest
-    entries = [node_entry(n, m) for n in nodes]
+    entries = [node_entry(n, image) for n in nodes]
     masters = [e for e in entries if e["role"] == Role.MASTER.value]
     workers = [e for e in entries if e["role"] != Role.MASTER.value]
-    hooks = {h.name.value: {"hook": h.name.value, "source": h.source} for h in m.hooks}
+    hooks = {name: {"hook": name, "source": source}
+             for name, source in image.facts.get("hooks", {}).items()}
     groups: dict[str, Any] = {"nodes": entries, "masters": masters, "workers": workers,
                               "packages": list(image.packages)}
     if new_node is not None:
-        groups["new"] = [node_entry(new_node, m)]
+        groups["new"] = [node_entry(new_node, image)]
     return {
         "app": {"name": image.app, "version": image.version},
         "image": {"dir": str(image.dir),

@@ -1,22 +1,35 @@
-"""The cluster as its operations left it: a fold over completed install, expand and upgrade
-operations in the store — one source of truth, no second copy to drift.
+"""The cluster as its operations left it: a fold over the completed operations in the store
+(install, expand, remove, upgrade, uninstall, the app's start/stop/status) — one source of truth.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.model import Operation, OpState
 from engine.operations.inventory import Node
 from engine.store.base import Store
 
-CLUSTER_OPS = ("install", "expand", "upgrade")
+# Operation types that change what the cluster is, and those that only record about it.
+CLUSTER_OPS = ("install", "expand", "remove", "upgrade", "uninstall")
+APP_OPS = ("app-start", "app-stop", "app-status", "license")
+
+
+@dataclass(frozen=True)
+class AppStatus:
+    """The last `gravity app status`: whether its hook succeeded, when, and which operation
+    ran it (its phase log holds the hook's output)."""
+
+    ok: bool
+    at: float
+    operation: str
 
 
 @dataclass(frozen=True)
 class Cluster:
-    """What is installed: the application, its image, the nodes and package versions."""
+    """What is installed: the application, its image, the nodes and package versions, and
+    what the application's own hooks last said (stopped or running, its status)."""
 
     app: str
     version: str
@@ -26,31 +39,57 @@ class Cluster:
     flavor: str | None
     service_uid: int
     installed_by: str
+    image: dict[str, Any] = field(default_factory=dict)  # build.Image.record() of the last
+    stopped: bool = False
+    status: AppStatus | None = None
+    license: dict[str, Any] | None = field(default=None)
 
     def node(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)
 
+    @property
+    def masters(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.role.value == "master")
+
+
+def _fold(cluster: Cluster | None, op: Operation) -> Cluster | None:
+    """The cluster after one finished operation."""
+    d: dict[str, Any] = dict(op.data)
+    if op.type == "app-status" and cluster is not None and op.state.finished:
+        return replace(cluster, status=AppStatus(op.state is OpState.COMPLETED, op.updated,
+                                                 op.id))
+    if op.state is not OpState.COMPLETED:
+        return cluster
+    if op.type == "install":
+        return Cluster(
+            app=d["app"], version=d["version"], image_dir=d["image_dir"],
+            nodes=tuple(Node.from_dict(n) for n in d["nodes"]),
+            versions=dict(d.get("versions", {})), flavor=d.get("flavor"),
+            service_uid=int(d.get("service_uid", 1000)), installed_by=op.id, image=d)
+    if cluster is None or op.type == "uninstall":
+        return None
+    if op.type == "expand":
+        return replace(cluster, nodes=(*cluster.nodes, Node.from_dict(d["new_node"])))
+    if op.type == "remove":
+        return replace(cluster, nodes=tuple(n for n in cluster.nodes
+                                            if n.name != d["removed_node"]))
+    if op.type == "upgrade":
+        return replace(cluster, version=d["version"], image_dir=d["image_dir"],
+                       versions=dict(d.get("versions", {})), image=d)
+    if op.type in ("app-stop", "app-start"):
+        return replace(cluster, stopped=op.type == "app-stop")
+    if op.type == "license":
+        return replace(cluster, license=dict(d.get("license") or {}))
+    return cluster
+
 
 def cluster_state(store: Store, ops: list[Operation] | None = None) -> Cluster | None:
-    """Fold completed cluster operations, oldest first; None before an install completes."""
+    """Fold finished operations, oldest first; None before an install completes and after
+    an uninstall does."""
     cluster: Cluster | None = None
     for op in ops if ops is not None else store.list_operations():
-        if op.type not in CLUSTER_OPS or op.state is not OpState.COMPLETED:
-            continue
-        d: dict[str, Any] = dict(op.data)
-        if op.type == "install":
-            cluster = Cluster(
-                app=d["app"], version=d["version"], image_dir=d["image_dir"],
-                nodes=tuple(Node.from_dict(n) for n in d["nodes"]),
-                versions=dict(d.get("versions", {})), flavor=d.get("flavor"),
-                service_uid=int(d.get("service_uid", 1000)), installed_by=op.id)
-        elif cluster is not None and op.type == "expand":
-            added = Node.from_dict(d["new_node"])
-            cluster = Cluster(**{**cluster.__dict__, "nodes": (*cluster.nodes, added)})
-        elif cluster is not None and op.type == "upgrade":
-            cluster = Cluster(**{**cluster.__dict__, "version": d["version"],
-                                 "image_dir": d["image_dir"],
-                                 "versions": dict(d.get("versions", {}))})
+        if op.type in CLUSTER_OPS or op.type in APP_OPS:
+            cluster = _fold(cluster, op)
     return cluster
 
 

@@ -132,43 +132,42 @@ def load_inventory(path: Path | str) -> list[Node]:
     return nodes
 
 
-def check_against_manifest(nodes: Sequence[Node], manifest: Any, flavor_name: str | None,
-                           *, file: str | None) -> str | None:
-    """Profiles must exist; with flavors, counts per profile must match the chosen flavor.
+def flavor_shortfall(name: str, minimums: Sequence[Mapping[str, Any]],
+                     nodes: Sequence[Node]) -> list[str]:
+    """What the nodes lack for a flavor: a flavor lists the *minimum* count of each profile
+    (more nodes of a profile, or of a profile it does not name, are fine)."""
+    have = Counter(n.profile for n in nodes)
+    return [f"flavor {name} needs at least {m['count']} node(s) of profile {m['profile']}, "
+            f"there would be {have.get(m['profile'], 0)} (missing "
+            f"{m['count'] - have.get(m['profile'], 0)})"
+            for m in minimums if have.get(m["profile"], 0) < m["count"]]
+
+
+def check_against_manifest(nodes: Sequence[Node], facts: Mapping[str, Any],
+                           flavor_name: str | None, *, file: str | None) -> str | None:
+    """Profiles must exist; with flavors, each profile needs at least the chosen flavor's
+    count (a flavor lists minimums). `facts` is what the manifest says (build.manifest_facts).
 
     Returns the flavor name used (None when the manifest has no flavors).
     """
     problems: list[Problem] = []
-    profiles = {p.name for p in manifest.node_profiles}
+    profiles = set(facts.get("profiles", {}))
     for i, node in enumerate(nodes):
         if profiles and node.profile not in profiles:
             problems.append(Problem(f"profile {node.profile!r} is not in the manifest "
                                     f"(profiles: {', '.join(sorted(profiles))})", file=file,
                                     field=f"nodes[{i}].profile"))
-    flavors = manifest.installer.flavors
+    flavors = facts.get("flavors", {})
     chosen = None
-    if flavor_name is not None or (flavors is not None and flavors.items):
-        flavor = manifest.flavor(flavor_name) if flavor_name else manifest.default_flavor
-        if flavor is None:
-            names = [f.name for f in flavors.items] if flavors else []
+    if flavor_name is not None or flavors:
+        name = flavor_name or facts.get("default_flavor")
+        if name not in flavors:
             problems.append(Problem(f"unknown flavor {flavor_name!r}; the manifest defines "
-                                    f"{', '.join(names) or 'none'}", field="--flavor"))
+                                    f"{', '.join(flavors) or 'none'}", field="--flavor"))
         else:
-            chosen = flavor.name
-            have = Counter(n.profile for n in nodes)
-            want = {fn.profile: fn.count for fn in flavor.nodes}
-            for profile, count in want.items():
-                if have.get(profile, 0) != count:
-                    missing = count - have.get(profile, 0)
-                    detail = (f"missing {missing}" if missing > 0
-                              else f"{-missing} too many")
-                    problems.append(Problem(
-                        f"flavor {flavor.name} needs {count} node(s) of profile {profile}, "
-                        f"the inventory has {have.get(profile, 0)} ({detail})", file=file))
-            for profile in sorted(set(have) - set(want)):
-                problems.append(Problem(f"flavor {flavor.name} has no nodes of profile "
-                                        f"{profile}, the inventory has {have[profile]}",
-                                        file=file))
+            chosen = name
+            problems += [Problem(p, file=file)
+                         for p in flavor_shortfall(name, flavors[name], nodes)]
     if problems:
         raise InventoryError("the inventory does not match the manifest", problems,
                              hint="fix --nodes or pick another --flavor; nothing was written")

@@ -24,11 +24,10 @@ PREFLIGHT = ("/init", "/checks")
 PREFLIGHT_FAILED = "preflight failed"  # the note of an operation closed before any change
 
 
-def _data(kind: str, image: Image, **extra: Any) -> dict[str, Any]:
-    assert image.ref is not None, "publish the image before creating its operation"
-    return {"kind": kind, "app": image.app, "version": image.version,
-            "image_dir": str(image.dir), "image": image.ref.to_dict(),
-            "versions": image.versions(), **extra}
+def operation_data(kind: str, image: Image, **extra: Any) -> dict[str, Any]:
+    """What every cluster operation records: its image (by digest, with what its manifest
+    says: see Image.record) and the image's package versions."""
+    return {"kind": kind, **image.record(), "versions": image.versions(), **extra}
 
 
 def require_cluster(store: Store) -> Cluster:
@@ -46,7 +45,7 @@ def start_install(store: Store, cache: BlobCache, image_dir: Path, nodes_file: P
     """Validate image + inventory + flavor, publish the image, create the install."""
     image = load_image(image_dir)
     nodes = load_inventory(nodes_file)
-    chosen = check_against_manifest(nodes, image.manifest, flavor, file=str(nodes_file))
+    chosen = check_against_manifest(nodes, image.facts, flavor, file=str(nodes_file))
     existing = cluster_state(store)
     if existing is not None:
         raise Refused(f"a cluster ({existing.app} {existing.version}) is already installed "
@@ -55,7 +54,7 @@ def start_install(store: Store, cache: BlobCache, image_dir: Path, nodes_file: P
     image = image.published(cache)
     ctx = context(image, nodes, parallel_workers=parallel_workers, service_uid=service_uid)
     plan = build_plan("install", ctx)
-    data = _data("install", image, nodes=[n.to_dict() for n in nodes], flavor=chosen,
+    data = operation_data("install", image, nodes=[n.to_dict() for n in nodes], flavor=chosen,
                  service_uid=service_uid, kubeconfig=kubeconfig, values=dict(values))
     return create_operation(store, plan, operation_id=operation_id, op_type="install",
                             data=data)
@@ -65,29 +64,27 @@ def start_expand(store: Store, cache: BlobCache, node: Node, *, values: Mapping[
                  kubeconfig: str | None = None, operation_id: str | None = None) -> Operation:
     """Add one node to the installed cluster, honouring the profile's expandPolicy."""
     cluster = require_cluster(store)
-    image = load_image(cluster.image_dir)
+    image = Image.from_record(cluster.image)
     problems = []
     if cluster.node(node.name):
         problems.append(Problem(f"node {node.name} is already in the cluster", field="--node"))
     if any(n.address == node.address for n in cluster.nodes):
         problems.append(Problem(f"address {node.address} is already used", field="--address"))
-    profile = image.manifest.profile(node.profile)
-    if image.manifest.node_profiles and profile is None:
-        names = ", ".join(p.name for p in image.manifest.node_profiles)
+    profiles = image.facts.get("profiles", {})
+    profile = profiles.get(node.profile)
+    if profiles and profile is None:
         problems.append(Problem(f"profile {node.profile!r} is not in the manifest "
-                                f"(profiles: {names})", field="--profile"))
+                                f"(profiles: {', '.join(profiles)})", field="--profile"))
     if problems:
         raise InventoryError("cannot add this node", problems, hint="nothing was written")
-    if profile is not None and profile.expand_policy is not None and \
-            profile.expand_policy.value == "fixed":
+    if profile is not None and profile.get("expand_policy") == "fixed":
         raise PreconditionFailed(f"profile {node.profile} has expandPolicy: fixed; the cluster "
                                  "cannot grow with nodes of this profile",
                                  hint="add a node of another profile")
     nodes = [*cluster.nodes, node]
-    image = image.published(cache)
     ctx = context(image, nodes, service_uid=cluster.service_uid, new_node=node)
     plan = build_plan("expand", ctx)
-    data = _data("expand", image, new_node=node.to_dict(), service_uid=cluster.service_uid,
+    data = operation_data("expand", image, new_node=node.to_dict(), service_uid=cluster.service_uid,
                  kubeconfig=kubeconfig, values=dict(values))
     return create_operation(store, plan, operation_id=operation_id, op_type="expand",
                             data=data)
@@ -119,7 +116,7 @@ def start_upgrade(store: Store, cache: BlobCache, image_dir: Path, *,
     ctx = context(image, list(cluster.nodes), parallel_workers=parallel_workers,
                   service_uid=cluster.service_uid, previous_versions=previous)
     plan = build_plan("upgrade", ctx)
-    data = _data("upgrade", image, from_version=cluster.version,
+    data = operation_data("upgrade", image, from_version=cluster.version,
                  service_uid=cluster.service_uid, kubeconfig=kubeconfig, values=dict(values),
                  nodes=[n.to_dict() for n in cluster.nodes])
     return create_operation(store, plan, operation_id=operation_id, op_type="upgrade",
