@@ -434,3 +434,4 @@ def write_values_file(path: Path, values: Mapping[str, Any]) -> None:
         pass
     finally:
         os.close(dir_fd)
+

@@ -10,7 +10,7 @@ import click
 
 from engine.cli.context import CliContext
 from engine.cli.operation import operation_id_option
-from engine.cli.values import values_from_params, values_options
+from engine.cli.values import PARAM_BY_KIND, PARAM_FILES, values_from_params, values_options
 
 MANUAL = click.option("--manual", is_flag=True,
                       help="Create the plan and stop; print the commands to drive it.")
@@ -53,6 +53,21 @@ def _drive(obj: CliContext, op_id: str, manual: bool, verb: str, max_parallel: i
     from engine.cli.plan import _summary
 
     _summary(obj, op_id, verb)
+    if verb == "install":
+        for line in endpoint_lines(obj.store().get_operation(op_id).data):
+            click.echo(line)
+
+
+def endpoint_lines(record: dict) -> list[str]:
+    """The application's endpoints as its manifest lists them (shown after install and by
+    `gravity status`)."""
+    endpoints = (record.get("image_facts") or {}).get("endpoints") or []
+    lines = ["Endpoints:"] if endpoints else []
+    for e in endpoints:
+        where = f" (service {e['service']})" if e.get("service") else ""
+        lines.append(f"  {e['name']}{where}" + (f": {e['description']}"
+                                                 if e.get("description") else ""))
+    return lines
 
 
 @click.command()
@@ -97,24 +112,31 @@ def install(ctx: click.Context, image_dir: Path, nodes_file: Path, flavor: str |
 @click.option("--profile", required=True, help="Its node profile from the manifest.")
 @click.option("--role", type=click.Choice(["node", "master"]), default="node",
               show_default=True, help="Role of the new node in the cluster.")
-@values_options
 @MANUAL
 @KUBECONFIG
 @OP_ID
 @click.pass_context
 def expand(ctx: click.Context, name: str, address: str, profile: str, role: str, manual: bool,
-           kubeconfig: str | None, operation_id: str | None, **_: object) -> None:
-    """Add a node to the installed cluster (alias: `gravity join`).
+           kubeconfig: str | None, operation_id: str | None) -> None:
+    """Add a node to the installed cluster.
 
-    Refused (exit 3) when the profile's expandPolicy is `fixed`.
+    The node gets the cluster's image, and its hooks the application's current values:
+    an expand never changes them (use `gravity upgrade` for that). Refused (exit 3) when
+    the profile's expandPolicy is `fixed`.
+
+    Example: gravity expand --node node-4 --address 10.0.0.4 --profile worker
     """
     from engine.operations.ops import new_node, start_expand
 
     obj: CliContext = ctx.obj
     node = new_node(name, address, profile, role)
-    op = start_expand(obj.store(), obj.blobs(), node, values=values_from_params(ctx),
-                      kubeconfig=kubeconfig, operation_id=operation_id)
+    op = start_expand(obj.store(), obj.blobs(), node, kubeconfig=kubeconfig,
+                      operation_id=operation_id)
     _drive(obj, op.id, manual, "expand")
+
+
+REUSE = {"reuse_values": "reuse", "reset_values": "reset",
+         "reset_then_reuse_values": "reset-then-reuse"}
 
 
 @click.command()
@@ -124,27 +146,74 @@ def expand(ctx: click.Context, name: str, address: str, profile: str, role: str,
 @click.option("--force", is_flag=True,
               help="Upgrade even though the last upgrade was neither completed nor rolled "
               "back.")
+@click.option("--skip-version-check", is_flag=True,
+              help="Upgrade to the installed version or an older one (refused otherwise).")
 @values_options
+@click.option("--reuse-values", is_flag=True,
+              help="Merge the given values over the last release's (as Helm 3).")
+@click.option("--reset-values", is_flag=True,
+              help="Use only the given values, even when none are given.")
+@click.option("--reset-then-reuse-values", is_flag=True,
+              help="As Helm 3.14; an image has no chart defaults, so the same as "
+              "--reuse-values.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the release notes, the values and the phases; create nothing.")
 @MANUAL
 @KUBECONFIG
 @OP_ID
 @click.pass_context
 def upgrade(ctx: click.Context, image_dir: Path, parallel_workers: int, force: bool,
-            manual: bool, kubeconfig: str | None, operation_id: str | None,
-            **_: object) -> None:
+            skip_version_check: bool, reuse_values: bool, reset_values: bool,
+            reset_then_reuse_values: bool, dry_run: bool, manual: bool,
+            kubeconfig: str | None, operation_id: str | None, **_: object) -> None:
     """Upgrade the installed cluster to the image in IMAGE_DIR.
 
-    Masters are upgraded one at a time, other nodes up to --parallel-workers
-    at once; then the `update` and `postUpdate` hooks run. If a phase fails:
-    fix it and `gravity plan resume`, or undo everything with `gravity rollback`.
+    Prints the new image's release notes first. Masters are upgraded one at a time,
+    other nodes up to --parallel-workers at once; then the `update` and `postUpdate`
+    hooks run. Values follow Helm 3: with no --values/--set the last release's values
+    are reused; with any, only the given ones apply unless --reuse-values. Refused
+    (exit 3): the installed version or an older one (--skip-version-check), an earlier
+    upgrade neither completed nor rolled back (--force). If a phase fails: fix it and
+    `gravity plan resume`, or undo everything with `gravity rollback`.
+
+    Example: gravity upgrade ./v2 --values prod.yaml --set image.tag=2.0.1
     """
-    from engine.operations.ops import start_upgrade
+    from engine.errors import InputError, Problem
+    from engine.operations.ops import prepare_upgrade
+    from engine.operations.releases import Reuse
 
     obj: CliContext = ctx.obj
-    op = start_upgrade(obj.store(), obj.blobs(), image_dir, values=values_from_params(ctx),
-                       parallel_workers=parallel_workers, force=force, kubeconfig=kubeconfig,
-                       operation_id=operation_id)
+    chosen = [k for k in REUSE if ctx.params[k]]
+    if len(chosen) > 1:
+        raise InputError("choose one way to treat the last release's values", [Problem(
+            "at most one of --reuse-values, --reset-values, --reset-then-reuse-values",
+            field="--" + chosen[1].replace("_", "-"))])
+    given_any = any(ctx.params.get(k) for k in (PARAM_FILES, *PARAM_BY_KIND.values()))
+    prepared = prepare_upgrade(
+        obj.store(), obj.blobs(), image_dir, given=values_from_params(ctx), given_any=given_any,
+        reuse=Reuse(REUSE[chosen[0]]) if chosen else Reuse.DEFAULT,
+        skip_version_check=skip_version_check, parallel_workers=parallel_workers, force=force,
+        kubeconfig=kubeconfig)
+    notes = prepared.data.get("image_facts", {}).get("release_notes")
+    if notes:
+        click.echo(f"Release notes of {prepared.data['app']} {prepared.data['version']}:\n"
+                   f"{plain_text(notes)}\n")
+    click.echo(f"values: {prepared.data['values_source']}")
+    if dry_run:
+        click.echo(f"dry run: the upgrade would run {len(prepared.plan.leaves)} phase(s); "
+                   "nothing was written")
+        return
+    op = prepared.create(obj.store(), operation_id)
     _drive(obj, op.id, manual, "upgrade")
+
+
+def plain_text(markup: str) -> str:
+    """Release notes for a terminal: HTML tags dropped, entities decoded, blank runs cut."""
+    import html
+    import re
+
+    text = html.unescape(re.sub(r"<[^>]+>", "", markup))
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
 def cluster_status_lines(obj: CliContext) -> list[str]:
@@ -166,6 +235,7 @@ def cluster_status_lines(obj: CliContext) -> list[str]:
         verdict = "ok" if cluster.status.ok else "failed"
         lines.append(f"App status:   {verdict} at {when(cluster.status.at)} "
                      f"(`gravity app status`, operation {cluster.status.operation})")
+    lines += endpoint_lines(cluster.image)
     lines.append("Nodes:")
     published = Facts.all_of(store, "packages")  # what each node reported, from any host
     for node in cluster.nodes:

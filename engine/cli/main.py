@@ -59,8 +59,8 @@ SHORT_HELP: dict[str, str] = {
         "phase's error and output log, and the transitions as they happen."
     ),
     "install": "Install the cluster image in IMAGE_DIR on the nodes of the inventory.",
-    "expand": "Add a node to the installed cluster (alias: `gravity join`).",
-    "join": "Add a node to the installed cluster (alias: `gravity join`).",
+    "expand": "Add a node to the installed cluster.",
+    "join": "Add a node to the installed cluster.",
     "upgrade": "Upgrade the installed cluster to the image in IMAGE_DIR.",
     "agent": "Run, inspect and stop the per-node agents (used with an etcd store).",
     "remove": "Remove NODE from the installed cluster (Gravity's shrink).",

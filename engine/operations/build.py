@@ -83,6 +83,10 @@ def manifest_facts(manifest: Any) -> dict[str, Any]:
         "flavors": {f.name: [{"profile": n.profile, "count": n.count} for n in f.nodes]
                     for f in (flavors.items if flavors is not None else ())},
         "default_flavor": default.name if default is not None else None,
+        "release_notes": manifest.release_notes,
+        "endpoints": [{"name": e.name, "description": e.description,
+                       "service": e.service_name, "protocol": e.protocol}
+                      for e in manifest.endpoints if not e.hidden],
     }
 
 

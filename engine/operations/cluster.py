@@ -40,6 +40,8 @@ class Cluster:
     service_uid: int
     installed_by: str
     image: dict[str, Any] = field(default_factory=dict)  # build.Image.record() of the last
+    values: dict[str, Any] = field(default_factory=dict)  # the application's current values
+    values_from: str | None = None  # the operation that set them
     stopped: bool = False
     status: AppStatus | None = None
     license: dict[str, Any] | None = field(default=None)
@@ -65,7 +67,8 @@ def _fold(cluster: Cluster | None, op: Operation) -> Cluster | None:
             app=d["app"], version=d["version"], image_dir=d["image_dir"],
             nodes=tuple(Node.from_dict(n) for n in d["nodes"]),
             versions=dict(d.get("versions", {})), flavor=d.get("flavor"),
-            service_uid=int(d.get("service_uid", 1000)), installed_by=op.id, image=d)
+            service_uid=int(d.get("service_uid", 1000)), installed_by=op.id, image=d,
+            values=dict(d.get("values") or {}), values_from=op.id)
     if cluster is None or op.type == "uninstall":
         return None
     if op.type == "expand":
@@ -75,7 +78,8 @@ def _fold(cluster: Cluster | None, op: Operation) -> Cluster | None:
                                             if n.name != d["removed_node"]))
     if op.type == "upgrade":
         return replace(cluster, version=d["version"], image_dir=d["image_dir"],
-                       versions=dict(d.get("versions", {})), image=d)
+                       versions=dict(d.get("versions", {})), image=d,
+                       values=dict(d.get("values") or {}), values_from=op.id)
     if op.type in ("app-stop", "app-start"):
         return replace(cluster, stopped=op.type == "app-stop")
     if op.type == "license":

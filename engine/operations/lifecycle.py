@@ -4,36 +4,20 @@ the hook-only ones (app status, start, stop). Each checks the cluster, builds it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from engine import agent_protocol as proto
 from engine.blobs import BlobCache
 from engine.errors import InputError, NotFound, Problem, Refused
 from engine.executors.lifecycle import created_volumes
-from engine.model import Operation, Plan
 from engine.operations.build import Image, build_plan, context
 from engine.operations.cluster import Cluster
 from engine.operations.inventory import flavor_shortfall
-from engine.operations.ops import operation_data, require_cluster
-from engine.service import create_operation
+from engine.operations.ops import Prepared, operation_data, require_cluster
 from engine.store.base import Store
 
 # `gravity app …` verb -> the manifest hook it runs
 APP_HOOKS = {"status": "status", "start": "start", "stop": "stop"}
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """An operation ready to be created (or shown by --dry-run): its plan and its record."""
-
-    op_type: str
-    plan: Plan
-    data: dict[str, Any]
-
-    def create(self, store: Store, operation_id: str | None = None) -> Operation:
-        return create_operation(store, self.plan, operation_id=operation_id,
-                                op_type=self.op_type, data=self.data)
 
 
 def current_image(cluster: Cluster) -> Image:

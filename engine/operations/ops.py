@@ -6,22 +6,37 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine import fsm
 from engine.blobs import BlobCache
 from engine.errors import InventoryError, NotFound, PreconditionFailed, Problem, Refused
-from engine.model import Operation, OpState
+from engine.model import Operation, OpState, Plan
 from engine.operations.build import Image, build_plan, context, load_image
 from engine.operations.cluster import Cluster, cluster_state, last_of_type
 from engine.operations.inventory import Node, check_against_manifest, load_inventory
+from engine.operations.releases import Reuse, check_upgrade_version, upgrade_values
 from engine.service import Engine, create_operation, finish
 from engine.store.base import Store
 from engine.views import plan_view
 
 PREFLIGHT = ("/init", "/checks")
 PREFLIGHT_FAILED = "preflight failed"  # the note of an operation closed before any change
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An operation ready to be created (or shown by --dry-run): its plan and its record."""
+
+    op_type: str
+    plan: Plan
+    data: dict[str, Any]
+
+    def create(self, store: Store, operation_id: str | None = None) -> Operation:
+        return create_operation(store, self.plan, operation_id=operation_id,
+                                op_type=self.op_type, data=self.data)
 
 
 def operation_data(kind: str, image: Image, **extra: Any) -> dict[str, Any]:
@@ -60,7 +75,7 @@ def start_install(store: Store, cache: BlobCache, image_dir: Path, nodes_file: P
                             data=data)
 
 
-def start_expand(store: Store, cache: BlobCache, node: Node, *, values: Mapping[str, Any],
+def start_expand(store: Store, cache: BlobCache, node: Node, *,
                  kubeconfig: str | None = None, operation_id: str | None = None) -> Operation:
     """Add one node to the installed cluster, honouring the profile's expandPolicy."""
     cluster = require_cluster(store)
@@ -84,17 +99,19 @@ def start_expand(store: Store, cache: BlobCache, node: Node, *, values: Mapping[
     nodes = [*cluster.nodes, node]
     ctx = context(image, nodes, service_uid=cluster.service_uid, new_node=node)
     plan = build_plan("expand", ctx)
-    data = operation_data("expand", image, new_node=node.to_dict(), service_uid=cluster.service_uid,
-                 kubeconfig=kubeconfig, values=dict(values))
+    data = operation_data("expand", image, new_node=node.to_dict(),
+                          service_uid=cluster.service_uid, kubeconfig=kubeconfig,
+                          values=dict(cluster.values))  # expand never changes the values
     return create_operation(store, plan, operation_id=operation_id, op_type="expand",
                             data=data)
 
 
-def start_upgrade(store: Store, cache: BlobCache, image_dir: Path, *,
-                  values: Mapping[str, Any],
-                  parallel_workers: int = 1, force: bool = False,
-                  kubeconfig: str | None = None, operation_id: str | None = None) -> Operation:
-    """Upgrade the installed cluster to the image, after the last upgrade has settled."""
+def prepare_upgrade(store: Store, cache: BlobCache, image_dir: Path, *,
+                    given: Mapping[str, Any], given_any: bool, reuse: Reuse = Reuse.DEFAULT,
+                    skip_version_check: bool = False, parallel_workers: int = 1,
+                    force: bool = False, kubeconfig: str | None = None) -> Prepared:
+    """Upgrade the installed cluster to the image, after the last upgrade has settled; the
+    values follow Helm 3 (see releases.upgrade_values) and the version only goes forward."""
     cluster = require_cluster(store)
     image = load_image(image_dir)
     ops = store.list_operations()
@@ -109,6 +126,9 @@ def start_upgrade(store: Store, cache: BlobCache, image_dir: Path, *,
         raise InventoryError("the image is for another application",
                              [Problem(f"image has {image.app}, the cluster runs {cluster.app}",
                                       file=str(image.dir / "app.yaml"), field="metadata.name")])
+    check_upgrade_version(cluster.version, image.version, skip=skip_version_check)
+    values, source = upgrade_values(cluster.values, given, given_any, reuse,
+                                    cluster.values_from)
     image = image.published(cache)
     previous: dict[str, Any] = dict(cluster.versions)
     if force:  # a half-done earlier upgrade may have left nodes on the new versions
@@ -117,10 +137,10 @@ def start_upgrade(store: Store, cache: BlobCache, image_dir: Path, *,
                   service_uid=cluster.service_uid, previous_versions=previous)
     plan = build_plan("upgrade", ctx)
     data = operation_data("upgrade", image, from_version=cluster.version,
-                 service_uid=cluster.service_uid, kubeconfig=kubeconfig, values=dict(values),
-                 nodes=[n.to_dict() for n in cluster.nodes])
-    return create_operation(store, plan, operation_id=operation_id, op_type="upgrade",
-                            data=data)
+                          service_uid=cluster.service_uid, kubeconfig=kubeconfig,
+                          values=values, values_source=source,
+                          nodes=[n.to_dict() for n in cluster.nodes])
+    return Prepared("upgrade", plan, data)
 
 
 def close_if_preflight_failed(engine: Engine, operation_id: str) -> bool:
