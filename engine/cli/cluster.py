@@ -81,20 +81,32 @@ def endpoint_lines(record: dict) -> list[str]:
               help="User ID of the service user on every node.")
 @click.option("--parallel-workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Non-master nodes set up at once.")
+@click.option("--license", "license_file", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The license the vendor issued (needed when the image has "
+              "license.enabled); checked for signature, expiry and node count.")
+@click.option("--accept-eula", is_flag=True,
+              help="Accept the image's end user license agreement (read it with `gravity "
+              "manifest eula IMAGE_DIR`); needed when the image has one.")
 @values_options
 @MANUAL
 @KUBECONFIG
 @OP_ID
 @click.pass_context
 def install(ctx: click.Context, image_dir: Path, nodes_file: Path, flavor: str | None,
-            service_uid: int, parallel_workers: int, manual: bool, kubeconfig: str | None,
+            service_uid: int, parallel_workers: int, license_file: Path | None,
+            accept_eula: bool, manual: bool, kubeconfig: str | None,
             operation_id: str | None, **_: object) -> None:
     """Install the cluster image in IMAGE_DIR on the nodes of the inventory.
 
-    Validates the manifest, the inventory against the chosen flavor and the
-    values before anything is written (exit 2 on bad input). A failed
-    preflight closes the operation (exit 1); a later failure leaves it
-    resumable with `gravity plan resume`.
+    Validates the manifest, the inventory against the chosen flavor (its minimum count of
+    each profile) and the values before anything is written (exit 2 on bad input); an
+    image with a EULA needs --accept-eula and one with license.enabled needs --license
+    (exit 3 without). A failed preflight closes the operation (exit 1); a later failure
+    leaves it resumable with `gravity plan resume`. Prints the application's endpoints
+    at the end.
+
+    Example: gravity install ./image --nodes nodes.yaml --values prod.yaml --set replicas=3
     """
     from engine.operations.ops import start_install
 
@@ -102,7 +114,8 @@ def install(ctx: click.Context, image_dir: Path, nodes_file: Path, flavor: str |
     values = values_from_params(ctx)
     op = start_install(obj.store(), obj.blobs(), image_dir, nodes_file, flavor=flavor,
                        values=values, service_uid=service_uid, kubeconfig=kubeconfig,
-                       parallel_workers=parallel_workers, operation_id=operation_id)
+                       parallel_workers=parallel_workers, license_file=license_file,
+                       accept_eula=accept_eula, operation_id=operation_id)
     _drive(obj, op.id, manual, "install")
 
 

@@ -38,6 +38,7 @@ SUBCOMMANDS: dict[str, str] = {
     "backup": "engine.cli.appdata:backup",
     "restore": "engine.cli.appdata:restore",
     "report": "engine.cli.appdata:report",
+    "license": "engine.cli.license:license_group",
 }
 
 # Each command's own short help, kept here so `gravity --help` imports nothing; a test keeps
@@ -76,6 +77,7 @@ SHORT_HELP: dict[str, str] = {
         "Collect a debug report: the dump hook's output, every node's phase logs, and each "
         "operation's plan and event log, in one tar.gz."
     ),
+    "license": "The cluster's license: install a new one, show the current one.",
 }
 
 

@@ -99,3 +99,22 @@ def show(path: Path, output: str, strict: bool, fetch_timeout: float) -> None:
         from engine.values import to_yaml
 
         click.echo(to_yaml(data), nl=False)
+
+
+@manifest.command()
+@_path_argument
+@_strict_option
+@_timeout_option
+def eula(path: Path, strict: bool, fetch_timeout: float) -> None:
+    """Print the image's end user license agreement (what `install --accept-eula` accepts).
+
+    Exit 2 when the manifest has none.
+    """
+    from engine.errors import NotFound
+
+    loaded = _load(path, strict, fetch_timeout)
+    text = loaded.manifest.installer.eula.source if loaded.manifest.installer.eula else None
+    if not text:
+        raise NotFound(f"the image at {path} has no end user license agreement "
+                       "(installer.eula)")
+    click.echo(text.rstrip("\n"))

@@ -1,5 +1,5 @@
-"""Executors that move an application's data and a cluster's evidence: `backup` (the backup
-hook's files archived and handed to the coordinator), `restore`, and `collect` (a node's logs).
+"""Executors that move files between the coordinator and a node by digest: `backup` (the backup
+hook's files archived and handed back), `restore`, `collect` (a node's logs) and `license`.
 """
 
 from __future__ import annotations
@@ -111,4 +111,35 @@ class CollectExecutor(Executor):
         return "nothing to undo"
 
 
-__all__ = ["BackupExecutor", "CollectExecutor", "RestoreExecutor"]
+
+
+class LicenseExecutor(Executor):
+    """Puts the new license on the node (fetched by digest) and runs the licenseUpdated
+    hook, when the image has one, with GRAVITY_LICENSE naming the file."""
+
+    name = "license"
+
+    def validate(self, data: Mapping[str, Any]) -> list[str]:
+        if not isinstance(data.get("license"), Mapping):
+            return ["`license` must name the license blob {digest, size}"]
+        return []
+
+    def execute(self, ctx: ExecContext) -> str | None:
+        if ctx.content is None:
+            raise ExecutionError(f"phase {ctx.phase_id} cannot fetch the license on node "
+                                 f"{ctx.node}", retryable=False)
+        blob = ctx.content.fetch(BlobRef.from_dict(ctx.data["license"],
+                                                   where=f"phase {ctx.phase_id}"))
+        target = ctx.workdir / "license.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(blob, target)
+        hook = ctx.data.get("hook")
+        if isinstance(hook, Mapping):
+            return _hook(ctx, hook, GRAVITY_LICENSE=str(target))
+        return "license installed (the image has no licenseUpdated hook)"
+
+    def rollback(self, ctx: ExecContext) -> str | None:
+        return "nothing to undo: install the previous license again"
+
+
+__all__ = ["BackupExecutor", "CollectExecutor", "LicenseExecutor", "RestoreExecutor"]

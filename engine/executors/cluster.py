@@ -1,10 +1,15 @@
 """The executors cluster operations use, gathered for the registry: checks, bootstrap, package,
-health, gc, file, hook, kubectl, teardown, forget, backup, restore and collect.
+health, gc, file, hook, kubectl, teardown, forget, backup, restore, collect and license.
 """
 
 from __future__ import annotations
 
-from engine.executors.archive import BackupExecutor, CollectExecutor, RestoreExecutor
+from engine.executors.archive import (
+    BackupExecutor,
+    CollectExecutor,
+    LicenseExecutor,
+    RestoreExecutor,
+)
 from engine.executors.checks import ChecksExecutor
 from engine.executors.hooks import HookExecutor
 from engine.executors.kube import KubectlExecutor
@@ -19,4 +24,4 @@ from engine.executors.nodes import (
 
 EXECUTORS = (ChecksExecutor, BootstrapExecutor, PackageExecutor, HealthExecutor, GcExecutor,
              FileExecutor, HookExecutor, KubectlExecutor, TeardownExecutor, ForgetExecutor,
-             BackupExecutor, RestoreExecutor, CollectExecutor)
+             BackupExecutor, RestoreExecutor, CollectExecutor, LicenseExecutor)

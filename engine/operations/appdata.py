@@ -9,6 +9,7 @@ from pathlib import Path
 from engine.archives import verify_backup
 from engine.blobs import BlobCache
 from engine.errors import NotFound
+from engine.license import check_license, read_license
 from engine.model import LOCAL_NODE
 from engine.operations.build import Image, build_plan, context
 from engine.operations.cluster import Cluster
@@ -70,4 +71,20 @@ def prepare_report(store: Store, cache: BlobCache) -> Prepared:
                                    nodes=[n.name for n in cluster.nodes]))
 
 
-__all__ = ["prepare_backup", "prepare_report", "prepare_restore"]
+def prepare_license(store: Store, cache: BlobCache, file: Path) -> Prepared:
+    """A new license, checked against the installed image's vendor key (exit 2 when it is
+    not a valid one) and the cluster (exit 3: expired, another application, too few nodes),
+    then handed to a master by digest."""
+    cluster = require_cluster(store)
+    image = current_image(cluster)
+    granted = read_license(file, image.facts.get("license_key"))
+    check_license(granted, app=cluster.app, nodes=len(cluster.nodes))
+    ref = cache.add_file(file, link=False)
+    ctx = context(image, list(cluster.nodes), service_uid=cluster.service_uid)
+    ctx.update(runner=_runner(store, cluster), license=ref.to_dict())
+    return Prepared("license", build_plan("license", ctx),
+                    operation_data("license", image, service_uid=cluster.service_uid,
+                                   license=granted.to_dict()))
+
+
+__all__ = ["prepare_backup", "prepare_license", "prepare_report", "prepare_restore"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.blobs import BlobCache, BlobRef, publish_image
 from engine.errors import ManifestError, Problem
+from engine.license import KEY_FILE
 from engine.model import Plan
 from engine.operations.inventory import Node, Role
 from engine.operations.templates import expand, load_template
@@ -84,6 +85,8 @@ def manifest_facts(manifest: Any) -> dict[str, Any]:
                     for f in (flavors.items if flavors is not None else ())},
         "default_flavor": default.name if default is not None else None,
         "release_notes": manifest.release_notes,
+        "license_required": manifest.license.enabled,
+        "eula": manifest.installer.eula.source if manifest.installer.eula else None,
         "endpoints": [{"name": e.name, "description": e.description,
                        "service": e.service_name, "protocol": e.protocol}
                       for e in manifest.endpoints if not e.hidden],
@@ -126,9 +129,13 @@ def load_image(image_dir: Path | str, *, strict: bool = False) -> Image:
     path = Path(image_dir).resolve()
     loaded = load_manifest(path, strict=strict)
     m = loaded.manifest
+    facts = manifest_facts(m)
+    key = loaded.base_dir / KEY_FILE
+    if key.is_file():  # the vendor's public key: licenses are checked against it
+        facts["license_key"] = key.read_text(encoding="utf-8")
     return Image(dir=loaded.base_dir.resolve(), app=str(m.metadata.name),
                  version=str(m.metadata.resource_version),
-                 packages=scan_packages(loaded.base_dir), facts=manifest_facts(m))
+                 packages=scan_packages(loaded.base_dir), facts=facts)
 
 
 def _size(size: Any) -> dict[str, Any] | None:

@@ -68,7 +68,8 @@ def _fold(cluster: Cluster | None, op: Operation) -> Cluster | None:
             nodes=tuple(Node.from_dict(n) for n in d["nodes"]),
             versions=dict(d.get("versions", {})), flavor=d.get("flavor"),
             service_uid=int(d.get("service_uid", 1000)), installed_by=op.id, image=d,
-            values=dict(d.get("values") or {}), values_from=op.id)
+            values=dict(d.get("values") or {}), values_from=op.id,
+            license=dict(d["license"]) if d.get("license") else None)
     if cluster is None or op.type == "uninstall":
         return None
     if op.type == "expand":

@@ -13,6 +13,7 @@ from typing import Any
 from engine import fsm
 from engine.blobs import BlobCache
 from engine.errors import InventoryError, NotFound, PreconditionFailed, Problem, Refused
+from engine.license import License, check_license, read_license
 from engine.model import Operation, OpState, Plan
 from engine.operations.build import Image, build_plan, context, load_image
 from engine.operations.cluster import Cluster, cluster_state, last_of_type
@@ -45,6 +46,20 @@ def operation_data(kind: str, image: Image, **extra: Any) -> dict[str, Any]:
     return {"kind": kind, **image.record(), "versions": image.versions(), **extra}
 
 
+def licensed(image: Image, license_file: Path | None, *, nodes: int) -> License | None:
+    """The license an image that requires one is installed with: refused (exit 3) when none
+    is given, expired, or for fewer nodes; exit 2 when it is not a valid license."""
+    if not image.facts.get("license_required"):
+        return None
+    if license_file is None:
+        raise Refused(f"the image {image.app} {image.version} requires a license",
+                      hint="pass --license FILE with the license the vendor issued; nothing "
+                      "was written")
+    granted = read_license(license_file, image.facts.get("license_key"))
+    check_license(granted, app=image.app, nodes=nodes)
+    return granted
+
+
 def require_cluster(store: Store) -> Cluster:
     cluster = cluster_state(store)
     if cluster is None:
@@ -56,11 +71,19 @@ def require_cluster(store: Store) -> Cluster:
 def start_install(store: Store, cache: BlobCache, image_dir: Path, nodes_file: Path, *,
                   flavor: str | None, values: Mapping[str, Any], service_uid: int = 1000,
                   kubeconfig: str | None = None, parallel_workers: int = 1,
+                  license_file: Path | None = None, accept_eula: bool = False,
                   operation_id: str | None = None) -> Operation:
-    """Validate image + inventory + flavor, publish the image, create the install."""
+    """Validate image + inventory + flavor (+ EULA and license when the image asks for
+    them), publish the image, create the install."""
     image = load_image(image_dir)
     nodes = load_inventory(nodes_file)
     chosen = check_against_manifest(nodes, image.facts, flavor, file=str(nodes_file))
+    if image.facts.get("eula") and not accept_eula:
+        raise Refused(f"the image {image.app} {image.version} has an end user license "
+                      "agreement that must be accepted first",
+                      hint=f"read it with `gravity manifest eula {image.dir}`, then pass "
+                      "--accept-eula; nothing was written")
+    granted = licensed(image, license_file, nodes=len(nodes))
     existing = cluster_state(store)
     if existing is not None:
         raise Refused(f"a cluster ({existing.app} {existing.version}) is already installed "
@@ -70,6 +93,7 @@ def start_install(store: Store, cache: BlobCache, image_dir: Path, nodes_file: P
     ctx = context(image, nodes, parallel_workers=parallel_workers, service_uid=service_uid)
     plan = build_plan("install", ctx)
     data = operation_data("install", image, nodes=[n.to_dict() for n in nodes], flavor=chosen,
+                          license=granted.to_dict() if granted else None,
                  service_uid=service_uid, kubeconfig=kubeconfig, values=dict(values))
     return create_operation(store, plan, operation_id=operation_id, op_type="install",
                             data=data)
@@ -92,6 +116,9 @@ def start_expand(store: Store, cache: BlobCache, node: Node, *,
                                 f"(profiles: {', '.join(profiles)})", field="--profile"))
     if problems:
         raise InventoryError("cannot add this node", problems, hint="nothing was written")
+    if cluster.license:
+        check_license(License.from_record(cluster.license), app=cluster.app,
+                      nodes=len(cluster.nodes) + 1)
     if profile is not None and profile.get("expand_policy") == "fixed":
         raise PreconditionFailed(f"profile {node.profile} has expandPolicy: fixed; the cluster "
                                  "cannot grow with nodes of this profile",
