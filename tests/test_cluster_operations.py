@@ -209,18 +209,34 @@ def test_kubectl_commands_with_a_configured_kubeconfig(gravity, images, tmp_path
     gravity("upgrade", str(images / "v2"), "--id", "upgrade", check=0, **env)
     calls = record.read_text().splitlines()
     k = f"--kubeconfig {kubeconfig}"
-    assert calls[:3] == [
+    drains = [c for c in calls if " drain " in c or " uncordon " in c]
+    assert drains[:3] == [
         f"{k} drain node-1 --ignore-daemonsets --delete-emptydir-data --timeout=5m",
         f"{k} uncordon node-1",
         f"{k} drain node-2 --ignore-daemonsets --delete-emptydir-data --timeout=5m",
     ]
     hook_calls = [c for c in calls if "job" in c or "apply" in c]
-    assert hook_calls[0] == f"{k} --namespace default delete job quickstart-update " \
-                            "--ignore-not-found"
-    assert hook_calls[1].startswith(f"{k} --namespace default apply -f ")
-    assert hook_calls[2] == (f"{k} --namespace default wait --for=condition=complete "
-                             "job/quickstart-update --timeout=600s")
+    update = hook_calls.index(f"{k} --namespace default delete job quickstart-update "
+                              "--ignore-not-found")
+    assert hook_calls[update + 1].startswith(f"{k} --namespace default apply -f ")
+    assert hook_calls[update + 2] == (f"{k} --namespace default wait "
+                                      "--for=condition=complete job/quickstart-update "
+                                      "--timeout=600s")
     assert "skipped" not in gravity("plan", check=0).stdout
+    # What the boundary applied: the hook's Job with the seeds' contract added to it.
+    applied = json.loads(Path(hook_calls[update + 1].rsplit(" ", 1)[1]).read_text())
+    secret, job = applied["items"]
+    assert secret["kind"] == "Secret" and "greeting" not in secret["stringData"]["values.yaml"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kubernetes.io/hostname": "node-1"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["gravity-helm-values"]["secret"]["secretName"] == secret["metadata"]["name"]
+    assert volumes["gravity-resources"]["hostPath"]["path"].endswith(
+        "nodes/node-1/hooks/resources")
+    container = pod["containers"][0]
+    assert {"name": "GRAVITY_SERVICE_USER", "value": "1000"} in container["env"]
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {
+        "/var/lib/gravity/resources", "/var/lib/gravity/helm"}
 
 
 def test_kubectl_phases_are_visibly_skipped_without_kubernetes(gravity, images) -> None:

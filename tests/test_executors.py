@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
 import textwrap
@@ -162,16 +163,31 @@ def hook_job(script: str, *, restart: str = "OnFailure", backoff: int = 2,
             f"{items}")
 
 
-def run_hook(tmp_path: Path, job: str) -> tuple[str | None, Path]:
+POD = """\
+apiVersion: v1
+kind: Pod
+spec:
+  securityContext:
+    runAsUser: -1
+  containers:
+    - name: web
+      securityContext:
+        runAsUser: -1   # the container's own
+        runAsGroup: "-1"
+"""
+
+
+def run_hook(tmp_path: Path, job: str, hook: str = "install") -> tuple[str | None, Path]:
     """Run a hook the way a node does: the image published into the node's cache and named
     by digest in the phase's data."""
     image = tmp_path / "image"
     image.mkdir(exist_ok=True)
     (image / "app.yaml").write_text("kind: Bundle\n")
+    (image / "pod.yaml").write_text(POD)
     cache = BlobCache(tmp_path / "state")
     ref = publish_image(cache, image, link=False).ref
-    c = ctx(tmp_path, {"hooks": [{"hook": "install", "source": job}], "image": ref.to_dict()},
-            operation_data={"values": {"k": "v"}, "service_uid": 77})
+    c = ctx(tmp_path, {"hooks": [{"hook": hook, "source": job}], "image": ref.to_dict()},
+            operation_data={"values": {"k": "v"}, "service_uid": 77, "service_gid": 88})
     c = replace(c, content=CachedContent(cache))
     c.workdir.mkdir(parents=True, exist_ok=True)
     return registry.get("hook").execute(c), c.workdir
@@ -204,15 +220,38 @@ def test_hook_active_deadline_stops_it(tmp_path: Path) -> None:
         run_hook(tmp_path, hook_job("sleep 20", deadline=1))
 
 
-def test_hook_environment_and_values_file(tmp_path: Path) -> None:
-    script = ('echo "$GRAVITY_SERVICE_USER $GRAVITY_RESOURCES_DIR" > env.txt; '
-              'cp "$GRAVITY_HELM_VALUES" seen.yaml')
+def test_a_hook_sees_what_the_seeds_promise_at_the_promised_paths(tmp_path: Path) -> None:
+    """From inside the hook: the resources, the values file, kubectl and helm, the service
+    user and group, and `runAsUser: -1` translated in the resources' YAML."""
+    script = ('echo "$GRAVITY_SERVICE_USER $GRAVITY_SERVICE_GROUP" > ids.txt; '
+              'ls /var/lib/gravity/resources > resources.txt; '
+              'cp /var/lib/gravity/resources/pod.yaml pod-seen.yaml; '
+              'cp /var/lib/gravity/helm/values.yaml values-seen.yaml; '
+              'echo "$GRAVITY_RESOURCES_DIR $GRAVITY_HELM_VALUES" > paths.txt; '
+              '/usr/local/bin/helm version > helm.txt 2>&1 || echo "exit $?" >> helm.txt')
     _, work = run_hook(tmp_path, hook_job(script))
-    resources = work / "resources"
-    assert (work / "env.txt").read_text() == f"77 {resources}\n"
-    assert (resources / "app.yaml").read_text() == "kind: Bundle\n"  # built by digest
-    assert (work / "seen.yaml").read_text() == "k: v\n"
+    assert (work / "ids.txt").read_text() == "77 88\n"
+    assert (work / "resources.txt").read_text().split() == ["app.yaml", "pod.yaml"]
+    assert (work / "paths.txt").read_text() == \
+        "/var/lib/gravity/resources /var/lib/gravity/helm/values.yaml\n"
+    assert (work / "values-seen.yaml").read_text() == "k: v\n"
+    pod = (work / "pod-seen.yaml").read_text()
+    assert "runAsUser: -1" not in pod and pod.count("runAsUser: 77") == 2
+    assert 'runAsGroup: 88' in pod and "# the container's own" in pod
+    if shutil.which("helm") is None:
+        assert (work / "helm.txt").read_text() == \
+            "helm is not installed on node node-1\nexit 127\n"
     assert stat.S_IMODE((work / "helm" / "values.yaml").stat().st_mode) == 0o600
+    # Nothing leaked out of the hook's namespace: the host has no such files.
+    assert not Path("/var/lib/gravity/resources/pod.yaml").exists()
+
+
+def test_hooks_without_values_do_not_see_them(tmp_path: Path) -> None:
+    script = ('echo "[$GRAVITY_HELM_VALUES]" > env.txt; '
+              'ls /var/lib/gravity/helm > listed.txt 2>&1 || true')
+    _, work = run_hook(tmp_path, hook_job(script), hook="status")
+    assert (work / "env.txt").read_text() == "[]\n"
+    assert "values.yaml" not in (work / "listed.txt").read_text()
 
 
 def test_file_executor_restores_what_was_there(tmp_path: Path) -> None:

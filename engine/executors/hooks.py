@@ -48,28 +48,20 @@ def parse_hook_job(name: str, source: str) -> Any:
 
 
 def resources_dir(ctx: ExecContext) -> Path | None:
-    """The image's resources (the manifest and everything beside it) on this node, built
-    from the image by digest; None for a phase that names no image."""
+    """The image's files (the manifest and everything beside it) built on this node from the
+    image's digest; None for a phase that names no image."""
     if not isinstance(ctx.data.get("image"), Mapping) or ctx.content is None:
         return None
     from engine.blobs import BlobRef
 
     image = BlobRef.from_dict(ctx.data["image"], where=f"phase {ctx.phase_id} data.image")
-    return ctx.content.materialize(image, ctx.workdir / "resources")
+    return ctx.content.materialize(image, ctx.workdir / "image")
 
 
-def hook_env(ctx: ExecContext, values: Path) -> dict[str, str]:
-    """What every hook sees, plus the phase's own `env` (e.g. the node being removed)."""
-    resources = resources_dir(ctx)
-    env = {
-        "GRAVITY_SERVICE_USER": str(ctx.operation_data.get("service_uid", 1000)),
-        "GRAVITY_RESOURCES_DIR": str(resources) if resources is not None else "",
-        "GRAVITY_HELM_VALUES": str(values),
-    }
+def phase_env(ctx: ExecContext) -> dict[str, str]:
+    """The phase's own additions (e.g. GRAVITY_TARGET_NODE, GRAVITY_BACKUP_DIR)."""
     extra = ctx.data.get("env")
-    if isinstance(extra, Mapping):
-        env.update({str(k): str(v) for k, v in extra.items()})
-    return env
+    return {str(k): str(v) for k, v in extra.items()} if isinstance(extra, Mapping) else {}
 
 
 def run_local(ctx: ExecContext, name: str, job: Any) -> str:
@@ -78,8 +70,10 @@ def run_local(ctx: ExecContext, name: str, job: Any) -> str:
     restartPolicy OnFailure restarts the failed container; Never starts the pod again from
     its first container. At most backoffLimit retries; activeDeadlineSeconds bounds it all.
     """
-    values = values_file(ctx)
-    base_env = hook_env(ctx, values)
+    from engine.executors.hookenv import prepare
+
+    setup = prepare(ctx, name, values_file(ctx), resources_dir(ctx))
+    base_env = {**setup.env, **phase_env(ctx)}
     deadline = (time.monotonic() + job.active_deadline_seconds
                 if job.active_deadline_seconds else None)
     failures = 0
@@ -101,7 +95,7 @@ def run_local(ctx: ExecContext, name: str, job: Any) -> str:
             sub = replace(ctx, deadline=min(deadline, ctx.deadline or deadline),
                           timeout=job.active_deadline_seconds)
         try:
-            run_process(sub, list(container.argv), env=env, cwd=cwd,
+            run_process(sub, setup.wrap(ctx, name, list(container.argv)), env=env, cwd=cwd,
                         what=f"container {container.name}")
             index += 1
         except PhaseTimeout as exc:
@@ -122,15 +116,37 @@ def run_local(ctx: ExecContext, name: str, job: Any) -> str:
 
 
 def run_kubectl(ctx: ExecContext, name: str, job: Any, source: str, config: str) -> str:
-    """Apply the Job with kubectl and wait for it to complete (the real cluster path)."""
+    """Apply the Job with kubectl and wait for it to complete (the real cluster path), with
+    the hook contract added to it (engine.executors.hookenv.job_manifest)."""
+    import json
+
+    import yaml
+
+    from engine.executors.hookenv import TOOLS, build_resources, job_manifest, service_ids
+
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         raise ExecutionError("kubectl not found on PATH but a kubeconfig is configured",
                              retryable=False)
-    spec = ctx.workdir / "hooks" / f"{name}-{ctx.operation_id}.yaml"
-    spec.parent.mkdir(parents=True, exist_ok=True)
-    spec.write_text(source)
+    uid, gid = service_ids(ctx)
     base = [kubectl, "--kubeconfig", config, "--namespace", job.namespace]
+    hooks_dir = ctx.workdir / "hooks"
+    hooks_dir.mkdir(parents=True, exist_ok=True)
+    secret = f"{job.name}-values"
+    values = values_file(ctx)
+    secret_doc = {"apiVersion": "v1", "kind": "Secret", "metadata": {
+        "name": secret, "namespace": job.namespace}, "type": "Opaque",
+        "stringData": {"values.yaml": values.read_text()}}
+    resources = resources_dir(ctx)
+    view = (build_resources(resources, hooks_dir / "resources", uid, gid)
+            if resources is not None else None)
+    tools = {t: os.path.realpath(p) for t in TOOLS if (p := shutil.which(t)) is not None}
+    manifest = job_manifest(yaml.safe_load(source), name=name, node=ctx.node, uid=uid,
+                            gid=gid, values_secret=secret,
+                            resources_host_path=str(view) if view else None, tools=tools)
+    spec = hooks_dir / f"{name}-{ctx.operation_id}.json"
+    spec.write_text(json.dumps({"apiVersion": "v1", "kind": "List",
+                                "items": [secret_doc, manifest]}, indent=2))
     run_process(ctx, [*base, "delete", "job", job.name, "--ignore-not-found"],
                 what=f"kubectl delete job {job.name}")
     run_process(ctx, [*base, "apply", "-f", str(spec)], what=f"kubectl apply hook {name}")
