@@ -16,7 +16,8 @@ How it works:
 - Volatile output is normalized so that re-running gives byte-identical files: the state dirs
   become `$GRAVITY_STATE_DIR`, the repository root `$PWD`, dates `Mon Jan 01 12:00:00 UTC`,
   clock times `12:00:00`, ISO times `2024-01-01T12:00:00.000Z`, durations `in 0.01s`, pids
-  `pid 4242`, lease IDs `lease 7`; the host name is fixed with GRAVITY_HOSTNAME. Phases that
+  `pid 4242`, lease IDs `lease 7`, digests `sha256:0123456789ab`, archive sizes
+  `(1234 bytes)`; the host name is fixed with GRAVITY_HOSTNAME. Phases that
   finish together (consecutive "in_progress -> completed/failed/rolled_back" lines, e.g. the
   children of a parallel composite) are listed in phase-ID order, since their real order is a
   race. Long transition logs may be shortened to their first and last lines, with a marker
@@ -61,6 +62,8 @@ CLOCK = re.compile(r"\b\d\d:\d\d:\d\d\b")
 DURATION = re.compile(r"\) in \d+(?:\.\d+)?s\b")
 PID = re.compile(r"\bpid \d+\b")
 LEASE = re.compile(r"\blease \d+\b")
+DIGEST = re.compile(r"\bsha256:[0-9a-f]{12,64}\b")
+BYTES = re.compile(r"\(\d+ bytes\)")
 TRANSITION = re.compile(r"^\d\d:\d\d:\d\d /\S*: \w+ -> \w+ ")
 FINISHED = re.compile(r"^\d\d:\d\d:\d\d (/\S*): in_progress -> (?:completed|failed|rolled_back) ")
 
@@ -113,6 +116,8 @@ def normalize(text: str, paths: dict[str, str]) -> str:
     text = DURATION.sub(") in 0.01s", text)
     text = PID.sub("pid 4242", text)
     text = LEASE.sub("lease 7", text)
+    text = DIGEST.sub("sha256:0123456789ab", text)
+    text = BYTES.sub("(1234 bytes)", text)
     return sort_simultaneous(text)
 
 

@@ -77,8 +77,9 @@ def test_install_expand_upgrade_with_a_failing_hook_then_resume(gravity, images)
     assert "greeting: hi" in app_file(gravity, "values.yaml")
     history = app_file(gravity, "history").splitlines()
     assert history[0] == "installed 1.0.0 as uid 1000"
-    assert history[1] == "updated to 2.0.0"
-    assert history[2].startswith("post-update at ")
+    assert history[1:3] == ["adding a node", "added a node"]  # the expand's two hooks
+    assert history[3] == "updated to 2.0.0"
+    assert history[4].startswith("post-update at ")
     log = gravity.changelog("upgrade")
     upgrades = [r for r in log if r["phase_id"] == "/masters/node-1/system-upgrade"
                 and r["to_state"] == "completed"]
