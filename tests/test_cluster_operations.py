@@ -39,6 +39,12 @@ def ops(gravity) -> dict[str, dict]:
                                                    check=0).stdout)}
 
 
+def service_user(gravity, node: str) -> list[str]:
+    """The `planet` line of the node's own /etc/passwd, split at the colons."""
+    passwd = gravity.node_file(node, "rootfs/etc/passwd").read_text().splitlines()
+    return next(line.split(":") for line in passwd if line.startswith("planet:"))
+
+
 def install(gravity, images: Path, *extra: str, check: int = 0):
     return gravity("install", str(images / "v1"), "--nodes", str(images / "nodes.yaml"),
                    "--id", "install", *extra, check=check)
@@ -76,7 +82,10 @@ def test_install_expand_upgrade_with_a_failing_hook_then_resume(gravity, images)
     assert app_file(gravity, "version") == "2.0.0\n"
     assert "greeting: hi" in app_file(gravity, "values.yaml")
     history = app_file(gravity, "history").splitlines()
-    assert history[0] == "installed 1.0.0 as uid 1000"
+    # The hooks ran as the service user the install created in each node's own /etc.
+    planet = service_user(gravity, "node-1")
+    assert history[0] == f"installed 1.0.0 as uid {planet[2]}"
+    assert all(service_user(gravity, n) == planet for n in ("node-2", "node-3", "node-4"))
     assert history[1:3] == ["adding a node", "added a node"]  # the expand's two hooks
     assert history[3] == "updated to 2.0.0"
     assert history[4].startswith("post-update at ")
@@ -88,6 +97,36 @@ def test_install_expand_upgrade_with_a_failing_hook_then_resume(gravity, images)
     assert "Cluster:    quickstart 2.0.0 (flavor three)" in status
     assert "node-4" in status and "runtime 2.0.0" in status
     assert ops(gravity)["upgrade"]["state"] == "completed"
+
+
+def test_the_service_user_is_created_on_every_node_with_the_same_ids(gravity, images) -> None:
+    machine = Path("/etc/passwd").read_text()
+    install(gravity, images)
+    planet = service_user(gravity, "node-1")
+    assert all(service_user(gravity, n) == planet for n in ("node-2", "node-3"))
+    group = next(line.split(":") for line in gravity.node_file("node-1", "rootfs/etc/group")
+                 .read_text().splitlines() if line.startswith("planet:"))
+    assert group[2] == planet[3]  # the user's primary group is `planet`
+    status = gravity("status", check=0).stdout
+    assert f"Service user: planet (uid {planet[2]}, gid {planet[3]})" in status
+    # A node that joins later gets the same IDs; the machine's own /etc is never touched.
+    gravity("expand", "--node", "node-4", "--address", "10.0.0.4", "--profile", "worker",
+            check=0)
+    assert service_user(gravity, "node-4") == planet
+    assert Path("/etc/passwd").read_text() == machine
+
+
+def test_explicit_service_ids_are_honoured_and_a_clash_is_explained(gravity, images) -> None:
+    install(gravity, images, "--service-uid", "4242", "--service-gid", "4343")
+    assert service_user(gravity, "node-2")[2:4] == ["4242", "4343"]
+    assert "installed 1.0.0 as uid 4242" in app_file(gravity, "history")
+    # A node whose `planet` user has other IDs cannot join: the phase says why.
+    passwd = gravity.node_file("node-4", "rootfs/etc/passwd")
+    passwd.parent.mkdir(parents=True, exist_ok=True)
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\nplanet:x:5000:5000::/:/bin/false\n")
+    proc = gravity("expand", "--node", "node-4", "--address", "10.0.0.4", "--profile",
+                   "worker", check=1)
+    assert "user planet exists on node node-4 with UID 5000, not 4242" in proc.stderr
 
 
 def test_failed_upgrade_rolls_back_every_node_to_v1(gravity, images) -> None:
@@ -235,7 +274,8 @@ def test_kubectl_commands_with_a_configured_kubeconfig(gravity, images, tmp_path
     assert volumes["gravity-resources"]["hostPath"]["path"].endswith(
         "nodes/node-1/hooks/resources")
     container = pod["containers"][0]
-    assert {"name": "GRAVITY_SERVICE_USER", "value": "1000"} in container["env"]
+    uid = service_user(gravity, "node-1")[2]
+    assert {"name": "GRAVITY_SERVICE_USER", "value": uid} in container["env"]
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {
         "/var/lib/gravity/resources", "/var/lib/gravity/helm"}
 

@@ -122,7 +122,7 @@ def test_package_from_a_tarball_and_a_missing_source(tmp_path: Path) -> None:
 
 
 def test_bootstrap_creates_volumes_with_mode_and_undoes_only_empty_ones(tmp_path: Path) -> None:
-    data = {"service_uid": 1234, "volumes": [
+    data = {"service_uid": 1234, "service_from": "node-1", "volumes": [
         {"path": "/var/lib/app", "mode": 0o750, "create_if_missing": True},
         {"path": "/opt/skip", "skip_if_missing": True},
         {"path": "/dev/nvidia*"},
@@ -133,8 +133,10 @@ def test_bootstrap_creates_volumes_with_mode_and_undoes_only_empty_ones(tmp_path
     vol = c.workdir / "rootfs" / "var/lib/app"
     assert stat.S_IMODE(vol.stat().st_mode) == 0o750
     assert not (c.workdir / "rootfs" / "opt/skip").exists()
-    assert json.loads((c.workdir / "service-user.json").read_text()) == {"uid": 1234,
-                                                                          "gid": 1234}
+    assert json.loads((c.workdir / "service-user.json").read_text()) == {
+        "user": "planet", "uid": 1234, "group": "planet", "gid": 1234}
+    passwd = (c.workdir / "rootfs/etc/passwd").read_text()
+    assert "planet:x:1234:1234:" in passwd  # created in the node's /etc, not the machine's
     (vol / "keep").write_text("data")  # a volume with data in it is never removed
     assert boot.rollback(c) is None
     assert (vol / "keep").exists()

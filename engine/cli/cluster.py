@@ -77,8 +77,13 @@ def endpoint_lines(record: dict) -> list[str]:
               help="Inventory YAML: a list of {name, address, profile, role: master|node}.")
 @click.option("--flavor", default=None,
               help="Installation flavor (default: the manifest's default flavor).")
-@click.option("--service-uid", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="User ID of the service user on every node.")
+@click.option("--service-uid", type=click.IntRange(min=0), default=None,
+              help="User ID of the service user on every node [default: Gravity's `planet` "
+              "user, created with the next free system ID on the first master when missing, "
+              "the same on every other node].")
+@click.option("--service-gid", type=click.IntRange(min=0), default=None,
+              help="Group ID of the service user's group [default: --service-uid, or as "
+              "above].")
 @click.option("--parallel-workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Non-master nodes set up at once.")
 @click.option("--license", "license_file", default=None,
@@ -94,7 +99,8 @@ def endpoint_lines(record: dict) -> list[str]:
 @OP_ID
 @click.pass_context
 def install(ctx: click.Context, image_dir: Path, nodes_file: Path, flavor: str | None,
-            service_uid: int, parallel_workers: int, license_file: Path | None,
+            service_uid: int | None, service_gid: int | None, parallel_workers: int,
+            license_file: Path | None,
             accept_eula: bool, manual: bool, kubeconfig: str | None,
             operation_id: str | None, **_: object) -> None:
     """Install the cluster image in IMAGE_DIR on the nodes of the inventory.
@@ -113,7 +119,8 @@ def install(ctx: click.Context, image_dir: Path, nodes_file: Path, flavor: str |
     obj: CliContext = ctx.obj
     values = values_from_params(ctx)
     op = start_install(obj.store(), obj.blobs(), image_dir, nodes_file, flavor=flavor,
-                       values=values, service_uid=service_uid, kubeconfig=kubeconfig,
+                       values=values, service_uid=service_uid, service_gid=service_gid,
+                       kubeconfig=kubeconfig,
                        parallel_workers=parallel_workers, license_file=license_file,
                        accept_eula=accept_eula, operation_id=operation_id)
     _drive(obj, op.id, manual, "install")
@@ -241,7 +248,10 @@ def cluster_status_lines(obj: CliContext) -> list[str]:
     lines = [f"Cluster:    {cluster.app} {cluster.version}"
              + (f" (flavor {cluster.flavor})" if cluster.flavor else ""),
              f"Image:      {cluster.image_dir}",
-             f"Application:  {'stopped' if cluster.stopped else 'running'}"]
+             f"Application:  {'stopped' if cluster.stopped else 'running'}",
+             "Service user: " + (f"planet (uid {cluster.service_uid}, gid "
+                                 f"{cluster.service_gid})" if cluster.service_uid is not None
+                                 else "not yet created")]
     if cluster.status is not None:
         from engine.cli.render import when
 

@@ -1,5 +1,6 @@
 """The executors cluster operations use, gathered for the registry: checks, bootstrap, package,
-health, gc, file, hook, kubectl, teardown, forget, backup, restore, collect and license.
+health, gc, file, hook, kubectl, teardown, forget, backup, restore, collect, license and
+service-user.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from engine.executors.nodes import (
     HealthExecutor,
     PackageExecutor,
 )
+from engine.executors.users import ServiceUserExecutor
 
 EXECUTORS = (ChecksExecutor, BootstrapExecutor, PackageExecutor, HealthExecutor, GcExecutor,
              FileExecutor, HookExecutor, KubectlExecutor, TeardownExecutor, ForgetExecutor,
-             BackupExecutor, RestoreExecutor, CollectExecutor, LicenseExecutor)
+             BackupExecutor, RestoreExecutor, CollectExecutor, LicenseExecutor,
+             ServiceUserExecutor)

@@ -32,9 +32,15 @@ _RUN_AS = re.compile(r"(?m)^(\s*-?\s*(?:runAsUser|runAsGroup)\s*:\s*)([\"']?)-1\
 
 
 def service_ids(ctx: ExecContext) -> tuple[int, int]:
-    """The cluster's service user and group IDs (as the operation recorded them)."""
-    uid = int(ctx.operation_data.get("service_uid", 1000))
-    return uid, int(ctx.operation_data.get("service_gid", uid))
+    """The cluster's service user and group IDs: as the operation recorded them, else (an
+    install that left them to the first master) as that master published them."""
+    uid, gid = ctx.operation_data.get("service_uid"), ctx.operation_data.get("service_gid")
+    source = ctx.operation_data.get("service_from")
+    if uid is None and source and ctx.facts is not None:
+        decided = ctx.facts.get(str(source), "service_user") or {}
+        uid, gid = decided.get("uid"), decided.get("gid")
+    uid = int(uid) if uid is not None else 1000
+    return uid, int(gid) if gid is not None else uid
 
 
 def translate_ids(text: str, uid: int, gid: int) -> str:

@@ -19,6 +19,8 @@ from engine.errors import ExecutionError
 from engine.executors.base import ExecContext, Executor
 from engine.executors.checks import on_node
 from engine.executors.hooks import run_rollback_hook
+from engine.executors.users import FACT as SERVICE_FACT
+from engine.executors.users import ensure_service_user, wanted_ids
 
 NODE_DIRS = ("packages", "resources", "helm", "logs")
 
@@ -49,7 +51,8 @@ def switch_symlink(link: Path, target: str) -> None:
 
 
 class BootstrapExecutor(Executor):
-    """Creates the node's directories, its profile volumes and records the service user."""
+    """Creates the node's directories, the service user (the IDs given, else the first
+    master's) and the profile's volumes."""
 
     name = "bootstrap"
 
@@ -61,8 +64,11 @@ class BootstrapExecutor(Executor):
     def execute(self, ctx: ExecContext) -> str | None:
         for d in NODE_DIRS:
             (ctx.workdir / d).mkdir(parents=True, exist_ok=True)
-        uid = int(ctx.data.get("service_uid", 1000))
-        gid = int(ctx.data.get("service_gid", uid))
+        user = None
+        if "service_from" in ctx.data:  # not in the preflight's init: that changes nothing
+            user = ensure_service_user(ctx, *wanted_ids(ctx))
+            if ctx.facts is not None:
+                ctx.facts.publish(SERVICE_FACT, user.to_dict())
         created = []
         for vol in ctx.data.get("volumes") or []:
             if "*" in vol["path"] or "?" in vol["path"]:
@@ -79,8 +85,8 @@ class BootstrapExecutor(Executor):
                 with contextlib.suppress(PermissionError):
                     os.chown(path, vol.get("uid", -1) if vol.get("uid") is not None else -1,
                              vol.get("gid", -1) if vol.get("gid") is not None else -1)
-        atomic_write(ctx.workdir / "service-user.json",
-                     json.dumps({"uid": uid, "gid": gid}) + "\n")
+        if user is not None:
+            atomic_write(ctx.workdir / "service-user.json", json.dumps(user.to_dict()) + "\n")
         atomic_write(ctx.workdir / "node.json", json.dumps(ctx.data.get("node", {})) + "\n")
         if created:
             atomic_write(ctx.workdir / f"bootstrap-{ctx.operation_id}.json",

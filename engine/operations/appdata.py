@@ -34,10 +34,10 @@ def prepare_backup(store: Store, cache: BlobCache) -> Prepared:
     cluster = require_cluster(store)
     image = current_image(cluster)
     _needs(image, cluster, "backup", "backup FILE")
-    ctx = context(image, list(cluster.nodes), service_uid=cluster.service_uid)
+    ctx = context(image, list(cluster.nodes), **cluster.service_ids)
     ctx["runner"] = _runner(store, cluster)
     return Prepared("backup", build_plan("backup", ctx),
-                    operation_data("backup", image, service_uid=cluster.service_uid,
+                    operation_data("backup", image, **cluster.service_ids,
                                    runner=ctx["runner"]))
 
 
@@ -49,10 +49,10 @@ def prepare_restore(store: Store, cache: BlobCache, archive: Path) -> Prepared:
     image = current_image(cluster)
     _needs(image, cluster, "restore", "restore FILE")
     ref = cache.add_file(archive, link=False)
-    ctx = context(image, list(cluster.nodes), service_uid=cluster.service_uid)
+    ctx = context(image, list(cluster.nodes), **cluster.service_ids)
     ctx.update(runner=_runner(store, cluster), archive=ref.to_dict())
     return Prepared("restore", build_plan("restore", ctx),
-                    operation_data("restore", image, service_uid=cluster.service_uid,
+                    operation_data("restore", image, **cluster.service_ids,
                                    archive=ref.to_dict(), source=str(archive.resolve())))
 
 
@@ -61,12 +61,12 @@ def prepare_report(store: Store, cache: BlobCache) -> Prepared:
     of every node's logs; with the embedded store this host has every log already."""
     cluster = require_cluster(store)
     image = current_image(cluster)
-    ctx = context(image, list(cluster.nodes), service_uid=cluster.service_uid)
+    ctx = context(image, list(cluster.nodes), **cluster.service_ids)
     ctx["runner"] = _runner(store, cluster)
     ctx["groups"]["collectors"] = (ctx["groups"]["nodes"] if store.capabilities.shared
                                    else [{"name": LOCAL_NODE}])
     return Prepared("report", build_plan("report", ctx),
-                    operation_data("report", image, service_uid=cluster.service_uid,
+                    operation_data("report", image, **cluster.service_ids,
                                    runner=ctx["runner"],
                                    nodes=[n.name for n in cluster.nodes]))
 
@@ -80,10 +80,10 @@ def prepare_license(store: Store, cache: BlobCache, file: Path) -> Prepared:
     granted = read_license(file, image.facts.get("license_key"))
     check_license(granted, app=cluster.app, nodes=len(cluster.nodes))
     ref = cache.add_file(file, link=False)
-    ctx = context(image, list(cluster.nodes), service_uid=cluster.service_uid)
+    ctx = context(image, list(cluster.nodes), **cluster.service_ids)
     ctx.update(runner=_runner(store, cluster), license=ref.to_dict())
     return Prepared("license", build_plan("license", ctx),
-                    operation_data("license", image, service_uid=cluster.service_uid,
+                    operation_data("license", image, **cluster.service_ids,
                                    license=granted.to_dict()))
 
 

@@ -178,7 +178,8 @@ def node_entry(node: Node, image: Image) -> dict[str, Any]:
 
 
 def context(image: Image, nodes: Sequence[Node], *, parallel_workers: int = 1,
-            service_uid: int = 1000, new_node: Node | None = None,
+            service_uid: int | None = None, service_gid: int | None = None,
+            new_node: Node | None = None,
             previous_versions: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Everything a template may refer to with ${…}."""
     entries = [node_entry(n, image) for n in nodes]
@@ -201,6 +202,10 @@ def context(image: Image, nodes: Sequence[Node], *, parallel_workers: int = 1,
         "versions": image.versions(),
         "previous_versions": dict(previous_versions or {}),
         "service_uid": service_uid,
+        # The service user's IDs when known (given, or decided at install); else the phases
+        # take what the first master decided (executors.users).
+        "service": {k: v for k, v in (("uid", service_uid), ("gid", service_gid))
+                    if v is not None},
         "parallel_workers": parallel_workers,
         "cluster": {
             "size": max(1, len(entries)),

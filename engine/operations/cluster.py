@@ -37,7 +37,7 @@ class Cluster:
     nodes: tuple[Node, ...]
     versions: dict[str, str]
     flavor: str | None
-    service_uid: int
+    service_uid: int | None
     installed_by: str
     image: dict[str, Any] = field(default_factory=dict)  # build.Image.record() of the last
     values: dict[str, Any] = field(default_factory=dict)  # the application's current values
@@ -45,6 +45,12 @@ class Cluster:
     stopped: bool = False
     status: AppStatus | None = None
     license: dict[str, Any] | None = field(default=None)
+    service_gid: int | None = None
+
+    @property
+    def service_ids(self) -> dict[str, int | None]:
+        """The service user's IDs as plan contexts and operation records take them."""
+        return {"service_uid": self.service_uid, "service_gid": self.service_gid}
 
     def node(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -67,7 +73,8 @@ def _fold(cluster: Cluster | None, op: Operation) -> Cluster | None:
             app=d["app"], version=d["version"], image_dir=d["image_dir"],
             nodes=tuple(Node.from_dict(n) for n in d["nodes"]),
             versions=dict(d.get("versions", {})), flavor=d.get("flavor"),
-            service_uid=int(d.get("service_uid", 1000)), installed_by=op.id, image=d,
+            service_uid=_int(d.get("service_uid")), service_gid=_int(d.get("service_gid")),
+            installed_by=op.id, image=d,
             values=dict(d.get("values") or {}), values_from=op.id,
             license=dict(d["license"]) if d.get("license") else None)
     if cluster is None or op.type == "uninstall":
@@ -88,13 +95,25 @@ def _fold(cluster: Cluster | None, op: Operation) -> Cluster | None:
     return cluster
 
 
+def _int(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
 def cluster_state(store: Store, ops: list[Operation] | None = None) -> Cluster | None:
     """Fold finished operations, oldest first; None before an install completes and after
-    an uninstall does."""
+    an uninstall does. Service user IDs the install left to the first master are read from
+    what that node published."""
     cluster: Cluster | None = None
     for op in ops if ops is not None else store.list_operations():
         if op.type in CLUSTER_OPS or op.type in APP_OPS:
             cluster = _fold(cluster, op)
+    if cluster is not None and cluster.service_uid is None and cluster.masters:
+        from engine.executors.content import Facts
+
+        decided = Facts(store, "").get(cluster.masters[0].name, "service_user")
+        if decided:
+            cluster = replace(cluster, service_uid=int(decided["uid"]),
+                              service_gid=int(decided["gid"]))
     return cluster
 
 

@@ -74,12 +74,12 @@ def prepare_remove(store: Store, cache: BlobCache, name: str, *, force: bool,
                       "node), or pass --force to remove it anyway (an offline node's own "
                       "clean-up is then skipped)")
     runner = _runner(cluster, avoid=name)
-    ctx = context(image, list(cluster.nodes), service_uid=cluster.service_uid)
+    ctx = context(image, list(cluster.nodes), **cluster.service_ids)
     entry = next(e for e in ctx["groups"]["nodes"] if e["name"] == name)
     ctx.update(runner=runner, purge=purge, target=_node_context(entry, runner, down=down))
     plan = build_plan("remove", ctx)
     data = operation_data("remove", image, removed_node=name,
-                          service_uid=cluster.service_uid, force=force, purge=purge,
+                          **cluster.service_ids, force=force, purge=purge,
                           offline=down, volumes=created_volumes(entry.get("volumes") or []))
     return Prepared("remove", plan, data)
 
@@ -99,12 +99,12 @@ def prepare_uninstall(store: Store, cache: BlobCache, *, force: bool,
     if runner is None:
         raise Refused("no master is online to run the uninstall hooks",
                       hint="start a master's agent (`gravity agent run --node NAME`)")
-    ctx = context(image, list(cluster.nodes), service_uid=cluster.service_uid)
+    ctx = context(image, list(cluster.nodes), **cluster.service_ids)
     ctx["groups"]["nodes"] = [_node_context(e, runner, down=e["name"] in down)
                               for e in ctx["groups"]["nodes"]]
     ctx.update(runner=runner, purge=purge)
     plan = build_plan("uninstall", ctx)
-    data = operation_data("uninstall", image, service_uid=cluster.service_uid, force=force,
+    data = operation_data("uninstall", image, **cluster.service_ids, force=force,
                           purge=purge, nodes=[n.to_dict() for n in cluster.nodes])
     return Prepared("uninstall", plan, data)
 
@@ -120,10 +120,10 @@ def prepare_app_hook(store: Store, cache: BlobCache, verb: str) -> Prepared:
                        hint=f"add hooks.{hook} to the manifest to use `gravity app {verb}`")
     runner = next((m.name for m in cluster.masters if not offline(store, m.name)),
                   _runner(cluster))
-    ctx = context(image, list(cluster.nodes), service_uid=cluster.service_uid)
+    ctx = context(image, list(cluster.nodes), **cluster.service_ids)
     ctx.update(runner=runner, verb=verb, hook=ctx["hooks"][hook])
     plan = build_plan("app-hook", ctx)
-    data = operation_data(f"app-{verb}", image, service_uid=cluster.service_uid, hook=hook)
+    data = operation_data(f"app-{verb}", image, **cluster.service_ids, hook=hook)
     return Prepared(f"app-{verb}", plan, data)
 
 

@@ -69,7 +69,8 @@ def require_cluster(store: Store) -> Cluster:
 
 
 def start_install(store: Store, cache: BlobCache, image_dir: Path, nodes_file: Path, *,
-                  flavor: str | None, values: Mapping[str, Any], service_uid: int = 1000,
+                  flavor: str | None, values: Mapping[str, Any],
+                  service_uid: int | None = None, service_gid: int | None = None,
                   kubeconfig: str | None = None, parallel_workers: int = 1,
                   license_file: Path | None = None, accept_eula: bool = False,
                   operation_id: str | None = None) -> Operation:
@@ -90,11 +91,14 @@ def start_install(store: Store, cache: BlobCache, image_dir: Path, nodes_file: P
                       f"in this store by {existing.installed_by}",
                       hint="use `gravity upgrade` or `gravity expand`, or another --state-dir")
     image = image.published(cache)
-    ctx = context(image, nodes, parallel_workers=parallel_workers, service_uid=service_uid)
+    ctx = context(image, nodes, parallel_workers=parallel_workers, service_uid=service_uid,
+                  service_gid=service_gid)
     plan = build_plan("install", ctx)
     data = operation_data("install", image, nodes=[n.to_dict() for n in nodes], flavor=chosen,
                           license=granted.to_dict() if granted else None,
-                 service_uid=service_uid, kubeconfig=kubeconfig, values=dict(values))
+                 service_uid=service_uid, service_gid=service_gid,
+                 service_from=ctx["cluster"]["master"], kubeconfig=kubeconfig,
+                 values=dict(values))
     return create_operation(store, plan, operation_id=operation_id, op_type="install",
                             data=data)
 
@@ -124,10 +128,10 @@ def start_expand(store: Store, cache: BlobCache, node: Node, *,
                                  "cannot grow with nodes of this profile",
                                  hint="add a node of another profile")
     nodes = [*cluster.nodes, node]
-    ctx = context(image, nodes, service_uid=cluster.service_uid, new_node=node)
+    ctx = context(image, nodes, **cluster.service_ids, new_node=node)
     plan = build_plan("expand", ctx)
     data = operation_data("expand", image, new_node=node.to_dict(),
-                          service_uid=cluster.service_uid, kubeconfig=kubeconfig,
+                          **cluster.service_ids, kubeconfig=kubeconfig,
                           values=dict(cluster.values))  # expand never changes the values
     return create_operation(store, plan, operation_id=operation_id, op_type="expand",
                             data=data)
@@ -161,10 +165,10 @@ def prepare_upgrade(store: Store, cache: BlobCache, image_dir: Path, *,
     if force:  # a half-done earlier upgrade may have left nodes on the new versions
         previous = {k: sorted({v, image.versions().get(k, v)}) for k, v in previous.items()}
     ctx = context(image, list(cluster.nodes), parallel_workers=parallel_workers,
-                  service_uid=cluster.service_uid, previous_versions=previous)
+                  **cluster.service_ids, previous_versions=previous)
     plan = build_plan("upgrade", ctx)
     data = operation_data("upgrade", image, from_version=cluster.version,
-                          service_uid=cluster.service_uid, kubeconfig=kubeconfig,
+                          **cluster.service_ids, kubeconfig=kubeconfig,
                           values=values, values_source=source,
                           nodes=[n.to_dict() for n in cluster.nodes])
     return Prepared("upgrade", plan, data)
