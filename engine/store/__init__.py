@@ -5,12 +5,11 @@ The engine never imports a backend module directly; it asks for a Store here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from engine.errors import StoreConfigError
-from engine.store.base import Capabilities, Store
+from engine.store.base import Capabilities, Store, TLSConfig
 
 # Phase processes are fork()ed (preexec_fn sets PR_SET_PDEATHSIG, so no vfork). With gRPC's fork
 # support on, its fork handlers restart gRPC's epoll poller in the child; the child then closes
@@ -18,15 +17,6 @@ from engine.store.base import Capabilities, Store
 # -6" before its command ran (grpc/grpc#43055). Nothing here uses gRPC across a fork, so turn
 # the handlers off before grpc is first imported (every etcd module lives in this package).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
-
-
-@dataclass(frozen=True)
-class TLSConfig:
-    """Client TLS files for etcd (all optional; a CA alone verifies the server)."""
-
-    cacert: str | None = None
-    cert: str | None = None
-    key: str | None = None
 
 
 def default_url(state_dir: Path) -> str:

@@ -88,6 +88,16 @@ class Capabilities:
     max_transitions: int
 
 
+@dataclass(frozen=True)
+class TLSConfig:
+    """Client TLS files for a store reached over the network (etcd); all optional, a CA alone
+    verifies the server."""
+
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
 def check_batch(transitions: Sequence[Transition], limit: int) -> None:
     """The rules of one `apply` batch, checked by every backend before it writes: at most
     `limit` transitions, each one version step, no phase named twice (one atomic write

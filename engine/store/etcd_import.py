@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pyetcd import transactions as tx
 
@@ -18,9 +18,7 @@ from engine.store.base import operation_exists
 from engine.store.etcd_conn import batches
 from engine.store.etcd_keys import encode, log_value
 from engine.store.etcd_limits import MAX_TXN_BYTES
-
-if TYPE_CHECKING:
-    from engine.store.etcd import EtcdStore
+from engine.store.etcd_ops import OperationRecords
 
 # Compares + puts of one state round must stay under etcd's --max-txn-ops (128).
 STATE_BATCH = 100
@@ -29,7 +27,7 @@ STATE_BATCH = 100
 LOG_BATCH = 50
 
 
-def import_operation(store: EtcdStore, op: Operation, specs: Sequence[PhaseSpec],
+def import_operation(store: OperationRecords, op: Operation, specs: Sequence[PhaseSpec],
                      states: Sequence[PhaseState], records: Sequence[ChangeRecord], *,
                      replace: bool = False) -> bool:
     """Write `op` with its specs, states and changelog; returns whether it took the lock.
@@ -83,7 +81,7 @@ def import_operation(store: EtcdStore, op: Operation, specs: Sequence[PhaseSpec]
         raise
 
 
-def _put_round(store: EtcdStore, op_id: str, items: list[tuple[bytes, bytes]], version: int,
+def _put_round(store: OperationRecords, op_id: str, items: list[tuple[bytes, bytes]], version: int,
                what: str) -> None:
     """Move every key in `items` from etcd version `version - 1` to `version`."""
     guard = store.keys.op(op_id)
@@ -108,7 +106,7 @@ def _put_round(store: EtcdStore, op_id: str, items: list[tuple[bytes, bytes]], v
         store._call(what, attempt)
 
 
-def _remove(store: EtcdStore, op_id: str, what: str) -> None:
+def _remove(store: OperationRecords, op_id: str, what: str) -> None:
     """Unpublish an operation (delete its record, and the cluster lock if it holds it) for
     --force; the caller's `clear_unpublished` then deletes its data keys, ours alone."""
     keys = store.keys

@@ -1,0 +1,239 @@
+"""The operation records of the etcd store: creating, publishing, finishing and reopening an
+operation, and the cluster lock that goes with it (mixed into EtcdStore).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from pyetcd import MultiEndpointEtcd3Client
+from pyetcd import transactions as tx
+
+from engine.errors import EngineError, StoreUnavailable
+from engine.model import Operation, OpState, PhaseSpec
+from engine.names import check_new_operation
+from engine.store.base import CLUSTER_LOCK, cluster_busy, no_operation, operation_exists
+from engine.store.etcd_conn import Connection, batches
+from engine.store.etcd_errors import CAUGHT
+from engine.store.etcd_keys import Keys, decode, encode, span
+from engine.store.etcd_limits import MAX_TXN_BYTES, SPEC_BATCH
+
+T = TypeVar("T")
+Client = MultiEndpointEtcd3Client
+
+# Optimistic loops (a concurrent writer moved a lock or a record) give up after this.
+MAX_ROUNDS = 50
+
+
+def _weigh_put(item: tuple[bytes, bytes]) -> int:
+    return len(item[0]) + len(item[1]) + 16
+
+
+def _puts(items: Sequence[tuple[bytes, bytes]]) -> list[Any]:
+    return [tx.Put(key, value) for key, value in items]
+
+
+class OperationRecords:
+    """The Store's operation methods for etcd. An operation's data keys are written first and
+    its record last, so until `publish` commits nothing of it is visible."""
+
+    keys: Keys
+    _conn: Connection
+
+    def _call(self, what: str, fn: Callable[[Client], T], *,
+              patience: float | None = None) -> T:
+        raise NotImplementedError  # provided by EtcdStore
+
+    def _cluster_guard(self, client: Client) -> tuple[str | None, list[Any]]:
+        """The active operation holding the cluster lock (None when free) and compares that
+        fail if that view changes before our transaction commits."""
+        lock = self.keys.lock(CLUSTER_LOCK)
+        resp = client.get_response(lock)
+        if not resp.kvs:
+            return None, [tx.Version(lock) == 0]
+        kv = resp.kvs[0]
+        guard = [tx.Mod(lock) == kv.mod_revision]
+        holder = str(decode(kv.value)["holder"])
+        op_key = self.keys.op(holder)
+        op_resp = client.get_response(op_key)
+        if not op_resp.kvs:
+            return None, [*guard, tx.Version(op_key) == 0]
+        op_kv = op_resp.kvs[0]
+        if OpState(decode(op_kv.value)["state"]).finished:
+            return None, [*guard, tx.Mod(op_key) == op_kv.mod_revision]
+        return holder, guard
+
+    @staticmethod
+    def _op_record(client: Client, op_key: bytes, operation_id: str) -> Any:
+        """The operation record's kv; NotFound when there is none."""
+        found = client.get_response(op_key)
+        if not found.kvs:
+            raise no_operation(operation_id)
+        return found.kvs[0]
+
+    def _check_new(self, client: Client, op_id: str) -> None:
+        holder, _ = self._cluster_guard(client)
+        if holder is not None:
+            raise cluster_busy(holder)
+        if client.get_response(self.keys.op(op_id)).kvs:
+            raise operation_exists(op_id)
+
+    def clear_unpublished(self, op_id: str, *, patience: float | None = None) -> None:
+        """Delete the data keys of an operation whose record was never written.
+
+        Guarded by "no operation record", so it can never touch a visible operation. Deletes
+        key by key exactly the spec, state and log keys found, never a range: a key under
+        `data/<op>/` that is not in our layout (another store nested there) is left alone.
+        """
+        guard = tx.Version(self.keys.op(op_id)) == 0
+        start, end = span(self.keys.data(op_id))
+
+        def clear(client: Client) -> None:
+            rows, _ = self._conn.scan_with(client, start, end, keys_only=True)
+            ours = [key for key, _ in rows if self.keys.owns(key)]
+            for chunk in batches(ours, SPEC_BATCH, lambda k: len(k) + 16, MAX_TXN_BYTES):
+                ok, _ = client.transaction(compare=[guard],
+                                           success=[tx.Delete(k) for k in chunk], failure=[])
+                if not ok:
+                    return  # published meanwhile: those keys are a live operation's now
+
+        self._call(f"cleaning up the unfinished creation of {op_id}", clear, patience=patience)
+
+    def write_unpublished(self, op_id: str, items: Sequence[tuple[bytes, bytes]],
+                          what: str, *, copying: bool = False) -> None:
+        """Put data keys of an operation not yet visible, in batches within etcd's limits.
+
+        Every batch is guarded by "no operation record", so a concurrent creation of
+        the same ID that published first is never overwritten (OperationExists).
+        """
+        guard = self.keys.op(op_id)
+        for chunk in batches(items, SPEC_BATCH, _weigh_put, MAX_TXN_BYTES):
+            ok, _ = self._call(what, lambda c, chunk=chunk: c.transaction(
+                compare=[tx.Version(guard) == 0], success=_puts(chunk), failure=[]))
+            if not ok:
+                raise operation_exists(op_id, copying=copying)
+
+    def create_operation(self, op: Operation, specs: Sequence[PhaseSpec]) -> None:
+        check_new_operation(op.id, specs)
+        what = f"creating operation {op.id}"
+        self._call(what, lambda c: self._check_new(c, op.id))
+        self.clear_unpublished(op.id)
+        items = [(self.keys.spec(op.id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
+        try:
+            self.write_unpublished(op.id, items, what)
+            self.publish(op, take_lock=True, what=what)
+        except BaseException:
+            with contextlib.suppress(EngineError):
+                self.clear_unpublished(op.id, patience=5.0)
+            raise
+
+    def publish(self, op: Operation, *, take_lock: bool, what: str) -> bool:
+        """Write the operation record (and the cluster lock) last, in one transaction.
+
+        Until this commits the operation is invisible. With `take_lock` (creating),
+        refuses with LockHeld while another operation is active; otherwise (copying) takes
+        the lock only if free and `op` is active. Returns whether the cluster lock was taken.
+        """
+        op_key, lock = self.keys.op(op.id), self.keys.lock(CLUSTER_LOCK)
+        record = encode(op.to_dict())
+        unsure = False
+
+        def attempt(client: Client) -> bool:
+            nonlocal unsure
+            for _ in range(MAX_ROUNDS):
+                found = client.get_response(op_key)
+                if found.kvs:
+                    if unsure and found.kvs[0].value == record:
+                        return self._holder_is(client, op.id)  # our earlier try committed
+                    raise operation_exists(op.id, copying=not take_lock)
+                holder, guard = self._cluster_guard(client)
+                if holder is not None and take_lock:
+                    raise cluster_busy(holder)
+                lock_it = holder is None and op.state is OpState.ACTIVE
+                success = [tx.Put(op_key, record)]
+                if lock_it:
+                    success.append(tx.Put(lock, encode({"holder": op.id, "lease": None})))
+                try:
+                    ok, _ = client.transaction(
+                        compare=[*guard, tx.Version(op_key) == 0], success=success, failure=[])
+                except CAUGHT:
+                    unsure = True
+                    raise
+                if ok:
+                    return lock_it
+            raise StoreUnavailable(f"the cluster lock kept changing while {what}",
+                                   hint="retry the command")
+
+        return self._call(what, attempt)
+
+    def _holder_is(self, client: Client, op_id: str) -> bool:
+        resp = client.get_response(self.keys.lock(CLUSTER_LOCK))
+        return bool(resp.kvs) and decode(resp.kvs[0].value).get("holder") == op_id
+
+    def get_operation(self, operation_id: str) -> Operation:
+        kv = self._conn.get(f"reading operation {operation_id}", self.keys.op(operation_id))
+        if kv is None:
+            raise no_operation(operation_id)
+        return Operation.from_dict(decode(kv.value))
+
+    def list_operations(self) -> list[Operation]:
+        rows, _ = self._conn.scan("listing operations", *span(self.keys.ops()))
+        ops = [Operation.from_dict(decode(kv.value)) for key, kv in rows if self.keys.owns(key)]
+        return sorted(ops, key=lambda o: (o.created, o.id))
+
+    def active_operation_id(self) -> str | None:
+        return self._call("reading the cluster lock", lambda c: self._cluster_guard(c)[0])
+
+    def release_guard(self, client: Client, op_id: str) -> tuple[list[Any], list[Any]]:
+        """Compares that pin the cluster lock as read now, and the delete that frees it if
+        `op_id` holds it (nothing otherwise): for a transaction that ends an operation."""
+        lock = self.keys.lock(CLUSTER_LOCK)
+        held = client.get_response(lock)
+        if not held.kvs:
+            return [tx.Version(lock) == 0], []
+        mine = decode(held.kvs[0].value).get("holder") == op_id
+        return [tx.Mod(lock) == held.kvs[0].mod_revision], [tx.Delete(lock)] if mine else []
+
+    def finish_operation(self, operation_id: str, state: OpState, note: str | None) -> Operation:
+        op_key = self.keys.op(operation_id)
+
+        def attempt(client: Client) -> Operation:
+            for _ in range(MAX_ROUNDS):
+                found = self._op_record(client, op_key, operation_id)
+                d = decode(found.value)
+                d.update(state=state.value, updated=time.time(), note=note)
+                guard, release = self.release_guard(client, operation_id)
+                ok, _ = client.transaction(
+                    compare=[tx.Mod(op_key) == found.mod_revision, *guard],
+                    success=[tx.Put(op_key, encode(d)), *release], failure=[])
+                if ok:
+                    return Operation.from_dict(d)
+            raise StoreUnavailable(f"operation {operation_id} kept changing while finishing it",
+                                   operation_id=operation_id, hint="retry the command")
+
+        return self._call(f"finishing operation {operation_id}", attempt)
+
+    def reopen_operation(self, operation_id: str, note: str | None) -> Operation:
+        op_key, lock = self.keys.op(operation_id), self.keys.lock(CLUSTER_LOCK)
+
+        def attempt(client: Client) -> Operation:
+            for _ in range(MAX_ROUNDS):
+                found = self._op_record(client, op_key, operation_id)
+                holder, guard = self._cluster_guard(client)
+                if holder is not None and holder != operation_id:
+                    raise cluster_busy(holder)
+                d = decode(found.value)
+                d.update(state=OpState.ACTIVE.value, updated=time.time(), note=note)
+                compare = [*guard, tx.Mod(op_key) == found.mod_revision]
+                success = [tx.Put(op_key, encode(d)),
+                           tx.Put(lock, encode({"holder": operation_id, "lease": None}))]
+                ok, _ = client.transaction(compare=compare, success=success, failure=[])
+                if ok:
+                    return Operation.from_dict(d)
+            raise StoreUnavailable(f"operation {operation_id} kept changing while reopening it",
+                                   operation_id=operation_id, hint="retry the command")
+
+        return self._call(f"reopening operation {operation_id}", attempt)
