@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 
-from engine.manifest.model import (
+from engine.manifest.reader import Collector, Fields, describe
+from engine.manifest.requirements import (
     CPURequirement,
     CustomCheck,
     Device,
@@ -23,7 +24,6 @@ from engine.manifest.model import (
     Requirements,
     Volume,
 )
-from engine.manifest.reader import Collector, Fields, describe
 from engine.manifest.units import FileMode, PortRange, parse_mode, parse_port_range, parse_rate
 from engine.manifest.units import parse_size as _parse_size
 from engine.manifest.uri import Resolver
