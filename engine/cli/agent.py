@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from engine.cli.context import CliContext
+from engine.errors import InputError, NotFound, Problem
+from engine.names import node_name_problem
 
 ROOT_STATE_DIR = Path("/var/lib/gravity")
 
@@ -40,11 +42,8 @@ def run(obj: CliContext, node: str, ttl: float, grace: float) -> None:
     node is refused (exit 3).
     """
     from engine.agent import Agent
-    from engine.names import node_name_problem
 
     if (bad := node_name_problem(node)) is not None:
-        from engine.errors import InputError, Problem
-
         raise InputError("invalid --node", [Problem(bad, field="--node")])
     Agent(store=obj.store(), node=node, state_dir=agent_state_dir(obj), ttl=ttl, grace=grace,
           log_format=obj.log_format, ca_file=obj.tls.cacert).run()
@@ -68,9 +67,8 @@ def status(obj: CliContext, output: str) -> None:
     import time
 
     from engine import agent_protocol as proto
-    from engine.cli.render import table
-    from engine.errors import NotFound
     from engine.operations.cluster import cluster_state
+    from engine.presentation import table
     from engine.views import load_graph, resolve_operation
 
     store = obj.store()
@@ -121,7 +119,6 @@ def status(obj: CliContext, output: str) -> None:
 def stop(obj: CliContext, node: str) -> None:
     """Ask NODE's agent to stop (through the store): it finishes or hands back its phase."""
     from engine import agent_protocol as proto
-    from engine.errors import NotFound
 
     store = obj.store()
     if proto.agent(store, node) is None:
@@ -180,9 +177,6 @@ def install(obj: CliContext, node: str, ttl: float, grace: float, unit_dir: Path
     """
     import shlex
     import sys
-
-    from engine.errors import InputError, Problem
-    from engine.names import node_name_problem
 
     if (bad := node_name_problem(node)) is not None:
         raise InputError("invalid --node", [Problem(bad, field="--node")])

@@ -15,6 +15,7 @@ import click
 
 from engine.cli.context import CliContext
 from engine.cli.lifecycle import DRY_RUN, OP_ID, drive
+from engine.errors import InputError, Problem
 
 
 def handed_back(obj: CliContext, op_id: str, name: str, nodes: list[str]) -> dict[str, Path]:
@@ -46,7 +47,6 @@ def backup(obj: CliContext, file: Path, force: bool, operation_id: str | None) -
 
     Example: gravity backup /var/backups/app-$(date +%F).tar.gz
     """
-    from engine.errors import InputError, Problem
     from engine.operations.appdata import prepare_backup
     from engine.views import resolve_operation
 
@@ -105,8 +105,8 @@ def report(obj: CliContext, file: Path | None, operation_id: str | None) -> None
 
     Example: gravity report --file /tmp/report.tar.gz
     """
-    from engine.cli.render import plan_document
     from engine.operations.appdata import prepare_report
+    from engine.presentation import plan_document
     from engine.views import phase_output, plan_view, resolve_operation
 
     file = file or Path(time.strftime("gravity-report-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime()))

@@ -8,12 +8,12 @@ import sys
 
 import click
 
+from engine.errors import InputError, Problem, Refused
+
 
 def confirmed(confirm: bool, question: str) -> None:
     """Ask on a terminal (default No); without one, --confirm is required (exit 2). A "no"
     changes nothing and exits 3."""
-    from engine.errors import InputError, Problem, Refused
-
     if confirm:
         return
     if not sys.stdin.isatty():

@@ -9,8 +9,10 @@ from pathlib import Path
 import click
 
 from engine.cli.context import CliContext
+from engine.cli.drive import engine_for, summary
 from engine.cli.operation import operation_id_option
 from engine.cli.values import PARAM_BY_KIND, PARAM_FILES, values_from_params, values_options
+from engine.errors import InputError, OperationFailed, Problem
 
 MANUAL = click.option("--manual", is_flag=True,
                       help="Create the plan and stop; print the commands to drive it.")
@@ -25,7 +27,6 @@ OP_ID = operation_id_option("Operation ID to use (default: generated): 1 to 128 
 
 def _drive(obj: CliContext, op_id: str, manual: bool, verb: str, max_parallel: int = 8) -> None:
     """Run the new operation to the end, or print how to drive it by hand."""
-    from engine.errors import OperationFailed
     from engine.operations.ops import close_if_preflight_failed
     from engine.service import resume
 
@@ -36,9 +37,7 @@ def _drive(obj: CliContext, op_id: str, manual: bool, verb: str, max_parallel: i
                    "  gravity plan execute --phase /init    # run phases one by one\n"
                    "  gravity plan resume                   # or run everything left")
         return
-    from engine.cli.plan import _engine
-
-    engine = _engine(obj, max_parallel)
+    engine = engine_for(obj, max_parallel)
     try:
         resume(engine, op_id)
     except OperationFailed as exc:
@@ -50,24 +49,12 @@ def _drive(obj: CliContext, op_id: str, manual: bool, verb: str, max_parallel: i
                 "fix the nodes (see `gravity plan --operation-id "
                 f"{op_id}`) and run the command again") from None
         raise
-    from engine.cli.plan import _summary
-
-    _summary(obj, op_id, verb)
+    summary(obj, op_id, verb)
     if verb == "install":
+        from engine.presentation import endpoint_lines
+
         for line in endpoint_lines(obj.store().get_operation(op_id).data):
             click.echo(line)
-
-
-def endpoint_lines(record: dict) -> list[str]:
-    """The application's endpoints as its manifest lists them (shown after install and by
-    `gravity status`)."""
-    endpoints = (record.get("image_facts") or {}).get("endpoints") or []
-    lines = ["Endpoints:"] if endpoints else []
-    for e in endpoints:
-        where = f" (service {e['service']})" if e.get("service") else ""
-        lines.append(f"  {e['name']}{where}" + (f": {e['description']}"
-                                                 if e.get("description") else ""))
-    return lines
 
 
 @click.command()
@@ -198,7 +185,6 @@ def upgrade(ctx: click.Context, image_dir: Path, parallel_workers: int, force: b
 
     Example: gravity upgrade ./v2 --values prod.yaml --set image.tag=2.0.1
     """
-    from engine.errors import InputError, Problem
     from engine.operations.ops import prepare_upgrade
     from engine.operations.releases import Reuse
 
@@ -234,36 +220,3 @@ def plain_text(markup: str) -> str:
 
     text = html.unescape(re.sub(r"<[^>]+>", "", markup))
     return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-def cluster_status_lines(obj: CliContext) -> list[str]:
-    """The cluster part of `gravity status`: application, version, nodes and packages."""
-    from engine.executors.content import Facts
-    from engine.operations.cluster import cluster_state
-
-    store = obj.store()
-    cluster = cluster_state(store)
-    if cluster is None:
-        return ["Cluster:    none installed"]
-    lines = [f"Cluster:    {cluster.app} {cluster.version}"
-             + (f" (flavor {cluster.flavor})" if cluster.flavor else ""),
-             f"Image:      {cluster.image_dir}",
-             f"Application:  {'stopped' if cluster.stopped else 'running'}",
-             "Service user: " + (f"planet (uid {cluster.service_uid}, gid "
-                                 f"{cluster.service_gid})" if cluster.service_uid is not None
-                                 else "not yet created")]
-    if cluster.status is not None:
-        from engine.cli.render import when
-
-        verdict = "ok" if cluster.status.ok else "failed"
-        lines.append(f"App status:   {verdict} at {when(cluster.status.at)} "
-                     f"(`gravity app status`, operation {cluster.status.operation})")
-    lines += endpoint_lines(cluster.image)
-    lines.append("Nodes:")
-    published = Facts.all_of(store, "packages")  # what each node reported, from any host
-    for node in cluster.nodes:
-        pkgs = published.get(node.name) or {}
-        listing = ", ".join(f"{k} {v}" for k, v in pkgs.items()) or "no packages"
-        lines.append(f"  {node.name:<12} {node.address:<15} {node.role.value:<7} "
-                     f"{node.profile:<10} {listing}")
-    return lines

@@ -15,6 +15,9 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
+from engine.cli.context import default_state_dir
+from engine.store import TLSConfig, default_url, open_store, would_create
+
 # A completion must never hang the shell: past this many seconds we offer nothing.
 TIMEOUT = 3.0
 
@@ -24,9 +27,6 @@ def _store_url(root: dict[str, Any]) -> str | None:
 
     Completion must not create a database file as a side effect of pressing TAB.
     """
-    from engine.cli.main import default_state_dir
-    from engine.store import default_url, would_create
-
     url = root.get("store_url") or os.environ.get("GRAVITY_STORE")
     if not url:
         state_dir = root.get("state_dir") or os.environ.get("GRAVITY_STATE_DIR")
@@ -36,8 +36,7 @@ def _store_url(root: dict[str, Any]) -> str | None:
 
 
 def _phase_items(ctx: click.Context, incomplete: str) -> list[CompletionItem]:
-    from engine.store import TLSConfig, open_store
-    from engine.views import resolve_operation
+    from engine.views import resolve_operation  # networkx: only when completing
 
     root = ctx.find_root().params
     url = _store_url(root)

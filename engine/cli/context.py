@@ -4,6 +4,7 @@ Commands get it as `ctx.obj`; opening the store lazily keeps `--help` and bad-in
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,11 @@ from engine.store import Store, TLSConfig, default_url, open_store
 
 if TYPE_CHECKING:
     from engine.blobs import BlobCache
+
+
+def default_state_dir() -> Path:
+    """Where the embedded store, logs and node working directories live by default."""
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "gravity"
 
 
 @dataclass

@@ -7,13 +7,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from engine.model import ChangeRecord
-    from engine.store.base import Store
+from engine.durations import parse_duration
+from engine.model import ChangeRecord, State
+from engine.store.base import MAX_SEQ, Store, coordinator_lock, parse_seq
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,10 @@ class SinceType(click.ParamType):
             return value
         text = str(value).strip()
         if text.isascii() and text.isdigit():
-            from engine.store.base import MAX_SEQ, parse_seq
-
             seq = parse_seq(text)
             if seq is None:
                 self.fail(f"a sequence number must be 0 to {MAX_SEQ}, got {text}", param, ctx)
             return Since(seq=seq)
-        from engine.durations import parse_duration
-
         try:
             return Since(seconds=parse_duration(text))
         except ValueError:
@@ -69,8 +65,6 @@ def follow(store: Store, operation_id: str, after: int, emit: Callable[[ChangeRe
     the caller waiting forever.
     """
     from engine.leases import lease_alive
-    from engine.model import State
-    from engine.store.base import coordinator_lock
 
     idle_checks = 0
     while True:
@@ -118,7 +112,7 @@ def events(obj: Any, operation_id: str | None, since: Since | None, follow_: boo
     """
     import json
 
-    from engine.cli.render import record_line
+    from engine.presentation import record_line
     from engine.views import resolve_operation
 
     store = obj.store()

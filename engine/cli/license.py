@@ -10,6 +10,7 @@ import click
 
 from engine.cli.context import CliContext
 from engine.cli.lifecycle import OP_ID, drive
+from engine.errors import NotFound
 
 
 @click.group("license")
@@ -50,7 +51,6 @@ def install(obj: CliContext, file: Path, dry_run: bool, operation_id: str | None
 @click.pass_obj
 def show(obj: CliContext) -> None:
     """Print the cluster's license: customer, application, nodes allowed, expiry."""
-    from engine.errors import NotFound
     from engine.license import License
     from engine.operations.ops import require_cluster
 

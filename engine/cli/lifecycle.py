@@ -13,7 +13,10 @@ import click
 
 from engine.cli.ask import CONFIRM, confirmed
 from engine.cli.context import CliContext
+from engine.cli.drive import engine_for, summary
 from engine.cli.operation import operation_id_option
+from engine.errors import EngineError, InputError, OperationFailed, Problem
+from engine.model import OpState
 
 OP_ID = operation_id_option("Operation ID to use (default: generated): 1 to 128 ASCII "
                             "letters, digits, '-' or '_'.")
@@ -32,7 +35,6 @@ def drive(obj: CliContext, prepare: Callable[[Any], Any], *, verb: str, dry_run:
     """Prepare (with a throw-away blob cache for --dry-run), create and run an operation;
     its ID (None for a dry run)."""
     from engine.blobs import BlobCache
-    from engine.errors import OperationFailed
 
     if dry_run:
         with tempfile.TemporaryDirectory(prefix="gravity-dry-run-") as scratch:
@@ -45,20 +47,18 @@ def drive(obj: CliContext, prepare: Callable[[Any], Any], *, verb: str, dry_run:
         return None
     op = prepare(obj.blobs()).create(obj.store(), operation_id)
     click.echo(f"{verb}: created operation {op.id}")
-    from engine.cli.plan import _engine, _summary
     from engine.service import finish, resume
 
-    engine = _engine(obj)
+    engine = engine_for(obj)
     try:
         resume(engine, op.id)
     except OperationFailed:
         if close_on_failure:  # a probe of the application changes nothing: do not hold the
-            from engine.model import OpState  # cluster lock for a resume nobody needs
 
             finish(obj.store(), obj.store().get_operation(op.id), OpState.FAILED,
                    f"{verb} hook failed")
         raise
-    _summary(obj, op.id, verb)
+    summary(obj, op.id, verb)
     return op.id
 
 
@@ -108,7 +108,6 @@ def leave(obj: CliContext, force: bool, purge: bool, confirm: bool, dry_run: boo
     Example: gravity leave --confirm
     """
     from engine.cli.agent import agent_state_dir
-    from engine.errors import InputError, Problem
     from engine.operations.lifecycle import prepare_remove
 
     state_dir = agent_state_dir(obj)
@@ -185,7 +184,6 @@ def _app_verb(verb: str, summary: str) -> click.Command:
 
 def _print_hook_output(obj: CliContext, verb: str) -> None:
     """The hook's output, from wherever its phase ran (this host or a node's shipped tail)."""
-    from engine.errors import EngineError
     from engine.views import phase_output, resolve_operation
 
     try:

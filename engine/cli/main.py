@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import signal
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from engine.errors import EXIT_INVALID, EngineError, Interrupted, interruption
 SUBCOMMANDS: dict[str, str] = {
     "operation": "engine.cli.operation:operation",
     "plan": "engine.cli.plan:plan",
-    "status": "engine.cli.plan:status",
+    "status": "engine.cli.status:status",
     "rollback": "engine.cli.plan:rollback",
     "manifest": "engine.cli.manifest:manifest",
     "values": "engine.cli.values:values",
@@ -101,11 +100,6 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-def default_state_dir() -> Path:
-    """Where the embedded store, logs and node working directories live by default."""
-    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "gravity"
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--state-dir",
@@ -172,7 +166,7 @@ def cli(
     2 invalid input or usage (nothing written); 3 refused by a rule, a live
     owner or a lock; 130 interrupted with Ctrl-C (resumable).
     """
-    from engine.cli.context import CliContext
+    from engine.cli.context import CliContext, default_state_dir
     from engine.serving import ServeOptions
     from engine.store import TLSConfig
 

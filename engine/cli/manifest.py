@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from engine.errors import NotFound
+
 if TYPE_CHECKING:
     from engine.errors import Problem
     from engine.manifest import LoadedManifest
@@ -110,8 +112,6 @@ def eula(path: Path, strict: bool, fetch_timeout: float) -> None:
 
     Exit 2 when the manifest has none.
     """
-    from engine.errors import NotFound
-
     loaded = _load(path, strict, fetch_timeout)
     text = loaded.manifest.installer.eula.source if loaded.manifest.installer.eula else None
     if not text:

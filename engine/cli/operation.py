@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from engine.cli.context import CliContext
+from engine.names import check_operation_id
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -18,8 +19,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _operation_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Check --id while the command line is parsed, before anything is read or written."""
     if value is not None:
-        from engine.names import check_operation_id
-
         check_operation_id(value)
     return value
 
@@ -62,7 +61,7 @@ def create(obj: CliContext, plan_path: Path, operation_id: str | None) -> None:
 @click.pass_obj
 def list_(obj: CliContext, output: str) -> None:
     """List operations, oldest first; the active one is marked with *."""
-    from engine.cli.render import dump, operations_text
+    from engine.presentation import dump, operations_text
 
     store = obj.store()
     ops = store.list_operations()

@@ -1,4 +1,4 @@
-"""`gravity plan` and its verbs (execute, rollback, resume, complete), `status`, `rollback`.
+"""`gravity plan` and its sub-commands (execute, rollback, resume, complete, graph); `rollback`.
 Each command resolves the operation, calls one service verb and renders its outcome.
 """
 
@@ -11,63 +11,23 @@ import click
 from engine.cli.ask import CONFIRM, confirmed
 from engine.cli.completion import complete_phase_ids
 from engine.cli.context import CliContext
+from engine.cli.drive import (
+    AGENT_TIMEOUT,
+    LOCAL,
+    MAX_PARALLEL,
+    OP_OPTION,
+    engine_for,
+    report,
+    show_order,
+    summary,
+)
+from engine.cli.events import follow
+from engine.cli.graph import graph as graph_command
+from engine.errors import Refused
+from engine.model import Action, OpState, State
 
 if TYPE_CHECKING:
     from engine.service import Engine
-
-OP_OPTION = click.option(
-    "--operation-id", default=None,
-    help="Operation to act on (default: the active operation, else the most recent).")
-MAX_PARALLEL = click.option(
-    "--max-parallel", type=click.IntRange(min=1), default=8, show_default=True,
-    help="Most phases running at once, over the whole plan.")
-LOCAL = click.option(
-    "--local", is_flag=True,
-    help="Run phases in this process instead of dispatching them to node agents "
-    "(the default with the embedded store).")
-AGENT_TIMEOUT = click.option(
-    "--agent-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
-    envvar="GRAVITY_AGENT_TIMEOUT",
-    help="Seconds a phase waits for its node's agent before it fails.")
-
-
-def _engine(obj: CliContext, max_parallel: int = 8, local: bool = False,
-            agent_timeout: float = 60.0):  # -> engine.service.Engine
-    import sys
-
-    from engine.dispatch import dispatch_mode
-    from engine.service import Engine
-
-    progress = None
-    if obj.log_format == "console" and sys.stderr.isatty():
-        from functools import partial
-
-        from engine.cli.progress import TtyProgress
-
-        progress = partial(TtyProgress, sys.stderr)
-    return Engine(store=obj.store(), state_dir=obj.state_dir, log_format=obj.log_format,
-                  progress=progress,
-                  quiet=obj.quiet, max_parallel=max_parallel, agent_timeout=agent_timeout,
-                  dispatch="local" if local else dispatch_mode(obj.store()), serve=obj.serve)
-
-
-def _summary(obj: CliContext, operation_id: str | None, verb: str) -> None:
-    from engine.cli.render import progress_line
-    from engine.views import plan_view, resolve_operation
-
-    store = obj.store()
-    op = resolve_operation(store, operation_id)
-    progress = progress_line(plan_view(store, op))
-    click.echo(f"{verb}: operation {op.id} is {op.state.value}; {progress}")
-
-
-def _dry(order: list[str], verb: str) -> None:
-    if not order:
-        click.echo(f"dry run: nothing to {verb}")
-        return
-    click.echo(f"dry run: would {verb} {len(order)} phase(s) in this order:")
-    for pid in order:
-        click.echo(f"  {pid}")
 
 
 @click.group(invoke_without_command=True)
@@ -102,8 +62,7 @@ def plan(ctx: click.Context, operation_id: str | None, output: str, short: bool,
 def display(obj: CliContext, operation_id: str | None, output: str, short: bool,
             follow: bool) -> None:
     """Show the plan (the default of `gravity plan`)."""
-    from engine.cli.render import dump, plan_document, plan_text
-    from engine.model import State
+    from engine.presentation import dump, plan_document, plan_text
     from engine.views import log_location, plan_view, resolve_operation
 
     store = obj.store()
@@ -127,8 +86,7 @@ def follow_changes(obj: CliContext, operation_id: str, output: str, after: int) 
     or goes idle (see engine.cli.events.follow)."""
     import json
 
-    from engine.cli.events import follow
-    from engine.cli.render import record_line
+    from engine.presentation import record_line
 
     why = follow(obj.store(), operation_id, after, lambda rec: click.echo(
         json.dumps(rec.to_dict()) if output == "json" else record_line(rec)))
@@ -161,16 +119,11 @@ def execute(obj: CliContext, operation_id: str | None, phase_id: str, force: boo
     """
     from engine.service import execute_phase
 
-    result = execute_phase(_engine(obj, max_parallel, local, agent_timeout), operation_id,
+    result = execute_phase(engine_for(obj, max_parallel, local, agent_timeout), operation_id,
                            phase_id, force=force, dry_run=dry_run)
-    if dry_run:
-        _dry(result, "execute")  # type: ignore[arg-type]
-        return
-    if not result.completed and result.skipped:  # type: ignore[union-attr]
-        click.echo(f"phase {phase_id} is already completed; nothing to do (use --force to "
-                   "run it again)")
-        return
-    _summary(obj, operation_id, f"executed {phase_id}")
+    report(obj, operation_id, result, dry="execute", done=f"executed {phase_id}",
+           nothing=f"phase {phase_id} is already completed; nothing to do (use --force to "
+           "run it again)")
 
 
 @plan.command("rollback")
@@ -194,15 +147,10 @@ def rollback_cmd(obj: CliContext, operation_id: str | None, phase_id: str, force
     """
     from engine.service import rollback_phase
 
-    result = rollback_phase(_engine(obj, max_parallel, local, agent_timeout), operation_id,
+    result = rollback_phase(engine_for(obj, max_parallel, local, agent_timeout), operation_id,
                             phase_id, force=force, dry_run=dry_run)
-    if dry_run:
-        _dry(result, "roll back")  # type: ignore[arg-type]
-        return
-    if not result.completed and result.skipped:  # type: ignore[union-attr]
-        click.echo(f"phase {phase_id} has nothing to roll back")
-        return
-    _summary(obj, operation_id, f"rolled back {phase_id}")
+    report(obj, operation_id, result, dry="roll back", done=f"rolled back {phase_id}",
+           nothing=f"phase {phase_id} has nothing to roll back")
 
 
 @plan.command()
@@ -224,12 +172,9 @@ def resume(obj: CliContext, operation_id: str | None, force: bool, dry_run: bool
     """
     from engine.service import resume as resume_op
 
-    result = resume_op(_engine(obj, max_parallel, local, agent_timeout), operation_id,
+    result = resume_op(engine_for(obj, max_parallel, local, agent_timeout), operation_id,
                        keep_going=force, dry_run=dry_run)
-    if dry_run:
-        _dry(result, "execute")  # type: ignore[arg-type]
-        return
-    _summary(obj, operation_id, "resumed")
+    report(obj, operation_id, result, dry="execute", done="resumed")
 
 
 @plan.command()
@@ -270,12 +215,10 @@ def rollback(obj: CliContext, operation_id: str | None, dry_run: bool, confirm: 
     Example: gravity rollback --confirm
     """
     from engine import fsm
-    from engine.errors import Refused
-    from engine.model import Action, OpState
     from engine.service import rollback_phase
     from engine.views import resolve_operation
 
-    engine = _engine(obj, max_parallel, local, agent_timeout)
+    engine = engine_for(obj, max_parallel, local, agent_timeout)
     if operation_id is None:
         operation_id = engine.store.active_operation_id()
         if operation_id is None:
@@ -290,13 +233,13 @@ def rollback(obj: CliContext, operation_id: str | None, dry_run: bool, confirm: 
                                      note=last.note, action=Action.ROLLBACK)
     order = rollback_phase(engine, operation_id, None, dry_run=True)
     if dry_run:
-        _dry(order, "roll back")  # type: ignore[arg-type]
+        show_order(order, "roll back")  # type: ignore[arg-type]
         return
     hooks = _hooks_among(engine, operation_id, order)  # type: ignore[arg-type]
     confirmed(confirm, f"Roll back operation {operation_id}: undo {len(order)} phase(s), "
               f"running {hooks} hook(s)?")
     rollback_phase(engine, operation_id, None)
-    _summary(obj, operation_id, "rolled back")
+    summary(obj, operation_id, "rolled back")
 
 
 def _hooks_among(engine: Engine, operation_id: str, phases: list[str]) -> int:
@@ -308,55 +251,4 @@ def _hooks_among(engine: Engine, operation_id: str, phases: list[str]) -> int:
                or graph.specs[p].data.get("rollback_hook"))
 
 
-@click.command()
-@OP_OPTION
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Readable text, or JSON for scripts.")
-@click.pass_obj
-def status(obj: CliContext, operation_id: str | None, output: str) -> None:
-    """Show the cluster and the active (or named, or most recent) operation's progress.
-
-    The cluster part (application, version, nodes with their roles, profiles and package
-    versions) is derived from the completed operations; then the operation, its progress
-    and the store in use.
-    """
-    import json
-
-    from engine.cli.render import progress_line, when
-    from engine.errors import NotFound
-    from engine.views import plan_view, resolve_operation
-
-    store = obj.store()
-    try:
-        op = resolve_operation(store, operation_id)
-    except NotFound:
-        if operation_id:
-            raise
-        click.echo("no operations yet" if output == "text" else json.dumps({"operation": None}))
-        return
-    view = plan_view(store, op)
-    active = store.active_operation_id()
-    if output == "json":
-        leaves = view.graph.leaves
-        click.echo(json.dumps({
-            "operation": op.to_dict(), "active": active == op.id,
-            "leaves": len(leaves),
-            "states": {p: view.derived[p].value for p in leaves},
-        }, indent=2))
-        return
-    from engine.cli.cluster import cluster_status_lines
-
-    for line in cluster_status_lines(obj):
-        click.echo(line)
-    click.echo(f"Operation:  {op.id} ({op.type}: {op.plan_name})")
-    click.echo(f"State:      {op.state.value}" + (f" ({op.note})" if op.note else ""))
-    click.echo(f"Progress:   {progress_line(view)}")
-    click.echo(f"Created:    {when(op.created)}")
-    click.echo(f"Updated:    {when(max([op.updated, *[s.updated for s in view.states.values()]]))}")
-    click.echo(f"Store:      {store.url}")
-    if active is None:
-        click.echo("Cluster lock: free (no active operation)")
-
-from engine.cli.graph import graph as _graph  # noqa: E402
-
-plan.add_command(_graph)
+plan.add_command(graph_command)

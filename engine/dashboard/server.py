@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from engine import agent_protocol as proto
 from engine.errors import EngineError, InputError, NotFound, StoreUnavailable
+from engine.executors.runtime import phase_log_path, read_tail
+from engine.presentation import plan_document
 from engine.store.base import MAX_SEQ, Store, parse_seq
+from engine.views import operation_driver, plan_view, resolve_operation
 
 # Default and largest tail of a phase log the API returns, in bytes.
 LOG_TAIL = 64 * 1024
@@ -76,14 +80,11 @@ def operations_doc(store: Store) -> dict[str, Any]:
 
 
 def plan_doc(store: Store, operation_id: str | None) -> dict[str, Any]:
-    """`render.plan_document` plus `last_seq`: where the page's event stream picks up.
+    """`presentation.plan_document` plus `last_seq`: where the page's event stream picks up.
 
     `last_seq` is read before the states, so no transition falls between the two; one that
     is both in the document and streamed again carries a version the page already has.
     """
-    from engine.cli.render import plan_document
-    from engine.views import plan_view, resolve_operation
-
     op = resolve_operation(store, operation_id)
     last_seq = store.last_seq(op.id)
     doc = plan_document(plan_view(store, op, with_driver=True))
@@ -110,10 +111,6 @@ def log_doc(store: Store, state_dir: Path, operation_id: str | None, phase_id: s
     `<state-dir>/logs/`, so no request can read any other file. A phase an agent ran on
     another host is read from the tail its node shipped to the store.
     """
-    from engine import agent_protocol as proto
-    from engine.executors.runtime import phase_log_path, read_tail
-    from engine.views import resolve_operation
-
     pid = clean_phase_id(phase_id)
     op = resolve_operation(store, operation_id)
     if pid not in {s.id for s in store.load_specs(op.id)}:
@@ -318,8 +315,6 @@ class Handler(BaseHTTPRequestHandler):
         Resumes after `after=SEQ` or the browser's Last-Event-ID. Ends with `end` once the
         operation is finished (nothing can change any more).
         """
-        from engine.views import resolve_operation
-
         store = self.server.store
         op = resolve_operation(store, self._op(query))
         after = stream_start(self.headers.get("Last-Event-ID"), query.get("after"))
@@ -335,8 +330,6 @@ class Handler(BaseHTTPRequestHandler):
             self.server.streams.release()
 
     def _stream(self, store: Store, operation_id: str, after: int) -> None:
-        from engine.views import operation_driver
-
         self.wfile.write(b"retry: 2000\n\n")
         seen: tuple[Any, ...] | None = None
         while not self.server.stopping.is_set():

@@ -1,5 +1,5 @@
-"""Turns plan views, operations and changelog records into text tables, JSON and YAML.
-Pure formatting: it reads the view it is given and never touches the store.
+"""Turns plan views, operations and changelog records into text tables, JSON and YAML, for the
+CLI and the dashboard alike. Pure formatting: it reads the view it is given, never the store.
 """
 
 from __future__ import annotations
@@ -208,6 +208,18 @@ def record_line(rec: ChangeRecord) -> str:
     if rec.note:
         line += f" [{rec.note}]"
     return line
+
+
+def endpoint_lines(record: Mapping[str, Any]) -> list[str]:
+    """The application's endpoints as its manifest lists them (shown after install and by
+    `gravity status`)."""
+    endpoints = (record.get("image_facts") or {}).get("endpoints") or []
+    lines = ["Endpoints:"] if endpoints else []
+    for e in endpoints:
+        where = f" (service {e['service']})" if e.get("service") else ""
+        lines.append(f"  {e['name']}{where}" + (f": {e['description']}"
+                                                 if e.get("description") else ""))
+    return lines
 
 
 def progress_line(view: PlanView) -> str:

@@ -1,0 +1,84 @@
+"""What the commands that drive an operation share: their options, the Engine built from the
+global options, and what they print when a run ends (the dry-run order or a summary line).
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from typing import TYPE_CHECKING
+
+import click
+
+from engine.cli.context import CliContext
+from engine.cli.progress import TtyProgress
+
+if TYPE_CHECKING:  # typing only: the service is imported when a command runs
+    from engine.scheduler import RunResult
+    from engine.service import Engine
+
+OP_OPTION = click.option(
+    "--operation-id", default=None,
+    help="Operation to act on (default: the active operation, else the most recent).")
+MAX_PARALLEL = click.option(
+    "--max-parallel", type=click.IntRange(min=1), default=8, show_default=True,
+    help="Most phases running at once, over the whole plan.")
+LOCAL = click.option(
+    "--local", is_flag=True,
+    help="Run phases in this process instead of dispatching them to node agents "
+    "(the default with the embedded store).")
+AGENT_TIMEOUT = click.option(
+    "--agent-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+    envvar="GRAVITY_AGENT_TIMEOUT",
+    help="Seconds a phase waits for its node's agent before it fails.")
+
+
+def engine_for(obj: CliContext, max_parallel: int = 8, local: bool = False,
+               agent_timeout: float = 60.0) -> Engine:
+    """The service's Engine for this invocation: its store, state dir, event log format,
+    dispatch mode (agents with a shared store unless --local) and, on a terminal, live
+    progress."""
+    from engine.dispatch import dispatch_mode
+    from engine.service import Engine
+
+    progress = None
+    if obj.log_format == "console" and sys.stderr.isatty():
+        progress = partial(TtyProgress, sys.stderr)
+    return Engine(store=obj.store(), state_dir=obj.state_dir, log_format=obj.log_format,
+                  progress=progress,
+                  quiet=obj.quiet, max_parallel=max_parallel, agent_timeout=agent_timeout,
+                  dispatch="local" if local else dispatch_mode(obj.store()), serve=obj.serve)
+
+
+def summary(obj: CliContext, operation_id: str | None, verb: str) -> None:
+    """The line a finished run ends with: the operation's state and its progress."""
+    from engine.presentation import progress_line
+    from engine.views import plan_view, resolve_operation
+
+    store = obj.store()
+    op = resolve_operation(store, operation_id)
+    progress = progress_line(plan_view(store, op))
+    click.echo(f"{verb}: operation {op.id} is {op.state.value}; {progress}")
+
+
+def show_order(order: list[str], verb: str) -> None:
+    """What --dry-run prints: the phases a run would `verb`, in the order it would."""
+    if not order:
+        click.echo(f"dry run: nothing to {verb}")
+        return
+    click.echo(f"dry run: would {verb} {len(order)} phase(s) in this order:")
+    for pid in order:
+        click.echo(f"  {pid}")
+
+
+def report(obj: CliContext, operation_id: str | None, result: RunResult | list[str], *,
+           dry: str, done: str, nothing: str | None = None) -> None:
+    """What a driving command prints at the end: with --dry-run the phases it would `dry` (in
+    order); `nothing` when there was nothing to do; else the summary line headed `done`."""
+    if isinstance(result, list):
+        show_order(result, dry)
+        return
+    if nothing is not None and not result.completed and result.skipped:
+        click.echo(nothing)
+        return
+    summary(obj, operation_id, done)
