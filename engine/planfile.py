@@ -10,6 +10,7 @@ from pathlib import Path
 
 from engine.durations import parse_duration
 from engine.errors import PlanError, Problem
+from engine.executors import registry
 from engine.graph import PlanGraph
 from engine.model import PhaseSpec, Plan, RetryPolicy
 from engine.names import node_name_problem, phase_id_problem, segment_problem
@@ -210,8 +211,6 @@ def plan_from_mapping(doc: object, *, file: str | None = None,
 
 
 def _check_executors(r: _Reader, by_id: Mapping[str, PhaseSpec]) -> None:
-    from engine.executors import registry
-
     known = registry.names()
     for s in by_id.values():
         if s.executor is None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import agent_protocol as proto
 from engine import fsm
 from engine.errors import NotFound
+from engine.executors.runtime import phase_log_path, read_tail
 from engine.graph import PlanGraph
 from engine.leases import died_here
 from engine.model import Lease, Operation, PhaseState, State
@@ -94,9 +96,6 @@ def plan_view(store: Store, op: Operation, graph: PlanGraph | None = None, *,
 def log_location(store: Store, state_dir: Path, operation_id: str, phase_id: str) -> str:
     """Where a phase's whole output is: on the node that ran it (as its agent reported,
     readable from any host through `gravity plan`), else this host's phase log."""
-    from engine import agent_protocol as proto
-    from engine.executors.runtime import phase_log_path
-
     shipped = proto.shipped_output(store, operation_id, phase_id)
     if shipped is not None:
         return shipped.where
@@ -105,9 +104,6 @@ def log_location(store: Store, state_dir: Path, operation_id: str, phase_id: str
 
 def phase_output(store: Store, state_dir: Path, operation_id: str, phase_id: str) -> str | None:
     """The end of a phase's output: this host's log, else the tail its node shipped back."""
-    from engine import agent_protocol as proto
-    from engine.executors.runtime import phase_log_path, read_tail
-
     found = read_tail(phase_log_path(state_dir, operation_id, phase_id))
     if found is not None:
         return found[0]

@@ -18,6 +18,7 @@ class Registry:
             from importlib.metadata import entry_points
 
             from engine.executors.builtin import CommandExecutor, NoopExecutor
+            from engine.executors.cluster import EXECUTORS as CLUSTER_EXECUTORS
 
             found: dict[str, Executor] = {}
             for ep in entry_points(group="gravity.executors"):
@@ -26,19 +27,10 @@ class Registry:
                     found[ep.name] = cls()
                 except Exception:
                     continue
-            for cls in (NoopExecutor, CommandExecutor):
+            for cls in (NoopExecutor, CommandExecutor, *CLUSTER_EXECUTORS):
                 found[cls.name] = cls()
-            self._extra_builtin(found)
             self._executors = found
         return self._executors
-
-    def _extra_builtin(self, found: dict[str, Executor]) -> None:
-        """Executors shipped with the engine beyond the two basics (cluster operations)."""
-        import importlib
-
-        mod = importlib.import_module("engine.executors.cluster")
-        for cls in mod.EXECUTORS:
-            found[cls.name] = cls()
 
     def names(self) -> set[str]:
         return set(self._load())

@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.blobs import BlobRef
 from engine.errors import ExecutionError, PhaseTimeout
 from engine.executors.base import ExecContext, Executor, run_process
+from engine.executors.hookenv import TOOLS, build_resources, job_manifest, prepare, service_ids
 
 
 def kubeconfig(ctx: ExecContext) -> str | None:
@@ -52,8 +54,6 @@ def resources_dir(ctx: ExecContext) -> Path | None:
     image's digest; None for a phase that names no image."""
     if not isinstance(ctx.data.get("image"), Mapping) or ctx.content is None:
         return None
-    from engine.blobs import BlobRef
-
     image = BlobRef.from_dict(ctx.data["image"], where=f"phase {ctx.phase_id} data.image")
     return ctx.content.materialize(image, ctx.workdir / "image")
 
@@ -70,8 +70,6 @@ def run_local(ctx: ExecContext, name: str, job: Any) -> str:
     restartPolicy OnFailure restarts the failed container; Never starts the pod again from
     its first container. At most backoffLimit retries; activeDeadlineSeconds bounds it all.
     """
-    from engine.executors.hookenv import prepare
-
     setup = prepare(ctx, name, values_file(ctx), resources_dir(ctx))
     base_env = {**setup.env, **phase_env(ctx)}
     deadline = (time.monotonic() + job.active_deadline_seconds
@@ -122,7 +120,6 @@ def run_kubectl(ctx: ExecContext, name: str, job: Any, source: str, config: str)
 
     import yaml
 
-    from engine.executors.hookenv import TOOLS, build_resources, job_manifest, service_ids
 
     kubectl = shutil.which("kubectl")
     if kubectl is None:

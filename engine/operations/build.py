@@ -13,6 +13,7 @@ from typing import Any
 from engine.blobs import BlobCache, BlobRef, publish_image
 from engine.errors import ManifestError, Problem
 from engine.license import KEY_FILE
+from engine.manifest import load_manifest
 from engine.model import Plan
 from engine.operations.inventory import Node, Role
 from engine.operations.templates import expand, load_template
@@ -124,8 +125,6 @@ def scan_packages(image_dir: Path) -> tuple[dict[str, str], ...]:
 
 def load_image(image_dir: Path | str, *, strict: bool = False) -> Image:
     """Load the manifest of an image directory and list its packages."""
-    from engine.manifest import load_manifest
-
     path = Path(image_dir).resolve()
     loaded = load_manifest(path, strict=strict)
     m = loaded.manifest

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from engine.executors.content import Facts
 from engine.model import Operation, OpState
 from engine.operations.inventory import Node
 from engine.store.base import Store
@@ -108,8 +109,6 @@ def cluster_state(store: Store, ops: list[Operation] | None = None) -> Cluster |
         if op.type in CLUSTER_OPS or op.type in APP_OPS:
             cluster = _fold(cluster, op)
     if cluster is not None and cluster.service_uid is None and cluster.masters:
-        from engine.executors.content import Facts
-
         decided = Facts(store, "").get(cluster.masters[0].name, "service_user")
         if decided:
             cluster = replace(cluster, service_uid=int(decided["uid"]),

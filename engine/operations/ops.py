@@ -17,7 +17,7 @@ from engine.license import License, check_license, read_license
 from engine.model import Operation, OpState, Plan
 from engine.operations.build import Image, build_plan, context, load_image
 from engine.operations.cluster import Cluster, cluster_state, last_of_type
-from engine.operations.inventory import Node, check_against_manifest, load_inventory
+from engine.operations.inventory import Node, check_against_manifest, load_inventory, parse_node
 from engine.operations.releases import Reuse, check_upgrade_version, upgrade_values
 from engine.service import Engine, create_operation, finish
 from engine.store.base import Store
@@ -190,8 +190,6 @@ def close_if_preflight_failed(engine: Engine, operation_id: str) -> bool:
 
 def new_node(name: str, address: str, profile: str, role: str) -> Node:
     """A node from `gravity expand` flags, validated like an inventory entry."""
-    from engine.operations.inventory import parse_node
-
     problems: list[Problem] = []
     node = parse_node({"name": name, "address": address, "profile": profile, "role": role},
                       file=None, field="--node", problems=problems)
