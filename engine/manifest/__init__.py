@@ -20,6 +20,8 @@ from engine.manifest.loader import (
 )
 from engine.manifest.model import *  # noqa: F403 - the model's __all__ is the public surface
 from engine.manifest.model import __all__ as _model_all
+from engine.manifest.requirements import *  # noqa: F403 - node profiles and their requirements
+from engine.manifest.requirements import __all__ as _requirements_all
 
 __all__ = [
     "MANIFEST_FILE",
@@ -35,4 +37,5 @@ __all__ = [
     "load_manifest",
     "parse_manifest",
     *_model_all,
+    *_requirements_all,
 ]

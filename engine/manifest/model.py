@@ -9,23 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from engine.manifest.hooks import Hook, HookName
-from engine.manifest.requirements import (
-    CPURequirement,
-    CustomCheck,
-    Device,
-    ExpandPolicy,
-    NetworkRequirement,
-    NodeProfile,
-    OSRequirement,
-    PortRequirement,
-    ProfileAws,
-    ProfileProviders,
-    ProfileSystemOptions,
-    Protocol,
-    RAMRequirement,
-    Requirements,
-    Volume,
-)
+from engine.manifest.requirements import NodeProfile
 from engine.manifest.serialize import to_plain
 from engine.manifest.units import ByteSize, FileMode, PortRange, TransferRate
 
@@ -301,15 +285,11 @@ __all__ = [
     "AwsProvider",
     "AwsTerraform",
     "ByteSize",
-    "CPURequirement",
     "CloudProvider",
-    "CustomCheck",
-    "Device",
     "Docker",
     "Endpoint",
     "Etcd",
     "Eula",
-    "ExpandPolicy",
     "Extension",
     "Extensions",
     "FileMode",
@@ -324,23 +304,12 @@ __all__ = [
     "License",
     "Manifest",
     "Metadata",
-    "NetworkRequirement",
     "NetworkType",
-    "NodeProfile",
-    "OSRequirement",
     "OpenEBS",
     "PortRange",
-    "PortRequirement",
-    "ProfileAws",
-    "ProfileProviders",
-    "ProfileSystemOptions",
-    "Protocol",
     "Providers",
-    "RAMRequirement",
-    "Requirements",
     "Runtime",
     "Storage",
     "SystemOptions",
     "TransferRate",
-    "Volume",
 ]

@@ -61,9 +61,7 @@ def build_manifest(c: Collector, raw: object, resolver: Resolver) -> Manifest:
     providers = _providers(f.mapping("providers"), resolver)
     installer = _installer(f.mapping("installer"), resolver)
     profiles = read_profiles(f, resolver)
-    license_f = f.mapping("license")
-    license_ = License(enabled=license_f.boolean("enabled", False))
-    license_f.finish()
+    license_ = f.read("license", lambda lic: License(enabled=lic.boolean("enabled", False)))
     storage = _storage(f.mapping("storage"))
     system_options = _system_options(f.mapping("systemOptions"))
     extensions = _extensions(f.mapping("extensions"))
@@ -166,60 +164,50 @@ def _endpoint(c: Collector, raw: object, path: str) -> Endpoint:
 
 def _providers(f: Fields, resolver: Resolver) -> Providers:
     default = f.choice("default", CloudProvider)
-    aws = None
-    if f.has("aws"):
-        aws_f = f.mapping("aws")
-        terraform = None
-        if aws_f.has("terraform"):
-            tf = aws_f.mapping("terraform")
-            terraform = AwsTerraform(
-                script=_uri_text(tf, "script", resolver),
-                instance_script=_uri_text(tf, "instanceScript", resolver),
-            )
-            tf.finish()
-        aws = AwsProvider(regions=aws_f.strings("regions"), terraform=terraform)
-        aws_f.finish()
-    generic = None
-    if f.has("generic"):
-        gen_f = f.mapping("generic")
-        net_f = gen_f.mapping("network")
-        network = GenericNetwork(type=net_f.choice("type", NetworkType) or NetworkType.VXLAN)
-        net_f.finish()
-        gen_f.finish()
-        generic = GenericProvider(network=network)
+    aws = f.section("aws", lambda aws_f: _aws(aws_f, resolver))
+    generic = f.section("generic", lambda gen_f: GenericProvider(network=gen_f.read(
+        "network", lambda net_f: GenericNetwork(
+            type=net_f.choice("type", NetworkType) or NetworkType.VXLAN))))
     f.finish()
     return Providers(default=default, aws=aws, generic=generic)
 
 
+def _aws(f: Fields, resolver: Resolver) -> AwsProvider:
+    terraform = f.section("terraform", lambda tf: AwsTerraform(
+        script=_uri_text(tf, "script", resolver),
+        instance_script=_uri_text(tf, "instanceScript", resolver),
+    ))
+    return AwsProvider(regions=f.strings("regions"), terraform=terraform)
+
+
 def _installer(f: Fields, resolver: Resolver) -> Installer:
-    eula = None
-    if f.has("eula"):
-        eula_f = f.mapping("eula")
-        if eula_f.present and eula_f.require(
-            "source", "the EULA text or its file:// / https:// URI"
-        ):
-            source = _uri_text(eula_f, "source", resolver)
-            eula = Eula(source=source) if source is not None else None
-        eula_f.finish()
-    flavors = None
-    if f.has("flavors"):
-        fl = f.mapping("flavors")
-        items = tuple(_flavor(f.c, raw, path) for raw, path in fl.items("items"))
-        if fl.present and not items:
-            f.c.error(fl.at("items"), "is required: at least one flavor when flavors are defined")
-        flavors = Flavors(
-            prompt=fl.string("prompt"),
-            description=_uri_text(fl, "description", resolver),
-            default=fl.string("default", nonempty=True),
-            items=items,
-        )
-        fl.finish()
+    eula = f.section("eula", lambda eula_f: _eula(eula_f, resolver))
+    flavors = f.section("flavors", lambda fl: _flavors(fl, resolver))
     # Broken items keep their slot (as "") so cross-check paths keep their indexes.
     setup = tuple(
         as_string(f.c, item, path, nonempty=True) or "" for item, path in f.items("setupEndpoints")
     )
     f.finish()
     return Installer(eula=eula, flavors=flavors, setup_endpoints=setup)
+
+
+def _eula(f: Fields, resolver: Resolver) -> Eula | None:
+    if not (f.present and f.require("source", "the EULA text or its file:// / https:// URI")):
+        return None
+    source = _uri_text(f, "source", resolver)
+    return Eula(source=source) if source is not None else None
+
+
+def _flavors(f: Fields, resolver: Resolver) -> Flavors:
+    items = tuple(_flavor(f.c, raw, path) for raw, path in f.items("items"))
+    if f.present and not items:
+        f.c.error(f.at("items"), "is required: at least one flavor when flavors are defined")
+    return Flavors(
+        prompt=f.string("prompt"),
+        description=_uri_text(f, "description", resolver),
+        default=f.string("default", nonempty=True),
+        items=items,
+    )
 
 
 def _flavor(c: Collector, raw: object, path: str) -> Flavor:
@@ -240,33 +228,22 @@ def _flavor(c: Collector, raw: object, path: str) -> Flavor:
 
 
 def _storage(f: Fields) -> Storage:
-    openebs = f.mapping("openebs")
-    storage = Storage(openebs=OpenEBS(enabled=openebs.boolean("enabled", False)))
-    openebs.finish()
+    storage = Storage(openebs=f.read(
+        "openebs", lambda openebs: OpenEBS(enabled=openebs.boolean("enabled", False))))
     f.finish()
     return storage
 
 
 def _system_options(f: Fields) -> SystemOptions:
-    runtime = None
-    if f.has("runtime"):
-        rt = f.mapping("runtime")
-        runtime = Runtime(version=rt.string("version", nonempty=True))
-        rt.finish()
-    docker_f = f.mapping("docker")
-    docker = Docker(
+    runtime = f.section("runtime", lambda rt: Runtime(version=rt.string("version", nonempty=True)))
+    docker = f.read("docker", lambda docker_f: Docker(
         storage_driver=docker_f.string("storageDriver", nonempty=True),
         args=docker_f.strings("args"),
-    )
-    docker_f.finish()
-    etcd_f = f.mapping("etcd")
-    etcd = Etcd(args=etcd_f.strings("args"))
-    etcd_f.finish()
-    kubelet_f = f.mapping("kubelet")
-    kubelet = Kubelet(
+    ))
+    etcd = f.read("etcd", lambda etcd_f: Etcd(args=etcd_f.strings("args")))
+    kubelet = f.read("kubelet", lambda kubelet_f: Kubelet(
         args=kubelet_f.strings("args"), hairpin_mode=kubelet_f.string("hairpinMode", nonempty=True)
-    )
-    kubelet_f.finish()
+    ))
     allow_privileged = f.boolean("allowPrivileged", False)
     f.finish()
     return SystemOptions(

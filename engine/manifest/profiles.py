@@ -44,21 +44,10 @@ def _profile(c: Collector, raw: object, path: str, resolver: Resolver) -> NodePr
     labels = f.string_map("labels")
     requirements = _requirements(f.mapping("requirements"), resolver)
     expand_policy = f.choice("expandPolicy", ExpandPolicy)
-    providers = None
-    if f.has("providers"):
-        prov = f.mapping("providers")
-        aws = None
-        if prov.has("aws"):
-            aws_f = prov.mapping("aws")
-            aws = ProfileAws(instance_types=aws_f.strings("instanceTypes"))
-            aws_f.finish()
-        prov.finish()
-        providers = ProfileProviders(aws=aws)
-    system_options = None
-    if f.has("systemOptions"):
-        opts = f.mapping("systemOptions")
-        system_options = ProfileSystemOptions(base_image=opts.string("baseImage", nonempty=True))
-        opts.finish()
+    providers = f.section("providers", lambda prov: ProfileProviders(aws=prov.section(
+        "aws", lambda aws_f: ProfileAws(instance_types=aws_f.strings("instanceTypes")))))
+    system_options = f.section("systemOptions", lambda opts: ProfileSystemOptions(
+        base_image=opts.string("baseImage", nonempty=True)))
     f.finish()
     return NodeProfile(
         name=name or "",
@@ -73,19 +62,8 @@ def _profile(c: Collector, raw: object, path: str, resolver: Resolver) -> NodePr
 
 def _requirements(f: Fields, resolver: Resolver) -> Requirements:
     c = f.c
-    cpu = None
-    if f.has("cpu"):
-        cpu_f = f.mapping("cpu")
-        minimum = cpu_f.integer("min", minimum=1, required=True)
-        cpu_f.finish()
-        cpu = CPURequirement(min=minimum) if minimum is not None else None
-    ram = None
-    if f.has("ram"):
-        ram_f = f.mapping("ram")
-        if ram_f.require("min"):
-            size = ram_f.parsed("min", _parse_size)
-            ram = RAMRequirement(min=size) if size is not None else None
-        ram_f.finish()
+    cpu = f.section("cpu", _cpu)
+    ram = f.section("ram", _ram)
     os_list = []
     for raw, path in f.items("os"):
         os_f = Fields.item(c, raw, path)
@@ -117,6 +95,18 @@ def _requirements(f: Fields, resolver: Resolver) -> Requirements:
         network=network,
         custom_checks=tuple(checks),
     )
+
+
+def _cpu(f: Fields) -> CPURequirement | None:
+    minimum = f.integer("min", minimum=1, required=True)
+    return CPURequirement(min=minimum) if minimum is not None else None
+
+
+def _ram(f: Fields) -> RAMRequirement | None:
+    if not f.require("min"):
+        return None
+    size = f.parsed("min", _parse_size)
+    return RAMRequirement(min=size) if size is not None else None
 
 
 def _volume(c: Collector, raw: object, path: str) -> Volume | None:

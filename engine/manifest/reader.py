@@ -216,6 +216,18 @@ class Fields:
     def mapping(self, key: str) -> Fields:
         return Fields(self.c, self.raw(key), self.at(key))
 
+    def read(self, key: str, build: Callable[[Fields], T]) -> T:
+        """What `build` makes of the mapping at `key` (missing or null reads as empty); then
+        its keys that `build` never read are reported as unknown fields."""
+        section = self.mapping(key)
+        value = build(section)
+        section.finish()
+        return value
+
+    def section(self, key: str, build: Callable[[Fields], T]) -> T | None:
+        """`read` for an optional section: None when `key` is missing or null."""
+        return self.read(key, build) if self.has(key) else None
+
     def choice(self, key: str, kind: type[E]) -> E | None:
         """One of an enum's values; null or an empty string reads as unset."""
         value = self.raw(key)

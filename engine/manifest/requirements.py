@@ -145,3 +145,22 @@ class NodeProfile:
     expand_policy: ExpandPolicy | None = None
     providers: ProfileProviders | None = None
     system_options: ProfileSystemOptions | None = None
+
+
+__all__ = [
+    "CPURequirement",
+    "CustomCheck",
+    "Device",
+    "ExpandPolicy",
+    "NetworkRequirement",
+    "NodeProfile",
+    "OSRequirement",
+    "PortRequirement",
+    "ProfileAws",
+    "ProfileProviders",
+    "ProfileSystemOptions",
+    "Protocol",
+    "RAMRequirement",
+    "Requirements",
+    "Volume",
+]
