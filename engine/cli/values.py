@@ -31,6 +31,13 @@ PARAM_BY_KIND: dict[str, str] = {
 }
 """Parameter names the options use, so callers can read them from ctx.params."""
 
+OVERRIDE_HELP: dict[str, tuple[str, str]] = {
+    "set": ("KEY=VALUE", "Set values (Helm syntax: a.b=1,list={x,y},l[0].k=v); repeatable."),
+    "set-string": ("KEY=VALUE", "Like --set, but every value stays a string; repeatable."),
+    "set-file": ("KEY=PATH", "Set a value to the content of a file; repeatable."),
+}
+"""Each override option's metavar and help, in the order --help lists them."""
+
 
 class _OverrideOption(click.Option):
     """A repeatable --set-style option that records each occurrence in command-line order."""
@@ -77,33 +84,9 @@ def values_options(func: F) -> F:
             type=click.Path(dir_okay=False, path_type=Path),
             help="YAML file of values; repeatable, later files win.",
         ),
-        click.option(
-            "--set",
-            PARAM_BY_KIND["set"],
-            multiple=True,
-            cls=_OverrideOption,
-            override_kind="set",
-            metavar="KEY=VALUE",
-            help="Set values (Helm syntax: a.b=1,list={x,y},l[0].k=v); repeatable.",
-        ),
-        click.option(
-            "--set-string",
-            PARAM_BY_KIND["set-string"],
-            multiple=True,
-            cls=_OverrideOption,
-            override_kind="set-string",
-            metavar="KEY=VALUE",
-            help="Like --set, but every value stays a string; repeatable.",
-        ),
-        click.option(
-            "--set-file",
-            PARAM_BY_KIND["set-file"],
-            multiple=True,
-            cls=_OverrideOption,
-            override_kind="set-file",
-            metavar="KEY=PATH",
-            help="Set a value to the content of a file; repeatable.",
-        ),
+        *(click.option(f"--{kind}", PARAM_BY_KIND[kind], multiple=True, cls=_OverrideOption,
+                       override_kind=kind, metavar=metavar, help=text)
+          for kind, (metavar, text) in OVERRIDE_HELP.items()),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
