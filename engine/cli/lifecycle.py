@@ -82,13 +82,9 @@ def remove(obj: CliContext, node: str, force: bool, purge: bool, confirm: bool,
 
     Example: gravity remove node-3 --confirm
     """
-    from engine.operations.lifecycle import prepare_remove
-
-    if not dry_run:
-        confirmed(confirm, f"Remove node {node} from the cluster?")
-    drive(obj, lambda cache: prepare_remove(obj.store(), cache, node, force=force,
-                                            purge=purge),
-          verb=f"remove {node}", dry_run=dry_run, operation_id=operation_id)
+    _remove(obj, node, f"Remove node {node} from the cluster?", f"remove {node}",
+            force=force, purge=purge, confirm=confirm, dry_run=dry_run,
+            operation_id=operation_id)
 
 
 @click.command()
@@ -108,7 +104,6 @@ def leave(obj: CliContext, force: bool, purge: bool, confirm: bool, dry_run: boo
     Example: gravity leave --confirm
     """
     from engine.cli.agent import agent_state_dir
-    from engine.operations.lifecycle import prepare_remove
 
     state_dir = agent_state_dir(obj)
     found = sorted(p.parent.name for p in (state_dir / "nodes").glob("*/node.json"))
@@ -120,11 +115,21 @@ def leave(obj: CliContext, force: bool, purge: bool, confirm: bool, dry_run: boo
             hint="on the node, pass its --state-dir; or run `gravity remove NODE` from any "
             "host with the store")
     node = found[0]
+    _remove(obj, node, f"Remove this node ({node}) from the cluster?", f"leave ({node})",
+            force=force, purge=purge, confirm=confirm, dry_run=dry_run,
+            operation_id=operation_id)
+
+
+def _remove(obj: CliContext, node: str, question: str, verb: str, *, force: bool,
+            purge: bool, confirm: bool, dry_run: bool, operation_id: str | None) -> None:
+    """What remove and leave do once they know the node: ask, then create and run the plan."""
+    from engine.operations.lifecycle import prepare_remove
+
     if not dry_run:
-        confirmed(confirm, f"Remove this node ({node}) from the cluster?")
+        confirmed(confirm, question)
     drive(obj, lambda cache: prepare_remove(obj.store(), cache, node, force=force,
                                             purge=purge),
-          verb=f"leave ({node})", dry_run=dry_run, operation_id=operation_id)
+          verb=verb, dry_run=dry_run, operation_id=operation_id)
 
 
 @click.command()

@@ -8,6 +8,7 @@ import shutil
 import tarfile
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from engine.archives import verify_backup, write_backup
@@ -31,6 +32,14 @@ def _handed_back(ctx: ExecContext, name: str, path: Any) -> BlobRef:
     ref = ctx.content.upload(path)
     ctx.facts.publish(f"{name}-{ctx.operation_id}", ref.to_dict())
     return ref
+
+
+def _fetched(ctx: ExecContext, key: str, what: str) -> Path:
+    """The blob the phase's `data[key]` names, fetched by digest into this node's cache."""
+    if ctx.content is None:
+        raise ExecutionError(f"phase {ctx.phase_id} cannot fetch the {what} on node "
+                             f"{ctx.node}", retryable=False)
+    return ctx.content.fetch(BlobRef.from_dict(ctx.data[key], where=f"phase {ctx.phase_id}"))
 
 
 class BackupExecutor(Executor):
@@ -76,11 +85,7 @@ class RestoreExecutor(Executor):
         return problems
 
     def execute(self, ctx: ExecContext) -> str | None:
-        if ctx.content is None:
-            raise ExecutionError(f"phase {ctx.phase_id} cannot fetch the backup on node "
-                                 f"{ctx.node}", retryable=False)
-        archive = ctx.content.fetch(BlobRef.from_dict(ctx.data["archive"],
-                                                      where=f"phase {ctx.phase_id}"))
+        archive = _fetched(ctx, "archive", "backup")
         files = ctx.workdir / "restores" / ctx.operation_id
         shutil.rmtree(files, ignore_errors=True)
         files.mkdir(parents=True)
@@ -125,11 +130,7 @@ class LicenseExecutor(Executor):
         return []
 
     def execute(self, ctx: ExecContext) -> str | None:
-        if ctx.content is None:
-            raise ExecutionError(f"phase {ctx.phase_id} cannot fetch the license on node "
-                                 f"{ctx.node}", retryable=False)
-        blob = ctx.content.fetch(BlobRef.from_dict(ctx.data["license"],
-                                                   where=f"phase {ctx.phase_id}"))
+        blob = _fetched(ctx, "license", "license")
         target = ctx.workdir / "license.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(blob, target)
