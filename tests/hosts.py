@@ -228,6 +228,10 @@ class Lab:
                     root=self.hosts_dir / name, hide=tuple(Path(p) for p in hide))
         self.hosts[name] = host
         host.state_dir.mkdir(parents=True, exist_ok=True)
+        # The host's own /etc (a copy of the machine's: users and groups created on the host
+        # stay there) and /var/lib (empty: volumes the node creates are its own).
+        shutil.copytree("/etc", host.system("etc"), symlinks=True, ignore_dangling_symlinks=True)
+        host.system("var-lib").mkdir(parents=True)
         ip("netns", "add", host.netns)
         ip("link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns)
         ip("link", "set", host.veth, "master", self.bridge, "up")
@@ -291,6 +295,11 @@ class Host:
         """The host's own state dir: the agent's --state-dir."""
         return self.root / "state"
 
+    def system(self, name: str) -> Path:
+        """What the host's processes see as a system directory: `etc` (/etc) or `var-lib`
+        (/var/lib)."""
+        return self.root / "system" / name
+
     def hidden(self, extra: Iterable[Path | str] = ()) -> list[str]:
         """The paths hidden from a process on this host, checked; missing ones become dirs."""
         out: list[Path] = []
@@ -310,6 +319,8 @@ class Host:
     def command(self, argv: Sequence[str], hide: Iterable[Path | str] = ()) -> list[str]:
         """The argv that runs `argv` on this host (network namespace, private mounts)."""
         spec = {"hide": self.hidden(hide), "hosts_dir": str(self.lab.hosts_dir),
+                "binds": [[str(self.system("etc")), "/etc"],
+                          [str(self.system("var-lib")), "/var/lib"]],
                 "own": str(self.root), "cwd": str(self.root), "hostname": self.name}
         return ["ip", "netns", "exec", self.netns, sys.executable, "-I", "-S", str(LAUNCHER),
                 json.dumps(spec), *map(str, argv)]
@@ -352,6 +363,7 @@ class Host:
         if self.lab.store_url:
             env["GRAVITY_STORE"] = self.lab.store_url
         env["GRAVITY_LEASE_TTL"] = "3"
+        env["GRAVITY_NODE_ROOT"] = "/"  # a host is a machine: its node works on its own /
         env.update(extra)
         return env
 

@@ -2,7 +2,8 @@
 enters a private mount namespace, hides the coordinator's paths under empty read-only mounts, execs.
 
 Usage: python -I -S hosts_launch.py SPEC_JSON ARGV...  — SPEC is {"hide": [paths], "hosts_dir":
-path, "own": path, "cwd": path, "hostname": name}; only "own" stays visible in "hosts_dir".
+path, "own": path, "cwd": path, "hostname": name, "binds": [[source, target]]}; only "own" stays
+visible in "hosts_dir"; each bind puts a host's own directory over a system one (/etc).
 The command replaces this process (same pid: a kill reaches it).
 """
 
@@ -64,6 +65,8 @@ def main() -> None:
         err = ctypes.get_errno()
         raise OSError(err, f"sethostname: {os.strerror(err)}")
     sys_mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches the root side
+    for source, target in spec.get("binds", []):  # the host's own system directories
+        sys_mount(source, target, None, MS_BIND | MS_REC)
     for path in spec["hide"]:
         hide(path)
     if spec.get("hosts_dir"):

@@ -78,6 +78,14 @@ def node_file(host: Host, *parts: str) -> Path:
     return host.state_dir.joinpath("nodes", host.name, *parts)
 
 
+def planet_of(host: Host) -> str | None:
+    """The service user's `uid:gid` in the host's own /etc/passwd."""
+    for line in (host.system("etc") / "passwd").read_text().splitlines():
+        if line.startswith("planet:"):
+            return ":".join(line.split(":")[2:4])
+    return None
+
+
 def inventory(tmp: Path, hosts: list[Host]) -> Path:
     roles = ["master"] + ["node"] * (len(hosts) - 1)
     lines = ["nodes:"] + [
@@ -110,6 +118,12 @@ def test_install_expand_upgrade_rollback_on_hosts_that_share_nothing(
     assert node_file(hosts[0], "app", "version").read_text() == "1.0.0\n"
     assert "greeting: hello" in node_file(hosts[0], "app", "values.yaml").read_text()
     assert not (coordinator.state_dir / "nodes" / "node-2").exists()  # nothing ran here
+    # Each host's own /etc got the service user, with the IDs the first master picked; the
+    # machine's /etc did not. The profile's volume is on the host's own /var/lib.
+    planet = {h.name: planet_of(h) for h in hosts[:3]}
+    assert len(set(planet.values())) == 1 and None not in planet.values()
+    assert "planet:" not in Path("/etc/passwd").read_text()
+    assert (hosts[0].system("var-lib") / "quickstart").is_dir()
     status = coordinator("status").stdout
     assert "runtime 1.0.0" in status and "node-3" in status
 
@@ -119,6 +133,7 @@ def test_install_expand_upgrade_rollback_on_hosts_that_share_nothing(
                 "--profile", "worker", "--id", "expand-1")
     assert os.readlink(node_file(hosts[3], "packages", "runtime", "current")) == \
         "versions/1.0.0"
+    assert planet_of(hosts[3]) == planet["node-1"]  # a node that joins gets the same user
 
     # Upgrade with the image's own ./upgrade script, values file and --set.
     values = tmp_path / "v.yaml"

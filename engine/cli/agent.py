@@ -199,7 +199,7 @@ def install(obj: CliContext, node: str, ttl: float, grace: float, unit_dir: Path
     if dry_run:
         click.echo(unit, nl=False)
         return
-    from engine.executors.nodes import atomic_write
+    from engine.executors.base import atomic_write
 
     path = unit_dir / name
     atomic_write(path, unit)

@@ -16,29 +16,14 @@ from typing import Any
 
 from engine.blobs import BlobRef
 from engine.errors import ExecutionError
-from engine.executors.base import ExecContext, Executor
+from engine.executors import runtimeconfig
+from engine.executors.base import ExecContext, Executor, atomic_write
 from engine.executors.checks import on_node
 from engine.executors.hooks import run_rollback_hook
 from engine.executors.users import FACT as SERVICE_FACT
 from engine.executors.users import ensure_service_user, wanted_ids
 
 NODE_DIRS = ("packages", "resources", "helm", "logs")
-
-
-def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def switch_symlink(link: Path, target: str) -> None:
@@ -134,6 +119,8 @@ class PackageExecutor(Executor):
                             "the packages are")
         if "activate" in data and not isinstance(data["activate"], bool):
             problems.append("`activate` must be true or false")
+        if "system" in data:
+            problems += runtimeconfig.problems(data["system"])
         return problems
 
     @staticmethod
@@ -210,6 +197,8 @@ class PackageExecutor(Executor):
             else:
                 notes.append(f"{pkg['package']} {pkg['version']} "
                              f"{'unpacked' if unpacked else 'already present'}")
+        if ctx.data.get("activate", True) and "system" in ctx.data:
+            notes.append(runtimeconfig.write(ctx, ctx.data["system"]))
         publish_packages(ctx)
         return "; ".join(notes) or None
 
@@ -228,6 +217,9 @@ class PackageExecutor(Executor):
             else:
                 switch_symlink(current, previous)
                 notes.append(f"{pkg['package']} -> {previous.rsplit('/', 1)[-1]}")
+        restored = runtimeconfig.restore(ctx)
+        if restored:
+            notes.append(restored)
         publish_packages(ctx)
         hook_note = run_rollback_hook(ctx)
         if hook_note:

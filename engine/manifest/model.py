@@ -11,6 +11,15 @@ from enum import StrEnum
 from engine.manifest.hooks import Hook, HookName
 from engine.manifest.requirements import NodeProfile
 from engine.manifest.serialize import to_plain
+from engine.manifest.system import (
+    DEFAULT_STORAGE_DRIVER,
+    Docker,
+    Etcd,
+    Kubelet,
+    Runtime,
+    StorageDriver,
+    SystemOptions,
+)
 from engine.manifest.units import ByteSize, FileMode, PortRange, TransferRate
 
 
@@ -169,47 +178,6 @@ class Storage:
 
 
 @dataclass(frozen=True)
-class Runtime:
-    """Override of the Kubernetes runtime version (None means the latest available)."""
-
-    version: str | None = None
-
-
-@dataclass(frozen=True)
-class Docker:
-    """Docker daemon options; `storage_driver` None means the base image's default."""
-
-    storage_driver: str | None = None
-    args: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Etcd:
-    """Extra etcd command line arguments."""
-
-    args: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Kubelet:
-    """Extra kubelet arguments and its hairpin mode."""
-
-    args: tuple[str, ...] = ()
-    hairpin_mode: str | None = None
-
-
-@dataclass(frozen=True)
-class SystemOptions:
-    """Cluster-wide runtime behaviour of the system daemons."""
-
-    runtime: Runtime | None = None
-    docker: Docker = field(default_factory=Docker)
-    etcd: Etcd = field(default_factory=Etcd)
-    kubelet: Kubelet = field(default_factory=Kubelet)
-    allow_privileged: bool = False
-
-
-@dataclass(frozen=True)
 class Extension:
     """A pre-packaged system extension; all are enabled by default."""
 
@@ -282,6 +250,7 @@ class Manifest:
 
 __all__ = [
     "API_VERSIONS",
+    "DEFAULT_STORAGE_DRIVER",
     "AwsProvider",
     "AwsTerraform",
     "ByteSize",
@@ -310,6 +279,7 @@ __all__ = [
     "Providers",
     "Runtime",
     "Storage",
+    "StorageDriver",
     "SystemOptions",
     "TransferRate",
 ]

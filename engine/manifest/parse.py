@@ -11,9 +11,7 @@ from engine.manifest.model import (
     AwsProvider,
     AwsTerraform,
     CloudProvider,
-    Docker,
     Endpoint,
-    Etcd,
     Eula,
     Extension,
     Extensions,
@@ -24,19 +22,17 @@ from engine.manifest.model import (
     GenericProvider,
     Installer,
     Kind,
-    Kubelet,
     License,
     Manifest,
     Metadata,
     NetworkType,
     OpenEBS,
     Providers,
-    Runtime,
     Storage,
-    SystemOptions,
 )
 from engine.manifest.profiles import read_profiles
 from engine.manifest.reader import Collector, Fields, as_string
+from engine.manifest.system import read_system_options
 from engine.manifest.units import is_semver, is_single_word
 from engine.manifest.uri import Resolver
 
@@ -63,7 +59,7 @@ def build_manifest(c: Collector, raw: object, resolver: Resolver) -> Manifest:
     profiles = read_profiles(f, resolver)
     license_ = f.read("license", lambda lic: License(enabled=lic.boolean("enabled", False)))
     storage = _storage(f.mapping("storage"))
-    system_options = _system_options(f.mapping("systemOptions"))
+    system_options = read_system_options(f.mapping("systemOptions"))
     extensions = _extensions(f.mapping("extensions"))
     hooks = _hooks(f.mapping("hooks"), resolver)
     f.finish()
@@ -232,27 +228,6 @@ def _storage(f: Fields) -> Storage:
         "openebs", lambda openebs: OpenEBS(enabled=openebs.boolean("enabled", False))))
     f.finish()
     return storage
-
-
-def _system_options(f: Fields) -> SystemOptions:
-    runtime = f.section("runtime", lambda rt: Runtime(version=rt.string("version", nonempty=True)))
-    docker = f.read("docker", lambda docker_f: Docker(
-        storage_driver=docker_f.string("storageDriver", nonempty=True),
-        args=docker_f.strings("args"),
-    ))
-    etcd = f.read("etcd", lambda etcd_f: Etcd(args=etcd_f.strings("args")))
-    kubelet = f.read("kubelet", lambda kubelet_f: Kubelet(
-        args=kubelet_f.strings("args"), hairpin_mode=kubelet_f.string("hairpinMode", nonempty=True)
-    ))
-    allow_privileged = f.boolean("allowPrivileged", False)
-    f.finish()
-    return SystemOptions(
-        runtime=runtime,
-        docker=docker,
-        etcd=etcd,
-        kubelet=kubelet,
-        allow_privileged=allow_privileged,
-    )
 
 
 def _extensions(f: Fields) -> Extensions:

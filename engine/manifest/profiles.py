@@ -1,4 +1,4 @@
-"""Reading `nodeProfiles`: labels, requirements (cpu, ram, os, volumes, devices, network,
+"""Reading `nodeProfiles`: labels, taints, requirements (cpu, ram, os, volumes, devices, network,
 customChecks), expandPolicy and per-profile providers and system options.
 """
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from engine.manifest.reader import Collector, Fields, describe
+from engine.manifest.reader import Collector, Fields, child, describe
 from engine.manifest.requirements import (
     CPURequirement,
     CustomCheck,
@@ -18,12 +18,15 @@ from engine.manifest.requirements import (
     PortRequirement,
     ProfileAws,
     ProfileProviders,
-    ProfileSystemOptions,
     Protocol,
     RAMRequirement,
     Requirements,
+    Taint,
+    TaintEffect,
     Volume,
+    label_problem,
 )
+from engine.manifest.system import read_profile_options
 from engine.manifest.units import FileMode, PortRange, parse_mode, parse_port_range, parse_rate
 from engine.manifest.units import parse_size as _parse_size
 from engine.manifest.uri import Resolver
@@ -42,22 +45,46 @@ def _profile(c: Collector, raw: object, path: str, resolver: Resolver) -> NodePr
     name = f.string("name", required=True) if f.present else None
     description = f.string("description")
     labels = f.string_map("labels")
+    for key, value in labels.items():
+        problem = label_problem(key, value)
+        if problem:
+            c.error(child(f.at("labels"), key), problem)
+    taints = tuple(t for t in (_taint(c, raw, p) for raw, p in f.items("taints")) if t)
     requirements = _requirements(f.mapping("requirements"), resolver)
     expand_policy = f.choice("expandPolicy", ExpandPolicy)
     providers = f.section("providers", lambda prov: ProfileProviders(aws=prov.section(
         "aws", lambda aws_f: ProfileAws(instance_types=aws_f.strings("instanceTypes")))))
-    system_options = f.section("systemOptions", lambda opts: ProfileSystemOptions(
-        base_image=opts.string("baseImage", nonempty=True)))
+    system_options = f.section("systemOptions", read_profile_options)
     f.finish()
     return NodeProfile(
         name=name or "",
         description=description,
         labels=labels,
+        taints=taints,
         requirements=requirements,
         expand_policy=expand_policy,
         providers=providers,
         system_options=system_options,
     )
+
+
+def _taint(c: Collector, raw: object, path: str) -> Taint | None:
+    f = Fields.item(c, raw, path)
+    if not f.present:
+        return None
+    key = f.string("key", required=True)
+    value = f.string("value") or ""
+    effect = f.choice("effect", TaintEffect)
+    if f.raw("effect") is None:
+        c.error(f.at("effect"), "is required: one of "
+                + ", ".join(e.value for e in TaintEffect))
+    f.finish()
+    if key is not None:
+        problem = label_problem(key, value)
+        if problem:
+            c.error(path, problem.replace("label", "taint"))
+            return None
+    return Taint(key=key, value=value, effect=effect) if key and effect else None
 
 
 def _requirements(f: Fields, resolver: Resolver) -> Requirements:

@@ -4,10 +4,12 @@ server must meet (cpu, ram, os, volumes, devices, network, custom checks) to tak
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from engine.manifest.system import ProfileSystemOptions
 from engine.manifest.units import ByteSize, FileMode, PortRange, TransferRate
 
 
@@ -127,11 +129,44 @@ class ProfileProviders:
     aws: ProfileAws | None = None
 
 
-@dataclass(frozen=True)
-class ProfileSystemOptions:
-    """Per-profile system options: a custom base (planet) image."""
+class TaintEffect(StrEnum):
+    """What a Kubernetes taint does to pods that do not tolerate it."""
 
-    base_image: str | None = None
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+@dataclass(frozen=True)
+class Taint:
+    """A taint a profile's nodes carry (Gravity's nodeProfiles[].taints)."""
+
+    key: str
+    effect: TaintEffect
+    value: str = ""
+
+    @property
+    def text(self) -> str:
+        """As `kubectl taint` takes it: `key[=value]:Effect`."""
+        return f"{self.key}{'=' + self.value if self.value else ''}:{self.effect.value}"
+
+
+# Kubernetes' syntax for label (and taint) keys and values: an optional DNS-subdomain prefix
+# and a slash, then a name of at most 63 characters; values at most 63, possibly empty.
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_NAME}$")
+LABEL_VALUE = re.compile(rf"^({_NAME})?$")
+LABEL_FORM = ("a key of letters, digits, '-', '_', '.' (at most 63, optionally after a DNS "
+              "prefix and '/') and a value of the same characters (at most 63)")
+
+
+def label_problem(key: str, value: str) -> str | None:
+    """Why `key: value` is not a valid Kubernetes label, or None."""
+    if not LABEL_KEY.match(key):
+        return f"label key {key!r} is not valid: expected {LABEL_FORM}"
+    if not LABEL_VALUE.match(value):
+        return f"label value {value!r} of {key} is not valid: expected {LABEL_FORM}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -141,6 +176,7 @@ class NodeProfile:
     name: str
     description: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
     requirements: Requirements = field(default_factory=Requirements)
     expand_policy: ExpandPolicy | None = None
     providers: ProfileProviders | None = None
@@ -148,6 +184,8 @@ class NodeProfile:
 
 
 __all__ = [
+    "LABEL_KEY",
+    "LABEL_VALUE",
     "CPURequirement",
     "CustomCheck",
     "Device",
@@ -162,5 +200,8 @@ __all__ = [
     "Protocol",
     "RAMRequirement",
     "Requirements",
+    "Taint",
+    "TaintEffect",
     "Volume",
+    "label_problem",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 from engine.blobs import BlobCache, BlobRef, publish_image
 from engine.errors import ManifestError, Problem
 from engine.license import KEY_FILE
-from engine.manifest import load_manifest
+from engine.manifest import DEFAULT_STORAGE_DRIVER, load_manifest
 from engine.model import Plan
 from engine.operations.inventory import Node, Role
 from engine.operations.templates import expand, load_template
@@ -79,6 +79,8 @@ def manifest_facts(manifest: Any) -> dict[str, Any]:
         "hooks": {h.name.value: h.source for h in manifest.hooks},
         "profiles": {p.name: {"requirements": requirements_of(p), "volumes": volumes_of(p),
                               "labels": [f"{k}={v}" for k, v in p.labels.items()],
+                              "taints": [t.text for t in p.taints],
+                              "system": runtime_config(manifest, p),
                               "expand_policy": (p.expand_policy.value
                                                 if p.expand_policy is not None else None)}
                      for p in manifest.node_profiles},
@@ -157,6 +159,36 @@ def requirements_of(profile: Any) -> dict[str, Any]:
     }
 
 
+def runtime_config(manifest: Any, profile: Any) -> dict[str, Any]:
+    """A node's runtime configuration: the profile's `systemOptions` over the manifest's, part
+    by part (as Gravity: a profile's docker, etcd or kubelet section replaces the cluster's),
+    with the profile's labels and taints for the kubelet to register with."""
+    glob, own = manifest.system_options, profile.system_options
+
+    def pick(part: str) -> Any:
+        mine = getattr(own, part, None) if own is not None else None
+        return mine if mine is not None else getattr(glob, part)
+
+    docker, etcd, kubelet = pick("docker"), pick("etcd"), pick("kubelet")
+    runtime = own.runtime if own is not None and own.runtime is not None else glob.runtime
+    args = own.args if own is not None and own.args else glob.args
+    privileged = own.allow_privileged if own is not None and \
+        own.allow_privileged is not None else glob.allow_privileged
+    return {
+        "profile": profile.name,
+        "runtime_version": runtime.version if runtime is not None else None,
+        "runtime_args": list(args),
+        "docker": {"storage_driver": str(docker.storage_driver or DEFAULT_STORAGE_DRIVER),
+                   "args": list(docker.args)},
+        "etcd": {"args": list(etcd.args)},
+        "kubelet": {"args": list(kubelet.args)},
+        "allow_privileged": bool(privileged),
+        "base_image": (own.base_image if own is not None else None) or manifest.base_image,
+        "node_labels": [f"{k}={v}" for k, v in profile.labels.items()],
+        "node_taints": [t.text for t in profile.taints],
+    }
+
+
 def volumes_of(profile: Any) -> list[dict[str, Any]]:
     return [{
         "path": v.path, "name": v.name, "capacity": _size(v.capacity),
@@ -166,22 +198,35 @@ def volumes_of(profile: Any) -> list[dict[str, Any]]:
     } for v in profile.requirements.volumes]
 
 
-def node_entry(node: Node, image: Image) -> dict[str, Any]:
+NO_PROFILE: dict[str, Any] = {"requirements": {}, "volumes": [], "labels": [], "taints": [],
+                              "system": None}
+
+
+def node_entry(node: Node, image: Image,
+               previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A node as templates see it: its inventory entry, what its profile asks (requirements,
+    volumes, labels, taints, runtime config `system`) and — in an upgrade — what the installed
+    image's profile asked (`previous_labels`, `previous_taints`)."""
     entry = node.to_dict()
-    profile = image.facts.get("profiles", {}).get(node.profile)
-    # A manifest without profiles: nothing to check or create.
-    entry.update({k: v for k, v in (profile or {"requirements": {}, "volumes": [],
-                                                "labels": []}).items()
-                  if k in ("requirements", "volumes", "labels")})
+    # A manifest without profiles (or an image recorded before a key existed): nothing.
+    profile = {**NO_PROFILE, **(image.facts.get("profiles", {}).get(node.profile) or {})}
+    entry.update({k: profile[k] for k in NO_PROFILE})
+    if entry["system"] is None:
+        entry["system"] = {"profile": node.profile}
+    if previous is not None:
+        old = {**NO_PROFILE, **(previous.get("profiles", {}).get(node.profile) or {})}
+        entry.update(previous_labels=old["labels"], previous_taints=old["taints"])
     return entry
 
 
 def context(image: Image, nodes: Sequence[Node], *, parallel_workers: int = 1,
             service_uid: int | None = None, service_gid: int | None = None,
             new_node: Node | None = None,
-            previous_versions: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Everything a template may refer to with ${…}."""
-    entries = [node_entry(n, image) for n in nodes]
+            previous_versions: Mapping[str, str] | None = None,
+            previous_facts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Everything a template may refer to with ${…}; `previous_facts` are the installed
+    image's (an upgrade's, so phases know what they change)."""
+    entries = [node_entry(n, image, previous_facts) for n in nodes]
     masters = [e for e in entries if e["role"] == Role.MASTER.value]
     workers = [e for e in entries if e["role"] != Role.MASTER.value]
     hooks = {name: {"hook": name, "source": source}

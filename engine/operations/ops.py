@@ -165,7 +165,8 @@ def prepare_upgrade(store: Store, cache: BlobCache, image_dir: Path, *,
     if force:  # a half-done earlier upgrade may have left nodes on the new versions
         previous = {k: sorted({v, image.versions().get(k, v)}) for k, v in previous.items()}
     ctx = context(image, list(cluster.nodes), parallel_workers=parallel_workers,
-                  **cluster.service_ids, previous_versions=previous)
+                  **cluster.service_ids, previous_versions=previous,
+                  previous_facts=cluster.image.get("image_facts") or {})
     plan = build_plan("upgrade", ctx)
     data = operation_data("upgrade", image, from_version=cluster.version,
                           **cluster.service_ids, kubeconfig=kubeconfig,
