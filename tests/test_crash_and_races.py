@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
+
+from tests.helpers import wait_for
 
 CRASH = """
 kind: Plan
@@ -34,13 +35,6 @@ def _both_stores(any_store: str) -> str:
 
 def lines(path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def test_kill_9_mid_phase_then_resume_finishes_without_rerunning_completed(

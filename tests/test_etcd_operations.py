@@ -5,11 +5,11 @@ runs exactly once; a 10,000-phase plan is created and executed; megabytes of out
 from __future__ import annotations
 
 import threading
-import time
 
 from engine.model import MAX_ERROR_BYTES, json_size
 from tests.conftest import Gravity
 from tests.etcd_server import EtcdServer
+from tests.helpers import wait_for
 
 SLEEPERS = """
 kind: Plan
@@ -28,10 +28,7 @@ def test_etcd_restart_mid_operation_pauses_then_completes_once(
     gravity("operation", "create", "--plan", str(write_plan(SLEEPERS)), "--id", "op1", check=0)
     coordinator = gravity.spawn("plan", "resume")
     first = gravity.node_file("local", "p1.count")
-    deadline = time.monotonic() + 30
-    while not first.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(first.exists, proc=coordinator, what="/p1 to start")
     private_etcd.stop()
     down_for = 2.5
     timer = threading.Timer(down_for, private_etcd.start)

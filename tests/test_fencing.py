@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,9 @@ from engine.planfile import plan_from_mapping
 from engine.service import Engine, create_operation, resume
 from engine.store.sqlite import SQLiteStore
 from tests.conftest import Gravity
+from tests.helpers import wait_for
 
 TICKS = 100
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def tick_plan(ticks: Path, node: str | None = None, attempts: int = 1) -> str:
