@@ -113,6 +113,7 @@ phases:
 
 
 @pytest.mark.etcd
+@pytest.mark.slow
 def test_agent_killed_mid_phase_is_interrupted_then_redispatched(
         cluster: Gravity, write_plan) -> None:
     agent = start_agent(cluster, "node-1")
@@ -159,6 +160,7 @@ phases:
 
 
 @pytest.mark.etcd
+@pytest.mark.slow
 def test_coordinator_killed_then_resumed_elsewhere(cluster: Gravity, write_plan) -> None:
     start_agent(cluster, "node-1")
     start_agent(cluster, "node-2")
@@ -181,6 +183,7 @@ def test_coordinator_killed_then_resumed_elsewhere(cluster: Gravity, write_plan)
 
 
 @pytest.mark.etcd
+@pytest.mark.slow
 def test_two_coordinators_one_drives(cluster: Gravity, write_plan) -> None:
     start_agent(cluster, "node-1")
     start_agent(cluster, "node-2")
@@ -194,6 +197,7 @@ def test_two_coordinators_one_drives(cluster: Gravity, write_plan) -> None:
 
 
 @pytest.mark.etcd
+@pytest.mark.slow
 def test_a_stale_agents_late_result_is_fenced(cluster: Gravity, write_plan) -> None:
     old = start_agent(cluster, "node-1")
     cluster("operation", "create", "--plan",
@@ -245,6 +249,7 @@ def test_agent_stop_through_the_store_and_missing_agent_message(
 
 
 @pytest.mark.etcd
+@pytest.mark.slow
 def test_a_new_coordinator_adopts_a_phase_an_agent_is_still_running(
         cluster: Gravity, write_plan) -> None:
     agent = start_agent(cluster, "node-1")
@@ -303,6 +308,7 @@ print(json.dumps({"failures": failures}))
 """
 
 
+@pytest.mark.slow
 def test_phase_processes_of_a_process_talking_to_etcd_are_not_aborted_by_grpc(
         etcd_url: str, tmp_path: Path) -> None:
     """gRPC's fork handlers used to restart its poller in every forked phase process, which then

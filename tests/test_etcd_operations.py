@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from engine.model import MAX_ERROR_BYTES, json_size
 from tests.conftest import Gravity
 from tests.etcd_server import EtcdServer
@@ -21,6 +23,7 @@ phases:
 """ for i in range(8))
 
 
+@pytest.mark.slow
 def test_etcd_restart_mid_operation_pauses_then_completes_once(
         gravity: Gravity, write_plan, private_etcd: EtcdServer) -> None:
     gravity.extra_env.update(GRAVITY_STORE=f"{private_etcd.url}/restart",
@@ -48,6 +51,7 @@ def test_etcd_restart_mid_operation_pauses_then_completes_once(
         (f"/p{i}", to) for i in range(8) for to in ("in_progress", "completed"))
 
 
+@pytest.mark.slow
 def test_ten_thousand_noop_phases_on_etcd(gravity: Gravity, write_plan, etcd_url: str) -> None:
     gravity.extra_env.update(GRAVITY_STORE=etcd_url, GRAVITY_DISPATCH="local")
     groups = "".join(

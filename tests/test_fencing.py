@@ -102,6 +102,7 @@ def tick_history(g: Gravity) -> list[tuple[str, int | None]]:
     return [(r["to_state"], r["owner"]) for r in records if r["phase_id"] == "/tick"]
 
 
+@pytest.mark.slow
 def test_a_driver_that_waited_for_the_database_starts_with_its_whole_lease(
         gravity: Gravity, write_plan, tmp_path: Path) -> None:
     ticks = tmp_path / "ticks"
@@ -120,6 +121,7 @@ def test_a_driver_that_waited_for_the_database_starts_with_its_whole_lease(
     assert gravity.states() == {"/tick": "completed"}
 
 
+@pytest.mark.slow
 def test_a_driver_that_cannot_renew_stops_its_phase_before_another_takes_over(
         gravity: Gravity, write_plan, tmp_path: Path) -> None:
     ticks = tmp_path / "ticks"
@@ -140,6 +142,7 @@ def test_a_driver_that_cannot_renew_stops_its_phase_before_another_takes_over(
     assert gravity.states() == {"/tick": "completed"}
 
 
+@pytest.mark.slow
 def test_a_frozen_driver_is_fenced_by_its_guard_and_records_nothing_when_thawed(
         gravity: Gravity, write_plan, tmp_path: Path) -> None:
     ticks = tmp_path / "ticks"
@@ -168,6 +171,7 @@ def test_a_frozen_driver_is_fenced_by_its_guard_and_records_nothing_when_thawed(
 
 
 @pytest.mark.etcd
+@pytest.mark.slow
 def test_a_frozen_agent_is_fenced_and_the_phase_runs_once_at_a_time(
         gravity: Gravity, write_plan, tmp_path: Path, etcd_url: str) -> None:
     ttl = "2"

@@ -86,6 +86,7 @@ def test_rollback_out_of_order_names_the_blockers(gravity) -> None:
     assert op_state["state"] == "completed"
 
 
+@pytest.mark.slow
 def test_rollback_phase_by_phase_and_force(gravity) -> None:
     gravity.create(CHAIN)
     for phase in ("/init", "/masters/node-1/drain", "/masters/node-1/upgrade"):
@@ -221,6 +222,7 @@ phases:
 """
 
 
+@pytest.mark.slow
 def test_fail_fast_then_resume_after_the_fix(gravity) -> None:
     gravity.create(FAIL_FAST)
     proc = gravity("plan", "resume", check=1)
@@ -245,6 +247,7 @@ def test_fail_fast_then_resume_after_the_fix(gravity) -> None:
     assert listing[0]["state"] == "completed"
 
 
+@pytest.mark.slow
 def test_complete_closes_a_stuck_operation_and_frees_the_lock(gravity, write_plan) -> None:
     gravity.create(FAIL_FAST)
     gravity("plan", "resume", check=1)
@@ -263,6 +266,7 @@ def test_complete_closes_a_stuck_operation_and_frees_the_lock(gravity, write_pla
     gravity("plan", "resume", "--operation-id", "op1", check=3)
 
 
+@pytest.mark.slow
 def test_whole_rollback_in_reverse_order(gravity) -> None:
     gravity.create(CHAIN)
     gravity("plan", "resume", check=0)

@@ -103,9 +103,9 @@ def test_ctrl_c_leaves_the_operation_resumable(gravity: Gravity, write_plan) -> 
     assert log[-1]["phase_id"] == "/one" and log[-1]["to_state"] == "failed"
     assert log[-1]["error"] == "interrupted by the operator (Ctrl-C)"
     # The coordinator lock was released: resuming works at once.
+    running.unlink()
     proc = gravity.spawn("plan", "resume")
-    wait_for(lambda: gravity.states().get("/one") == "in_progress", proc=proc,
-             what="/one to start again")
+    wait_for(running.exists, proc=proc, what="/one to run again")
     assert proc.poll() is None  # it is driving, not refused
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)
@@ -119,8 +119,9 @@ def test_sigterm_and_sighup_stop_the_driver_like_ctrl_c(gravity: Gravity, write_
     gravity("operation", "create", "--plan", str(write_plan(PLAN.replace("sleep 1.2",
                                                                          LONG_ONE))),
             "--id", "op1", check=0)
+    running = gravity.node_file("local", "running")
     driver = gravity.spawn("plan", "resume")
-    wait_for(gravity.node_file("local", "running").exists, proc=driver, what="/one to run")
+    wait_for(running.exists, proc=driver, what="/one to run")
     driver.send_signal(sig)
     _out, err = driver.communicate(timeout=30)
     assert driver.returncode == 128 + sig, err
@@ -130,8 +131,8 @@ def test_sigterm_and_sighup_stop_the_driver_like_ctrl_c(gravity: Gravity, write_
     assert (log[-1]["phase_id"], log[-1]["to_state"]) == ("/one", "failed")
     assert log[-1]["error"] == f"interrupted: {sig.name}"
     # Nothing is left held: the next resume drives at once (and is refused by nobody).
+    running.unlink()
     again = gravity.spawn("plan", "resume")
-    wait_for(lambda: gravity.states().get("/one") == "in_progress", proc=again,
-             what="/one to start again")
+    wait_for(running.exists, proc=again, what="/one to run again")
     again.send_signal(signal.SIGINT)
     again.wait(timeout=30)
