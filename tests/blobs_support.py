@@ -8,8 +8,6 @@ import http.client
 import os
 import stat
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from engine.blobs import BlobCache, BlobRef, BlobServer
@@ -82,13 +80,6 @@ def make_blob(cache: BlobCache, path: Path, size: int) -> BlobRef:
         for i in range(0, size, MIB):
             f.write(i.to_bytes(8, "big") + block[8: min(MIB, size - i)])
     return cache.add_file(path)
-
-
-def wait_for(cond: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def get(url: str, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:

@@ -14,7 +14,7 @@ import yaml
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "the condition",
+def wait_for(predicate: Callable[[], T], what: str = "the condition", timeout: float = 30.0,
              *, proc: subprocess.Popen[Any] | None = None, interval: float = 0.05) -> T:
     """Poll `predicate` until it returns something truthy, and return that.
 

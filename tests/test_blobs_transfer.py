@@ -26,8 +26,8 @@ from tests.blobs_support import (
     Servers,
     leftovers,
     make_blob,
-    wait_for,
 )
+from tests.helpers import wait_for
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import pytest
 from engine.errors import StoreUnavailable
 from engine.store.sqlite import SQLiteStore
 from engine.store.sqlite_errors import translate
-from tests.test_crash_and_races import wait_for
+from tests.helpers import wait_for
 from tests.test_dashboard import read_event, start_dashboard
 
 HELLO = """

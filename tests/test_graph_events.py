@@ -194,7 +194,7 @@ def test_events_follow_prints_records_as_they_come_until_the_operation_ends(
         gravity) -> None:
     gravity.create(SLOW)
     driver = gravity.spawn("plan", "resume")
-    wait_for((gravity.state_dir / "started").exists, 60, proc=driver, what="/wait to start")
+    wait_for((gravity.state_dir / "started").exists, "/wait to start", 60, proc=driver)
     # The operation is being driven (phase /wait in progress): --follow keeps going.
     follower = gravity.spawn("events", "--follow", "-o", "json")
     (gravity.state_dir / "go").touch()
