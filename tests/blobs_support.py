@@ -1,5 +1,5 @@
 """Helpers for the blob tests: a loopback blob server per test, pseudo-random blobs, snapshots
-of directory trees, and the child process that fetches like an agent.
+of directory trees, the child process that fetches like an agent, and their fixtures (a plugin).
 """
 
 from __future__ import annotations
@@ -8,7 +8,10 @@ import http.client
 import os
 import stat
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from engine.blobs import BlobCache, BlobRef, BlobServer
 from engine.blobs.server import BlobHandler, Served
@@ -93,3 +96,21 @@ def get(url: str, path: str, **headers: str) -> tuple[int, dict[str, str], bytes
         conn.close()
 
 
+# -- fixtures (registered from tests/conftest.py's pytest_plugins) -----------------------------
+
+
+@pytest.fixture
+def coord(tmp_path: Path) -> BlobCache:
+    return BlobCache(tmp_path / "coord")
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> BlobCache:
+    return BlobCache(tmp_path / "node")
+
+
+@pytest.fixture
+def serve() -> Iterator[Servers]:
+    servers = Servers()
+    yield servers
+    servers.stop_all()

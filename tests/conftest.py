@@ -33,7 +33,7 @@ settings.register_profile("fuzz", max_examples=5000, deadline=None, print_blob=T
                           suppress_health_check=_SLOW_IS_FINE)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "ci")
 
-pytest_plugins = ["tests.fixtures_etcd", "tests.hosts"]
+pytest_plugins = ["tests.fixtures_etcd", "tests.hosts", "tests.blobs_support"]
 
 # A test that uses one of these fixtures talks to a real etcd server: it is marked `etcd`.
 ETCD_FIXTURES = frozenset({"etcd_server", "etcd_url", "private_etcd"})
