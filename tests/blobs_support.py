@@ -1,5 +1,5 @@
 """Helpers for the blob tests: a loopback blob server per test, pseudo-random blobs, snapshots
-of directory trees, and the child process that fetches like an agent.
+of directory trees, the child process that fetches like an agent, and their fixtures (a plugin).
 """
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import http.client
 import os
 import stat
 import textwrap
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from engine.blobs import BlobCache, BlobRef, BlobServer
 from engine.blobs.server import BlobHandler, Served
@@ -84,13 +85,6 @@ def make_blob(cache: BlobCache, path: Path, size: int) -> BlobRef:
     return cache.add_file(path)
 
 
-def wait_for(cond: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def get(url: str, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
@@ -102,3 +96,21 @@ def get(url: str, path: str, **headers: str) -> tuple[int, dict[str, str], bytes
         conn.close()
 
 
+# -- fixtures (registered from tests/conftest.py's pytest_plugins) -----------------------------
+
+
+@pytest.fixture
+def coord(tmp_path: Path) -> BlobCache:
+    return BlobCache(tmp_path / "coord")
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> BlobCache:
+    return BlobCache(tmp_path / "node")
+
+
+@pytest.fixture
+def serve() -> Iterator[Servers]:
+    servers = Servers()
+    yield servers
+    servers.stop_all()

@@ -1,5 +1,6 @@
 """Shared fixtures: run the real `gravity` CLI as a subprocess against a temp state dir,
-write plan files, read back what the store and the nodes' files show, drive a real browser.
+write plan files, read back what the store and the nodes' files show, drive a real browser;
+and the markers `etcd` and `browser`, set from the fixtures a test uses.
 """
 
 from __future__ import annotations
@@ -32,7 +33,26 @@ settings.register_profile("fuzz", max_examples=5000, deadline=None, print_blob=T
                           suppress_health_check=_SLOW_IS_FINE)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "ci")
 
-pytest_plugins = ["tests.fixtures_etcd", "tests.hosts"]
+pytest_plugins = ["tests.fixtures_etcd", "tests.hosts", "tests.blobs_support"]
+
+# A test that uses one of these fixtures talks to a real etcd server: it is marked `etcd`.
+ETCD_FIXTURES = frozenset({"etcd_server", "etcd_url", "private_etcd"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `etcd` each test that uses a real etcd: through one of ETCD_FIXTURES, or run with
+    the parameter value "etcd" (the `any_store` fixture, a `store` or `backend` parameter).
+    Tests that reach etcd another way carry the mark themselves; `etcd_url` and
+    `private_etcd` fail a test that uses them without it, so `--fast` never needs etcd.
+    Mark `browser` each test using the `browser` fixture (`hosts`: see tests/hosts.py)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        spec = getattr(item, "callspec", None)
+        params = spec.params.values() if spec is not None else ()
+        if ETCD_FIXTURES & names or any(isinstance(v, str) and v == "etcd" for v in params):
+            item.add_marker(pytest.mark.etcd)
+        if "browser" in names:
+            item.add_marker(pytest.mark.browser)
 
 
 def leaf_states(doc: dict) -> dict[str, str]:
@@ -84,6 +104,14 @@ class Gravity:
         return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=self.env(**env),
                                 cwd=self.tmp)
+
+    def create(self, plan_text: str, op_id: str = "op1", name: str = "plan.yaml") -> str:
+        """Write `plan_text` to `name` and create operation `op_id` from it."""
+        path = self.tmp / name
+        path.write_text(textwrap.dedent(plan_text))
+        out = self("operation", "create", "--plan", str(path), "--id", op_id, check=0).stdout
+        assert out.strip() == op_id
+        return op_id
 
     def plan_json(self, *args: str) -> dict:
         return json.loads(self("plan", "-o", "json", *args, check=0).stdout)

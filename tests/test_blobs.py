@@ -11,7 +11,6 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,30 +32,11 @@ from tests.blobs_support import (
     IMAGE,
     MIB,
     TOKEN,
-    Servers,
     get,
     leftovers,
     make_blob,
     snapshot,
 )
-
-
-@pytest.fixture
-def coord(tmp_path: Path) -> BlobCache:
-    return BlobCache(tmp_path / "coord")
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> BlobCache:
-    return BlobCache(tmp_path / "node")
-
-
-@pytest.fixture
-def serve() -> Iterator[Servers]:
-    servers = Servers()
-    yield servers
-    servers.stop_all()
-
 
 # -- publishing and materializing -------------------------------------------------------------
 

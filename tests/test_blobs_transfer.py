@@ -23,28 +23,10 @@ from tests.blobs_support import (
     MIB,
     ROOT,
     TOKEN,
-    Servers,
     leftovers,
     make_blob,
-    wait_for,
 )
-
-
-@pytest.fixture
-def coord(tmp_path: Path) -> BlobCache:
-    return BlobCache(tmp_path / "coord")
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> BlobCache:
-    return BlobCache(tmp_path / "node")
-
-
-@pytest.fixture
-def serve() -> Iterator[Servers]:
-    servers = Servers()
-    yield servers
-    servers.stop_all()
+from tests.helpers import wait_for
 
 
 class GatedHandler(BlobHandler):

@@ -50,6 +50,7 @@ def install(gravity, images: Path, *extra: str, check: int = 0):
                    "--id", "install", *extra, check=check)
 
 
+@pytest.mark.slow  # a whole cluster installed, then upgraded
 def test_install_expand_upgrade_with_a_failing_hook_then_resume(gravity, images) -> None:
     install(gravity, images, "--set", "greeting=hello")
     assert [runtime(gravity, n) for n in ("node-1", "node-2", "node-3")] == ["1.0.0"] * 3
@@ -99,6 +100,7 @@ def test_install_expand_upgrade_with_a_failing_hook_then_resume(gravity, images)
     assert ops(gravity)["upgrade"]["state"] == "completed"
 
 
+@pytest.mark.slow  # a whole cluster installed, then expanded
 def test_the_service_user_is_created_on_every_node_with_the_same_ids(gravity, images) -> None:
     machine = Path("/etc/passwd").read_text()
     install(gravity, images)
@@ -116,6 +118,7 @@ def test_the_service_user_is_created_on_every_node_with_the_same_ids(gravity, im
     assert Path("/etc/passwd").read_text() == machine
 
 
+@pytest.mark.slow  # a whole cluster installed, then expanded
 def test_explicit_service_ids_are_honoured_and_a_clash_is_explained(gravity, images) -> None:
     install(gravity, images, "--service-uid", "4242", "--service-gid", "4343")
     assert service_user(gravity, "node-2")[2:4] == ["4242", "4343"]
@@ -129,6 +132,7 @@ def test_explicit_service_ids_are_honoured_and_a_clash_is_explained(gravity, ima
     assert "user planet exists on node node-4 with UID 5000, not 4242" in proc.stderr
 
 
+@pytest.mark.slow  # a whole cluster installed, then upgraded
 def test_failed_upgrade_rolls_back_every_node_to_v1(gravity, images) -> None:
     install(gravity, images)
     gravity.node_file("node-1", "app/maintenance").write_text("")
@@ -290,6 +294,7 @@ def test_kubectl_phases_are_visibly_skipped_without_kubernetes(gravity, images) 
     assert "skipped: Kubernetes API not configured" in drain_log.read_text()
 
 
+@pytest.mark.slow  # a whole cluster installed, then upgraded
 def test_upgrade_refused_while_the_last_upgrade_is_unsettled(gravity, images) -> None:
     install(gravity, images)
     gravity.node_file("node-1", "app/maintenance").write_text("")
@@ -306,6 +311,7 @@ def test_upgrade_refused_while_the_last_upgrade_is_unsettled(gravity, images) ->
     assert ops(gravity)["forced"]["state"] == "completed"
 
 
+@pytest.mark.slow  # a whole cluster installed, then upgraded
 def test_the_images_upgrade_script(gravity, images) -> None:
     install(gravity, images)
     env = gravity.env(GRAVITY=str(ROOT / ".venv" / "bin" / "gravity"))
@@ -316,6 +322,7 @@ def test_the_images_upgrade_script(gravity, images) -> None:
     assert runtime(gravity, "node-3") == "2.0.0"
 
 
+@pytest.mark.slow  # a whole cluster installed, then upgraded
 def test_an_upgrade_closed_as_failed_can_still_be_rolled_back(gravity, images) -> None:
     install(gravity, images)
     gravity.node_file("node-1", "app/maintenance").write_text("")
@@ -334,6 +341,7 @@ def test_an_upgrade_closed_as_failed_can_still_be_rolled_back(gravity, images) -
     assert "a completed operation cannot be changed" in refused.stderr
 
 
+@pytest.mark.slow  # a whole cluster installed, then upgraded
 def test_a_failed_preflight_does_not_block_the_next_upgrade(gravity, images) -> None:
     install(gravity, images)
     manifest = images / "v2" / "app.yaml"

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
+
+from tests.helpers import wait_for
 
 CRASH = """
 kind: Plan
@@ -34,13 +35,6 @@ def _both_stores(any_store: str) -> str:
 
 def lines(path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def test_kill_9_mid_phase_then_resume_finishes_without_rerunning_completed(
@@ -77,13 +71,19 @@ metadata: {name: race}
 phases:
   - id: once
     executor: command
-    data: {run: "echo $$ >> once.count; sleep 1"}
+    data: {run: "echo $$ >> once.count; while [ ! -e go ]; do sleep 0.05; done"}
 """
+# /slow held until the test lets it go: the race below does not hang on how fast a
+# process starts.
+GATED = CRASH.replace("sleep ${SLOW_SECONDS:-30}", "while [ ! -e go ]; do sleep 0.05; done")
 
 
 def test_two_operators_execute_the_same_phase_exactly_once(gravity, write_plan) -> None:
     gravity("operation", "create", "--plan", str(write_plan(ONE)), check=0)
     procs = [gravity.spawn("plan", "execute", "--phase", "/once") for _ in range(2)]
+    # /once runs until `go` exists: one process drives it, the other is refused meanwhile.
+    wait_for(lambda: any(p.poll() is not None for p in procs), what="one of them to end")
+    gravity.node_file("local", "go").touch()
     codes = sorted(p.wait(timeout=60) for p in procs)
     errors = "".join(p.stderr.read() for p in procs)
     assert codes == [0, 3], errors
@@ -93,11 +93,12 @@ def test_two_operators_execute_the_same_phase_exactly_once(gravity, write_plan) 
 
 
 def test_two_coordinators_resume_at_once_one_drives(gravity, write_plan) -> None:
-    gravity("operation", "create", "--plan", str(write_plan(CRASH)), check=0)
-    first = gravity.spawn("plan", "resume", SLOW_SECONDS="2")
+    gravity("operation", "create", "--plan", str(write_plan(GATED)), check=0)
+    first = gravity.spawn("plan", "resume")
     wait_for(lambda: gravity.node_file("local", "slow.count").exists())
     second = gravity("plan", "resume", check=3)
     assert "is being driven by coordinator" in second.stderr
     assert f"pid {first.pid}" in second.stderr
+    gravity.node_file("local", "go").touch()
     assert first.wait(timeout=60) == 0
     assert lines(gravity.node_file("local", "slow.count")) == 1

@@ -16,30 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import leaf_states
+from tests.helpers import chain_plan, run
 
-PLAN = """
-kind: Plan
-metadata: {name: dash}
-phases:
-  - id: init
-    executor: command
-    data: {run: "echo init-output-line"}
-  - id: masters
-    phases:
-      - id: node-1
-        node: node-1
-        phases:
-          - id: drain
-            executor: command
-            data: {run: "echo drained-node-1"}
-          - id: upgrade
-            executor: command
-            data: {run: "echo upgraded"}
-  - id: app
-    requires: [/masters]
-    executor: command
-    data: {run: "echo app"}
-"""
+PLAN = chain_plan("dash", init=run("echo init-output-line"), drain=run("echo drained-node-1"),
+                  upgrade=run("echo upgraded"), app=run("echo app"))
 
 
 
@@ -77,9 +57,9 @@ def start_dashboard(gravity, *args: str) -> Dashboard:
 
 
 @pytest.fixture
-def dashboard(gravity, write_plan) -> Iterator[Dashboard]:
+def dashboard(gravity) -> Iterator[Dashboard]:
     """Operation op1 with /init completed, and a dashboard on a free loopback port."""
-    gravity("operation", "create", "--plan", str(write_plan(PLAN)), "--id", "op1", check=0)
+    gravity.create(PLAN)
     gravity("plan", "execute", "--phase", "/init", check=0)
     dash = start_dashboard(gravity, "--listen", "127.0.0.1:0")
     yield dash
@@ -177,8 +157,8 @@ def test_stops_cleanly_on_a_signal_even_with_a_page_open(dashboard, sig) -> None
     assert "Traceback" not in err
 
 
-def test_listen_beyond_loopback_warns(gravity, write_plan) -> None:
-    gravity("operation", "create", "--plan", str(write_plan(PLAN)), "--id", "op1", check=0)
+def test_listen_beyond_loopback_warns(gravity) -> None:
+    gravity.create(PLAN)
     dash = start_dashboard(gravity, "--listen", "0.0.0.0:0")
     code, _out, err = dash.stop()
     assert code == 0

@@ -31,6 +31,7 @@ def load_generate():
     return sys.modules[name]
 
 
+@pytest.mark.slow
 def test_generated_docs_match_the_cli() -> None:
     proc = subprocess.run([sys.executable, str(DOCS / "generate.py"), "--check"], cwd=ROOT,
                           capture_output=True, text=True, timeout=240)

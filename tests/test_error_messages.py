@@ -25,7 +25,7 @@ import pytest
 from engine.errors import StoreUnavailable
 from engine.store.sqlite import SQLiteStore
 from engine.store.sqlite_errors import translate
-from tests.test_crash_and_races import wait_for
+from tests.helpers import wait_for
 from tests.test_dashboard import read_event, start_dashboard
 
 HELLO = """
@@ -324,6 +324,7 @@ def flaky_note(gravity) -> str | None:
     return next(p["note"] for p in doc["phases"] if p["id"] == "/flaky")
 
 
+@pytest.mark.slow  # waits out a killed driver's lease
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["KILL", "INT"])
 def test_a_retry_whose_driver_is_gone_shows_idle_with_the_command_to_resume(
         gravity, write_plan, sig: int) -> None:

@@ -5,11 +5,13 @@ runs exactly once; a 10,000-phase plan is created and executed; megabytes of out
 from __future__ import annotations
 
 import threading
-import time
+
+import pytest
 
 from engine.model import MAX_ERROR_BYTES, json_size
 from tests.conftest import Gravity
 from tests.etcd_server import EtcdServer
+from tests.helpers import wait_for
 
 SLEEPERS = """
 kind: Plan
@@ -21,6 +23,7 @@ phases:
 """ for i in range(8))
 
 
+@pytest.mark.slow
 def test_etcd_restart_mid_operation_pauses_then_completes_once(
         gravity: Gravity, write_plan, private_etcd: EtcdServer) -> None:
     gravity.extra_env.update(GRAVITY_STORE=f"{private_etcd.url}/restart",
@@ -28,10 +31,7 @@ def test_etcd_restart_mid_operation_pauses_then_completes_once(
     gravity("operation", "create", "--plan", str(write_plan(SLEEPERS)), "--id", "op1", check=0)
     coordinator = gravity.spawn("plan", "resume")
     first = gravity.node_file("local", "p1.count")
-    deadline = time.monotonic() + 30
-    while not first.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(first.exists, proc=coordinator, what="/p1 to start")
     private_etcd.stop()
     down_for = 2.5
     timer = threading.Timer(down_for, private_etcd.start)
@@ -51,6 +51,7 @@ def test_etcd_restart_mid_operation_pauses_then_completes_once(
         (f"/p{i}", to) for i in range(8) for to in ("in_progress", "completed"))
 
 
+@pytest.mark.slow
 def test_ten_thousand_noop_phases_on_etcd(gravity: Gravity, write_plan, etcd_url: str) -> None:
     gravity.extra_env.update(GRAVITY_STORE=etcd_url, GRAVITY_DISPATCH="local")
     groups = "".join(

@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,9 @@ from engine.planfile import plan_from_mapping
 from engine.service import Engine, create_operation, resume
 from engine.store.sqlite import SQLiteStore
 from tests.conftest import Gravity
+from tests.helpers import wait_for
 
 TICKS = 100
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def tick_plan(ticks: Path, node: str | None = None, attempts: int = 1) -> str:
@@ -109,6 +102,7 @@ def tick_history(g: Gravity) -> list[tuple[str, int | None]]:
     return [(r["to_state"], r["owner"]) for r in records if r["phase_id"] == "/tick"]
 
 
+@pytest.mark.slow
 def test_a_driver_that_waited_for_the_database_starts_with_its_whole_lease(
         gravity: Gravity, write_plan, tmp_path: Path) -> None:
     ticks = tmp_path / "ticks"
@@ -127,6 +121,7 @@ def test_a_driver_that_waited_for_the_database_starts_with_its_whole_lease(
     assert gravity.states() == {"/tick": "completed"}
 
 
+@pytest.mark.slow
 def test_a_driver_that_cannot_renew_stops_its_phase_before_another_takes_over(
         gravity: Gravity, write_plan, tmp_path: Path) -> None:
     ticks = tmp_path / "ticks"
@@ -147,6 +142,7 @@ def test_a_driver_that_cannot_renew_stops_its_phase_before_another_takes_over(
     assert gravity.states() == {"/tick": "completed"}
 
 
+@pytest.mark.slow
 def test_a_frozen_driver_is_fenced_by_its_guard_and_records_nothing_when_thawed(
         gravity: Gravity, write_plan, tmp_path: Path) -> None:
     ticks = tmp_path / "ticks"
@@ -175,6 +171,7 @@ def test_a_frozen_driver_is_fenced_by_its_guard_and_records_nothing_when_thawed(
 
 
 @pytest.mark.etcd
+@pytest.mark.slow
 def test_a_frozen_agent_is_fenced_and_the_phase_runs_once_at_a_time(
         gravity: Gravity, write_plan, tmp_path: Path, etcd_url: str) -> None:
     ttl = "2"

@@ -21,49 +21,19 @@ from engine.cli.events import Since
 from engine.cli.graph import COLOURS
 from engine.events import EventLog, stamp
 from engine.model import Action, ChangeRecord, State
+from tests.helpers import chain_plan, run, wait_for
 
-PLAN = """
-kind: Plan
-metadata: {name: tools}
-phases:
-  - id: init
-    description: Prepare
-    executor: command
-    data: {run: "echo init-ran"}
-  - id: masters
-    phases:
-      - id: node-1
-        node: node-1
-        phases:
-          - id: drain
-            executor: command
-            data: {run: "echo draining; exit 3"}
-          - id: upgrade
-            executor: command
-            data: {run: "echo upgraded"}
-  - id: checks
-    parallel: 2
-    phases:
-      - id: a
-        executor: noop
-      - id: b
-        executor: noop
-  - id: app
-    requires: [/masters]
-    executor: command
-    data: {run: "echo app"}
-"""
-
-
-def create(gravity, write_plan, text: str = PLAN, op_id: str = "op1") -> str:
-    gravity("operation", "create", "--plan", str(write_plan(text)), "--id", op_id, check=0)
-    return op_id
+PLAN = chain_plan(
+    "tools", init=run("echo init-ran"), init_description="Prepare",
+    drain=run("echo draining; exit 3"), upgrade=run("echo upgraded"), app=run("echo app"),
+    before_app=[{"id": "checks", "parallel": 2, "phases": [
+        {"id": "a", "executor": "noop"}, {"id": "b", "executor": "noop"}]}])
 
 
 @pytest.fixture
-def ran(gravity, write_plan):
+def ran(gravity):
     """/init completed, /masters/node-1/drain failed, everything else unstarted."""
-    create(gravity, write_plan)
+    gravity.create(PLAN)
     gravity("plan", "execute", "--phase", "/init", check=0)
     gravity("plan", "execute", "--phase", "/masters/node-1/drain", check=1)
     return gravity
@@ -158,8 +128,8 @@ def test_plan_graph_mermaid_uses_subgraphs_and_state_classes(ran) -> None:
         in lines
 
 
-def test_plan_graph_unknown_operation_is_bad_input(gravity, write_plan) -> None:
-    create(gravity, write_plan)
+def test_plan_graph_unknown_operation_is_bad_input(gravity) -> None:
+    gravity.create(PLAN)
     proc = gravity("plan", "graph", "--operation-id", "nope", check=2)
     assert "nope" in proc.stderr
 
@@ -220,19 +190,11 @@ phases:
 """
 
 
-def wait_for(path: Path, proc: subprocess.Popen, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
-
 def test_events_follow_prints_records_as_they_come_until_the_operation_ends(
-        gravity, write_plan) -> None:
-    create(gravity, write_plan, SLOW)
+        gravity) -> None:
+    gravity.create(SLOW)
     driver = gravity.spawn("plan", "resume")
-    wait_for(gravity.state_dir / "started", driver)
+    wait_for((gravity.state_dir / "started").exists, "/wait to start", 60, proc=driver)
     # The operation is being driven (phase /wait in progress): --follow keeps going.
     follower = gravity.spawn("events", "--follow", "-o", "json")
     (gravity.state_dir / "go").touch()

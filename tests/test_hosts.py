@@ -10,12 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_for
 from tests.hosts import REGISTRY, ROOT, Lab, ip, unavailable
 
 pytestmark = pytest.mark.hosts
@@ -32,12 +32,6 @@ except OSError as e:
     out["write"] = e.strerror
 print(json.dumps(out))
 """
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
 
 
 @pytest.fixture
@@ -129,7 +123,7 @@ def test_a_cut_link_makes_the_bridge_unreachable_until_restored(lab: Lab) -> Non
     assert not n1.reaches(lab.address, port)
     assert n2.reaches(lab.address, port)
     n1.restore()
-    wait_for(lambda: n1.reaches(lab.address, port), "n1 reaches etcd again")
+    wait_for(lambda: n1.reaches(lab.address, port), "n1 to reach etcd again", 20)
 
 
 def test_a_lab_leaves_nothing_behind_even_when_its_test_fails(need_lab: None,

@@ -359,6 +359,7 @@ def anchored_plan(phases: int, shared: str) -> str:
             f" data: &d {shared}}}\n" + rows)
 
 
+@pytest.mark.slow
 def test_anchors_may_grow_a_plan_tenfold_but_no_more(site: Site, tmp_path: Path) -> None:
     """Anchors reused the way people (and yaml.dump) write them stay inside the limits: a
     retry policy shared by 10,000 phases and defaults merged into each expand the plan past

@@ -15,6 +15,7 @@ from engine.leases import lease_alive
 from engine.model import Operation, PhaseSpec, PhaseState, RetryPolicy, State
 from engine.retry import delay_after, should_retry
 from engine.store.sqlite import SQLiteStore
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -108,13 +109,18 @@ def test_jitter_stays_within_its_fraction() -> None:
 
 
 def test_heartbeat_keeps_a_lease_alive_and_reports_loss(store) -> None:
-    import time as real_time
-
     from engine.leases import LeaseKeeper
 
     lease = store.grant_lease("coordinator:op1", ttl=0.6)
+
+    def renewed_after_its_first_ttl() -> bool:
+        # A renewal at time t moves `expires` to t + ttl; an expired lease is never renewed.
+        now = store.get_lease(lease.id)
+        return now is None or now.expires >= lease.expires + lease.ttl
+
     with LeaseKeeper(store, lease) as keeper:
-        real_time.sleep(1.5)
+        wait_for(renewed_after_its_first_ttl, timeout=10,
+                 what="a renewal after the lease's first TTL")
         assert store.get_lease(lease.id) is not None
         assert not keeper.lost.is_set()
         store.revoke_lease(lease.id)

@@ -60,6 +60,7 @@ def ops(g: Gravity) -> list[str]:
     return [r["id"] for r in json.loads(out)] if out.strip() else []
 
 
+@pytest.mark.slow  # a whole cluster installed, then changed
 def test_install_needs_the_eula_accepted_and_a_valid_license(
         gravity: Gravity, vendor: tuple[Path, str], tmp_path: Path) -> None:
     image, private = vendor
@@ -91,6 +92,7 @@ def test_install_needs_the_eula_accepted_and_a_valid_license(
         "license", "show", check=0).stdout
 
 
+@pytest.mark.slow  # a whole cluster installed, then changed
 def test_a_new_license_goes_through_the_license_updated_hook_and_allows_more_nodes(
         gravity: Gravity, vendor: tuple[Path, str], tmp_path: Path) -> None:
     image, private = vendor

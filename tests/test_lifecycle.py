@@ -52,6 +52,7 @@ def op_types(g: Gravity) -> dict[str, str]:
     return {r["id"]: r["state"] for r in rows}
 
 
+@pytest.mark.slow  # a whole cluster installed, then changed
 def test_every_hook_runs_at_its_point_across_a_whole_lifecycle(
         gravity: Gravity, images: Path, tmp_path: Path) -> None:
     gravity("install", str(images / "v1"), "--nodes", str(images / "nodes.yaml"),
@@ -92,6 +93,7 @@ def test_every_hook_runs_at_its_point_across_a_whole_lifecycle(
             "--id", "install-2", check=0)
 
 
+@pytest.mark.slow  # a whole cluster installed, then changed
 def test_remove_refuses_what_would_break_the_cluster(gravity: Gravity, images: Path) -> None:
     gravity("install", str(images / "v1"), "--nodes", str(images / "nodes.yaml"),
             "--id", "install-1", check=0)
@@ -117,6 +119,7 @@ def test_remove_refuses_what_would_break_the_cluster(gravity: Gravity, images: P
     assert "operation upgrade-1 is still active" in busy.stderr
 
 
+@pytest.mark.slow  # a whole cluster installed, then changed
 def test_forced_remove_keeps_or_purges_the_volumes_and_says_which(
         gravity: Gravity, images: Path) -> None:
     gravity("install", str(images / "v1"), "--nodes", str(images / "nodes.yaml"),
@@ -159,6 +162,7 @@ def test_commands_of_hooks_the_image_lacks_say_which_hook(
     assert op_types(gravity) == before
 
 
+@pytest.mark.slow  # a whole cluster installed, then changed
 def test_a_damaged_backup_is_refused_before_anything_is_written(
         gravity: Gravity, images: Path, tmp_path: Path) -> None:
     gravity("install", str(images / "v1"), "--nodes", str(images / "nodes.yaml"),

@@ -98,6 +98,7 @@ def _slots(node: Any, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     return out
 
 
+@pytest.mark.slow
 @given(data=st.data())
 def test_mutated_sample_never_crashes(data: st.DataObject, tmp_path_factory: Any) -> None:
     manifest = copy.deepcopy(SAMPLE)

@@ -8,29 +8,19 @@ import json
 
 import pytest
 
-CHAIN = """
-kind: Plan
-metadata: {name: chain}
-phases:
-  - id: init
-    executor: command
-    data: {run: "echo x >> init.count", rollback: "echo x >> init.undo"}
-  - id: masters
-    phases:
-      - id: node-1
-        node: node-1
-        phases:
-          - id: drain
-            executor: command
-            data: {run: "echo x >> drain.count", rollback: "echo x >> drain.undo"}
-          - id: upgrade
-            executor: command
-            data: {run: "echo x >> upgrade.count", rollback: "echo x >> upgrade.undo"}
-  - id: app
-    executor: command
-    requires: [/masters]
-    data: {run: "echo x >> app.count", rollback: "echo x >> app.undo"}
-"""
+from tests.helpers import chain_plan, run
+
+
+def counted(name: str, app: str = "echo x >> app.count") -> str:
+    """The chain plan whose phases each append a line to `<phase>.count` (`.undo` when rolled
+    back); `app` replaces what /app runs."""
+    return chain_plan(name, init=run("echo x >> init.count", "echo x >> init.undo"),
+                      drain=run("echo x >> drain.count", "echo x >> drain.undo"),
+                      upgrade=run("echo x >> upgrade.count", "echo x >> upgrade.undo"),
+                      app=run(app, "echo x >> app.undo"))
+
+
+CHAIN = counted("chain")
 
 
 @pytest.fixture(autouse=True)
@@ -44,15 +34,8 @@ def count(gravity, node: str, name: str) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def create(gravity, write_plan, text: str, op_id: str = "op1") -> str:
-    path = write_plan(text)
-    out = gravity("operation", "create", "--plan", str(path), "--id", op_id, check=0).stdout
-    assert out.strip() == op_id
-    return op_id
-
-
-def test_execute_with_unmet_requires_is_refused(gravity, write_plan) -> None:
-    create(gravity, write_plan, CHAIN)
+def test_execute_with_unmet_requires_is_refused(gravity) -> None:
+    gravity.create(CHAIN)
     proc = gravity("plan", "execute", "--phase", "/masters/node-1/upgrade", check=3)
     assert "requires phases that are not completed" in proc.stderr
     assert "/masters/node-1/drain (unstarted)" in proc.stderr
@@ -62,8 +45,8 @@ def test_execute_with_unmet_requires_is_refused(gravity, write_plan) -> None:
     assert gravity.changelog("op1") == []
 
 
-def test_execute_one_phase_then_composite_then_noop_then_force(gravity, write_plan) -> None:
-    create(gravity, write_plan, CHAIN)
+def test_execute_one_phase_then_composite_then_noop_then_force(gravity) -> None:
+    gravity.create(CHAIN)
     gravity("plan", "execute", "--phase", "/init", check=0)
     gravity("plan", "execute", "--phase", "/masters", check=0)
     assert gravity.states() == {
@@ -91,8 +74,8 @@ def test_execute_one_phase_then_composite_then_noop_then_force(gravity, write_pl
     ]
 
 
-def test_rollback_out_of_order_names_the_blockers(gravity, write_plan) -> None:
-    create(gravity, write_plan, CHAIN)
+def test_rollback_out_of_order_names_the_blockers(gravity) -> None:
+    gravity.create(CHAIN)
     gravity("plan", "resume", check=0)
     proc = gravity("plan", "rollback", "--phase", "/masters/node-1/drain", check=3)
     assert "/masters/node-1/upgrade (completed)" in proc.stderr
@@ -103,8 +86,9 @@ def test_rollback_out_of_order_names_the_blockers(gravity, write_plan) -> None:
     assert op_state["state"] == "completed"
 
 
-def test_rollback_phase_by_phase_and_force(gravity, write_plan) -> None:
-    create(gravity, write_plan, CHAIN)
+@pytest.mark.slow
+def test_rollback_phase_by_phase_and_force(gravity) -> None:
+    gravity.create(CHAIN)
     for phase in ("/init", "/masters/node-1/drain", "/masters/node-1/upgrade"):
         gravity("plan", "execute", "--phase", phase, check=0)
     gravity("plan", "rollback", "--phase", "/masters/node-1/upgrade", check=0)
@@ -136,8 +120,8 @@ phases:
 """
 
 
-def test_retry_succeeds_on_the_third_attempt(gravity, write_plan) -> None:
-    create(gravity, write_plan, RETRY)
+def test_retry_succeeds_on_the_third_attempt(gravity) -> None:
+    gravity.create(RETRY)
     gravity("plan", "resume", check=0)
     attempts = gravity.node_file("local", "attempts").read_text().split("\n")
     assert attempts[:3] == ["attempt 1", "attempt 2", "attempt 3"]
@@ -151,8 +135,8 @@ def test_retry_succeeds_on_the_third_attempt(gravity, write_plan) -> None:
     assert gravity.states() == {"/flaky": "completed"}
 
 
-def test_retries_exhausted_fail_with_output_tail(gravity, write_plan) -> None:
-    create(gravity, write_plan, RETRY.replace("attempts: 3", "attempts: 2"))
+def test_retries_exhausted_fail_with_output_tail(gravity) -> None:
+    gravity.create(RETRY.replace("attempts: 3", "attempts: 2"))
     proc = gravity("plan", "resume", check=1)
     assert "phase /flaky failed: command exited with status 1" in proc.stderr
     assert "gravity plan resume" in proc.stderr
@@ -174,8 +158,8 @@ phases:
 """
 
 
-def test_timeout_stops_the_work_and_fails_the_phase(gravity, write_plan) -> None:
-    create(gravity, write_plan, TIMEOUT)
+def test_timeout_stops_the_work_and_fails_the_phase(gravity) -> None:
+    gravity.create(TIMEOUT)
     proc = gravity("plan", "resume", check=1)
     assert "timed out after 1s" in proc.stderr
     assert not gravity.node_file("local", "finished").exists()
@@ -202,8 +186,8 @@ phases:
 """
 
 
-def test_parallel_children_overlap_in_time(gravity, write_plan) -> None:
-    create(gravity, write_plan, PARALLEL)
+def test_parallel_children_overlap_in_time(gravity) -> None:
+    gravity.create(PARALLEL)
     gravity("plan", "resume", check=0)
     spans = [tuple(float(gravity.node_file(n, f).read_text()) for f in ("start", "end"))
              for n in ("n1", "n2")]
@@ -211,8 +195,8 @@ def test_parallel_children_overlap_in_time(gravity, write_plan) -> None:
     assert s1 < e2 and s2 < e1, f"phases did not overlap: {spans}"
 
 
-def test_sequential_children_do_not_overlap(gravity, write_plan) -> None:
-    create(gravity, write_plan, PARALLEL.replace("parallel: 2", "parallel: 1"))
+def test_sequential_children_do_not_overlap(gravity) -> None:
+    gravity.create(PARALLEL.replace("parallel: 2", "parallel: 1"))
     gravity("plan", "resume", check=0)
     (_s1, e1), (s2, _e2) = [tuple(float(gravity.node_file(n, f).read_text())
                                 for f in ("start", "end")) for n in ("n1", "n2")]
@@ -238,8 +222,9 @@ phases:
 """
 
 
-def test_fail_fast_then_resume_after_the_fix(gravity, write_plan) -> None:
-    create(gravity, write_plan, FAIL_FAST)
+@pytest.mark.slow
+def test_fail_fast_then_resume_after_the_fix(gravity) -> None:
+    gravity.create(FAIL_FAST)
     proc = gravity("plan", "resume", check=1)
     assert "phase /group/broken failed" in proc.stderr
     # The running sibling finished; nothing new started; the operation stays resumable.
@@ -262,8 +247,9 @@ def test_fail_fast_then_resume_after_the_fix(gravity, write_plan) -> None:
     assert listing[0]["state"] == "completed"
 
 
+@pytest.mark.slow
 def test_complete_closes_a_stuck_operation_and_frees_the_lock(gravity, write_plan) -> None:
-    create(gravity, write_plan, FAIL_FAST)
+    gravity.create(FAIL_FAST)
     gravity("plan", "resume", check=1)
     second = write_plan(CHAIN, "second.yaml")
     proc = gravity("operation", "create", "--plan", str(second), check=3)
@@ -280,12 +266,13 @@ def test_complete_closes_a_stuck_operation_and_frees_the_lock(gravity, write_pla
     gravity("plan", "resume", "--operation-id", "op1", check=3)
 
 
-def test_whole_rollback_in_reverse_order(gravity, write_plan) -> None:
-    create(gravity, write_plan, CHAIN)
+@pytest.mark.slow
+def test_whole_rollback_in_reverse_order(gravity) -> None:
+    gravity.create(CHAIN)
     gravity("plan", "resume", check=0)
     gravity("operation", "list", check=0)
     # A completed operation is closed; make a new one that stops halfway and roll it back.
-    create(gravity, write_plan, CHAIN.replace('"echo x >> app.count"', '"exit 1"'), "op2")
+    gravity.create(counted("chain", app="exit 1"), "op2")
     gravity("plan", "resume", check=1)
     dry = gravity("rollback", "--dry-run", check=0).stdout.split()
     assert dry[-4:] == ["/app", "/masters/node-1/upgrade", "/masters/node-1/drain", "/init"]
@@ -299,8 +286,8 @@ def test_whole_rollback_in_reverse_order(gravity, write_plan) -> None:
     assert ops["op2"] == "rolled_back"
 
 
-def test_dry_run_writes_nothing(gravity, write_plan) -> None:
-    create(gravity, write_plan, CHAIN)
+def test_dry_run_writes_nothing(gravity) -> None:
+    gravity.create(CHAIN)
     out = gravity("plan", "resume", "--dry-run", check=0).stdout
     assert out.split("\n")[1:5] == ["  /init", "  /masters/node-1/drain",
                                     "  /masters/node-1/upgrade", "  /app"]
@@ -309,8 +296,8 @@ def test_dry_run_writes_nothing(gravity, write_plan) -> None:
     assert not gravity.node_file("local", "init.count").exists()
 
 
-def test_plan_outputs(gravity, write_plan) -> None:
-    create(gravity, write_plan, CHAIN)
+def test_plan_outputs(gravity) -> None:
+    gravity.create(CHAIN)
     gravity("plan", "execute", "--phase", "/init", check=0)
     text = gravity("plan", check=0).stdout
     header = next(line for line in text.splitlines() if line.startswith("Phase"))
@@ -337,8 +324,8 @@ def test_plan_outputs(gravity, write_plan) -> None:
     ("plan", "execute"),
     ("plan", "resume", "--max-parallel", "0"),
 ])
-def test_bad_cli_input_is_exit_2(gravity, write_plan, args: tuple[str, ...]) -> None:
-    create(gravity, write_plan, CHAIN)
+def test_bad_cli_input_is_exit_2(gravity, args: tuple[str, ...]) -> None:
+    gravity.create(CHAIN)
     proc = gravity(*args, check=2)
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip()
@@ -375,16 +362,16 @@ def spans(gravity, node: str) -> list[tuple[float, float]]:
             for p in ("one", "two")]
 
 
-def test_phases_on_one_node_do_not_overlap(gravity, write_plan) -> None:
-    create(gravity, write_plan, SAME_NODE)
+def test_phases_on_one_node_do_not_overlap(gravity) -> None:
+    gravity.create(SAME_NODE)
     gravity("plan", "resume", check=0)
     (_s1, e1), (s2, _e2) = sorted(spans(gravity, "n1"))
     assert e1 <= s2, "two phases overlapped on node n1"
 
 
-def test_a_composite_pinned_to_a_node_lets_its_children_overlap(gravity, write_plan) -> None:
+def test_a_composite_pinned_to_a_node_lets_its_children_overlap(gravity) -> None:
     pinned = SAME_NODE.replace("    parallel: 2\n", "    parallel: 2\n    node: n1\n")
-    create(gravity, write_plan, pinned)
+    gravity.create(pinned)
     gravity("plan", "resume", check=0)
     (_s1, e1), (s2, _e2) = sorted(spans(gravity, "n1"))
     assert s2 < e1, "children of a node-pinned parallel composite should overlap"

@@ -37,6 +37,7 @@ def ops(g: Gravity) -> list[str]:
     return [r["id"] for r in json.loads(g("operation", "list", "-o", "json", check=0).stdout)]
 
 
+@pytest.mark.slow  # a whole cluster installed, then changed
 def test_release_notes_come_first_and_a_dry_run_writes_nothing(
         gravity: Gravity, installed: Path) -> None:
     before = ops(gravity)
@@ -50,6 +51,7 @@ def test_release_notes_come_first_and_a_dry_run_writes_nothing(
     assert "Web (service quickstart-web)" in gravity("status", check=0).stdout
 
 
+@pytest.mark.slow  # a whole cluster installed, then changed
 def test_the_version_only_goes_forward_unless_asked(gravity: Gravity, installed: Path) -> None:
     same = gravity("upgrade", str(installed / "v1"), check=3)
     assert "the image is version 1.0.0 and the cluster runs 1.0.0: the installed version" \
@@ -62,6 +64,7 @@ def test_the_version_only_goes_forward_unless_asked(gravity: Gravity, installed:
             check=0)
 
 
+@pytest.mark.slow  # a whole cluster installed, then changed
 def test_values_follow_helm_3_across_upgrades_and_expand_keeps_them(
         gravity: Gravity, installed: Path) -> None:
     assert "greeting: hello" in master_values(gravity)

@@ -41,6 +41,7 @@ from engine.model import (
 from engine.names import MAX_OPERATION_ID, MAX_PHASE_ID, MAX_SEGMENT, phase_id_problem
 from engine.store import Store, open_store
 from engine.store.base import CLUSTER_LOCK, coordinator_lock, this_host, this_pid
+from tests.helpers import wait_for
 
 
 @pytest.fixture(params=["sqlite", "etcd"])
@@ -391,12 +392,20 @@ def test_wake_ends_a_wait_in_another_thread_without_a_record(store: Store) -> No
     store.create_operation(make_op(), leaves(2))
     mark = store.last_seq("op-1")
     got: list[list[ChangeRecord]] = []
-    waiter = threading.Thread(target=lambda: got.append(
-        store.wait_changes("op-1", after=mark, timeout=60)))
+    calling = threading.Event()
+
+    def wait() -> None:
+        calling.set()
+        got.append(store.wait_changes("op-1", after=mark, timeout=60))
+
+    waiter = threading.Thread(target=wait)
     waiter.start()
-    time.sleep(0.5)  # it is waiting by now
+    assert calling.wait(10)
     assert waiter.is_alive()
-    store.wake("op-1")
+    # A wake ends the waits in progress; one sent before this wait took hold is not for it
+    # (it would wait out its 60 s), so wake until it returns: within seconds, or fail.
+    wait_for(lambda: store.wake("op-1") or not waiter.is_alive(), timeout=10,
+             what="a wake to end the wait")
     waiter.join(timeout=10)  # a join that timed out leaves it alive: the assert below fails
     assert not waiter.is_alive() and got == [[]]
     assert store.changelog("op-1") == []

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,8 @@ from engine.store import Capabilities, TLSConfig, open_store
 from engine.store.etcd import EtcdStore
 from engine.store.etcd_conn import DEFAULT_PATIENCE, parse_url
 from engine.store.etcd_limits import MAX_TXN_OPS, max_transitions
-from tests.etcd_server import EtcdServer, free_port
+from tests.etcd_server import EtcdServer, dead_port
+from tests.helpers import wait_for
 from tests.test_store_contract import LONG_OP, largest_step, widest_phase_id
 
 
@@ -34,6 +36,29 @@ def leaves(n: int) -> list[PhaseSpec]:
 
 def start(phase: str) -> Transition:
     return Transition(0, PhaseState(phase).advance(State.IN_PROGRESS), State.UNSTARTED)
+
+
+def count_failed_tries(store: EtcdStore) -> list[BaseException]:
+    """The errors of the store's tries at reaching etcd from now on (each try is one
+    `_once`; the retry loop around it decides whether to try again)."""
+    failed: list[BaseException] = []
+    once = store._conn._once
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return once(*args, **kwargs)
+        except Exception as exc:
+            failed.append(exc)
+            raise
+
+    store._conn._once = counted  # type: ignore[method-assign]
+    return failed
+
+
+def watching(store: EtcdStore, op_id: str) -> bool:
+    """Whether the store has an unbroken watch open on the operation's changelog."""
+    feed = store._feeds.get((op_id, None))
+    return feed is not None and feed.watch_id is not None and not feed.broken
 
 
 @pytest.fixture
@@ -112,22 +137,25 @@ def test_unreadable_tls_files_are_a_config_error(tmp_path: Path) -> None:
 
 
 def test_nothing_listening_fails_fast_naming_the_url() -> None:
-    url = f"etcd://127.0.0.1:{free_port()}/gravity"
-    started = time.monotonic()
-    with pytest.raises(StoreUnavailable) as err:
-        open_store(url)
+    with dead_port() as port:
+        url = f"etcd://127.0.0.1:{port}/gravity"
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as err:
+            open_store(url)
     assert time.monotonic() - started < 15
     assert url in err.value.message
     assert "etcdctl --endpoints http://127.0.0.1:" in (err.value.hint or "")
 
 
 def test_a_dead_endpoint_fails_over_to_a_live_one(etcd_server: EtcdServer) -> None:
-    url = f"etcd://127.0.0.1:{free_port()},{etcd_server.endpoint}/failover{time.time_ns()}"
-    for _ in range(3):  # the first endpoint tried is picked at random
-        with EtcdStore.from_url(url) as store:
-            store.create_operation(make_op(f"op-{time.time_ns()}"), leaves(1))
-            assert store.active_operation_id() is not None
-            store.finish_operation(store.active_operation_id() or "", OpState.COMPLETED, None)
+    with dead_port() as port:
+        url = f"etcd://127.0.0.1:{port},{etcd_server.endpoint}/failover{time.time_ns()}"
+        for _ in range(3):  # the first endpoint tried is picked at random
+            with EtcdStore.from_url(url) as store:
+                store.create_operation(make_op(f"op-{time.time_ns()}"), leaves(1))
+                assert store.active_operation_id() is not None
+                store.finish_operation(store.active_operation_id() or "", OpState.COMPLETED,
+                                       None)
 
 
 # -- batching --------------------------------------------------------------------------------
@@ -170,6 +198,7 @@ def test_apply_during_an_etcd_restart_completes_exactly_once(private_etcd: EtcdS
     store.apply("op-1", [start("/p00000")])
     private_etcd.stop()
     outcome: dict[str, object] = {}
+    failed_tries = count_failed_tries(store)
 
     def run() -> None:
         try:
@@ -179,7 +208,9 @@ def test_apply_during_an_etcd_restart_completes_exactly_once(private_etcd: EtcdS
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(2)
+    # It met the outage and tried again: waiting for etcd, not failed.
+    wait_for(lambda: len(failed_tries) >= 3 or not thread.is_alive(),
+             what="the apply to retry while etcd is down")
     assert thread.is_alive(), outcome  # still waiting for etcd, not failed
     private_etcd.start()
     thread.join(60)
@@ -212,9 +243,10 @@ def test_wait_changes_resumes_its_watch_after_an_etcd_restart(private_etcd: Etcd
     thread = threading.Thread(target=lambda: got.extend(
         waiter.wait_changes("op-1", after=first.seq, timeout=40)))
     thread.start()
-    time.sleep(0.5)
+    # The waiter's watch is open, then cut by the outage, before etcd comes back.
+    wait_for(lambda: watching(waiter, "op-1"), what="the waiter's watch to open")
     private_etcd.stop()
-    time.sleep(1)
+    wait_for(lambda: not watching(waiter, "op-1"), what="the waiter to see its watch cut")
     private_etcd.start()
     second = writer.apply("op-1", [start("/p00001")])[0]
     thread.join(45)

@@ -112,6 +112,7 @@ def test_a_store_inside_anothers_prefix_is_refused(
 
 
 @pytest.mark.parametrize("first", ["outer", "inner"])
+@pytest.mark.slow
 def test_a_store_at_op_of_another_is_refused_and_the_first_keeps_working(
         gravity_local: Gravity, write_plan, etcd_url: str, etcd_server: EtcdServer,
         first: str) -> None:
@@ -130,6 +131,7 @@ def test_a_store_at_op_of_another_is_refused_and_the_first_keeps_working(
         gravity_local("--store", urls[first], *args, check=0)
 
 
+@pytest.mark.slow
 def test_sibling_stores_do_not_block_each_other(gravity_local: Gravity, write_plan,
                                                 etcd_url: str) -> None:
     """`/x/op` (a cluster named `op`) and `/x/prod` share a parent but not a prefix: both

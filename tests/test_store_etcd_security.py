@@ -18,6 +18,8 @@ from engine.store import TLSConfig, open_store
 from engine.store.etcd import EtcdStore
 from tests.etcd_server import EtcdServer
 
+pytestmark = pytest.mark.etcd  # every test here starts an etcd server of its own
+
 
 def make_op() -> Operation:
     now = time.time()

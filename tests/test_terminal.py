@@ -10,10 +10,12 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import Gravity
+from tests.helpers import wait_for
 
 PLAN = """
 kind: Plan
@@ -29,11 +31,14 @@ phases:
   - id: three
     executor: noop
 """
+# /one as a phase that runs until it is stopped, and shows that it has begun.
+LONG_ONE = "touch running; sleep 30"
 
 
-def run_in_pty(g: Gravity, *args: str, interrupt_after: float | None = None,
+def run_in_pty(g: Gravity, *args: str, interrupt_when: Callable[[], bool] | None = None,
                timeout: float = 60) -> tuple[int, str]:
-    """Run gravity with stdout/stderr on a pseudo-terminal; optionally send Ctrl-C."""
+    """Run gravity with stdout/stderr on a pseudo-terminal; optionally send Ctrl-C as soon as
+    `interrupt_when()` holds."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(g.argv(*args), stdin=slave, stdout=slave, stderr=slave,
                             env=g.env(), cwd=g.tmp, start_new_session=True)
@@ -42,8 +47,7 @@ def run_in_pty(g: Gravity, *args: str, interrupt_after: float | None = None,
     start = time.monotonic()
     sent = False
     while True:
-        if interrupt_after is not None and not sent and time.monotonic() - start > \
-                interrupt_after:
+        if interrupt_when is not None and not sent and interrupt_when():
             os.killpg(proc.pid, signal.SIGINT)
             sent = True
         ready, _, _ = select.select([master], [], [], 0.1)
@@ -87,9 +91,10 @@ def test_plain_lines_without_a_tty(gravity: Gravity, write_plan) -> None:
 
 def test_ctrl_c_leaves_the_operation_resumable(gravity: Gravity, write_plan) -> None:
     gravity("operation", "create", "--plan", str(write_plan(PLAN.replace("sleep 1.2",
-                                                                         "sleep 30"))),
+                                                                         LONG_ONE))),
             "--id", "op1", check=0)
-    code, out = run_in_pty(gravity, "plan", "resume", interrupt_after=2.0)
+    running = gravity.node_file("local", "running")
+    code, out = run_in_pty(gravity, "plan", "resume", interrupt_when=running.exists)
     assert code == 130, out
     assert "interrupted: the operation is left resumable" in out
     assert "gravity plan resume" in out
@@ -98,8 +103,9 @@ def test_ctrl_c_leaves_the_operation_resumable(gravity: Gravity, write_plan) -> 
     assert log[-1]["phase_id"] == "/one" and log[-1]["to_state"] == "failed"
     assert log[-1]["error"] == "interrupted by the operator (Ctrl-C)"
     # The coordinator lock was released: resuming works at once.
+    running.unlink()
     proc = gravity.spawn("plan", "resume")
-    time.sleep(0.5)
+    wait_for(running.exists, proc=proc, what="/one to run again")
     assert proc.poll() is None  # it is driving, not refused
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)
@@ -111,13 +117,11 @@ def test_sigterm_and_sighup_stop_the_driver_like_ctrl_c(gravity: Gravity, write_
     """`kill`, `systemctl stop` or a dropped SSH session: the running phase is stopped and
     recorded interrupted by that signal, the exit code is 128 + the signal."""
     gravity("operation", "create", "--plan", str(write_plan(PLAN.replace("sleep 1.2",
-                                                                         "sleep 30"))),
+                                                                         LONG_ONE))),
             "--id", "op1", check=0)
+    running = gravity.node_file("local", "running")
     driver = gravity.spawn("plan", "resume")
-    deadline = time.monotonic() + 30
-    while gravity.states().get("/one") != "in_progress":
-        assert time.monotonic() < deadline, "the phase never started"
-        time.sleep(0.05)
+    wait_for(running.exists, proc=driver, what="/one to run")
     driver.send_signal(sig)
     _out, err = driver.communicate(timeout=30)
     assert driver.returncode == 128 + sig, err
@@ -127,9 +131,8 @@ def test_sigterm_and_sighup_stop_the_driver_like_ctrl_c(gravity: Gravity, write_
     assert (log[-1]["phase_id"], log[-1]["to_state"]) == ("/one", "failed")
     assert log[-1]["error"] == f"interrupted: {sig.name}"
     # Nothing is left held: the next resume drives at once (and is refused by nobody).
+    running.unlink()
     again = gravity.spawn("plan", "resume")
-    while gravity.states().get("/one") != "in_progress":
-        assert again.poll() is None, again.communicate()
-        time.sleep(0.05)
+    wait_for(running.exists, proc=again, what="/one to run again")
     again.send_signal(signal.SIGINT)
     again.wait(timeout=30)
