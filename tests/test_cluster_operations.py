@@ -101,6 +101,7 @@ def test_install_expand_upgrade_with_a_failing_hook_then_resume(gravity, images)
 
 
 @pytest.mark.slow  # a whole cluster installed, then expanded
+@pytest.mark.slow  # a whole cluster installed, then expanded
 def test_the_service_user_is_created_on_every_node_with_the_same_ids(gravity, images) -> None:
     machine = Path("/etc/passwd").read_text()
     install(gravity, images)
@@ -118,6 +119,7 @@ def test_the_service_user_is_created_on_every_node_with_the_same_ids(gravity, im
     assert Path("/etc/passwd").read_text() == machine
 
 
+@pytest.mark.slow  # a whole cluster installed, then expanded
 @pytest.mark.slow  # a whole cluster installed, then expanded
 def test_explicit_service_ids_are_honoured_and_a_clash_is_explained(gravity, images) -> None:
     install(gravity, images, "--service-uid", "4242", "--service-gid", "4343")

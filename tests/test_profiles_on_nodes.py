@@ -69,6 +69,7 @@ def test_changes_move_a_node_from_what_it_had_to_what_it_should_have() -> None:
     assert changes([], [], [], []) == ([], [], [])
 
 
+@pytest.mark.slow  # a whole cluster installed, upgraded, rolled back, expanded, shrunk
 def test_labels_taints_and_runtime_options_from_install_to_removal(gravity, images,
                                                                    kube) -> None:
     env = kube["env"]
