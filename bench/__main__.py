@@ -1,5 +1,5 @@
-"""`python -m bench`: run the engine benchmark matrix, the floor, the CLI costs and the peers,
-print one line per case with each figure next to its target, and save JSON / a plot if asked.
+"""`python -m bench`: whole `gravity` processes against the raw floor, etcd, agents at scale, hosts
+in namespaces, profiles, the in-process matrix, the CLI costs and the peers; PASS/MISS per target.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import cli_costs, report
+from bench import cli_costs, proc, report, summary
 from bench.case import BENCH_OP, CaseSpec
 from bench.plans import spread_plan
 
@@ -27,15 +27,37 @@ FULL_PHASES = (100, 1000, 10000)
 FULL_NODES = (1, 100, 1000)
 QUICK_CASES = ((100, 1), (100, 100))
 AGENTS = 4  # agent processes in mode=agents; their plans use exactly these 4 nodes
+# The sections, in the order they run. `big` (100,000 phases) runs only when asked.
+SECTIONS = ("user", "etcd", "scale", "hosts", "big", "profile", "matrix", "cli", "peers")
+DEFAULT = tuple(s for s in SECTIONS if s != "big")
 
 
-def parse_cases(text: str) -> list[tuple[int, int]]:
-    """`100x1,1000x100` -> [(100, 1), (1000, 100)] (phases x nodes)."""
-    out = []
-    for item in text.split(","):
-        phases, _, nodes = item.strip().partition("x")
-        out.append((int(phases), int(nodes or 1)))
-    return out
+@dataclass(frozen=True)
+class Selection:
+    """What `--cases` picked: section names, and PHASESxNODES cases of the matrix."""
+
+    sections: tuple[str, ...]
+    matrix: tuple[tuple[int, int], ...] = ()
+
+
+def parse_cases(text: str) -> Selection:
+    """`user,etcd` -> those sections; `100x1,1000x100` -> the matrix with those (phases x
+    nodes) cases only; both may be mixed."""
+    names: list[str] = []
+    pairs: list[tuple[int, int]] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if item in SECTIONS:
+            names.append(item)
+            continue
+        phases, _, nodes = item.partition("x")
+        if not phases.isdigit() or not (nodes or "1").isdigit():
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: expected a section ({', '.join(SECTIONS)}) or PHASESxNODES")
+        pairs.append((int(phases), int(nodes or 1)))
+    if pairs and "matrix" not in names:
+        names.append("matrix")
+    return Selection(tuple(names), tuple(pairs))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,8 +65,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="small plans only (CI smoke): 100 phases, no peers")
     p.add_argument("--cases", type=parse_cases, default=None,
-                   help="PHASESxNODES,... (default: every N in 100,1000,10000 with every M in "
-                   "1,100,1000)")
+                   help="comma list of sections (" + ", ".join(SECTIONS) + "; default: all but "
+                   "big) and/or PHASESxNODES cases of the matrix (default: every N in "
+                   "100,1000,10000 with every M in 1,100,1000)")
+    p.add_argument("--big", action="store_true",
+                   help="also run the 100,000-phase cases (and profile `gravity plan` there)")
+    p.add_argument("--repeat", type=int, default=2,
+                   help="runs of each user-level case and its floor, alternated; the best "
+                   "of each counts (default 2)")
     p.add_argument("--stores", default="sqlite,etcd", help="comma list of sqlite, etcd")
     p.add_argument("--no-agents", action="store_true", help="skip mode=agents on etcd")
     p.add_argument("--no-peers", action="store_true", help="skip Luigi/Prefect")
@@ -53,7 +81,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run etcd with --unsafe-no-fsync (default: fsync, like SQLite's "
                    "synchronous=FULL)")
     p.add_argument("--out", type=Path, help="write every figure as JSON here")
-    p.add_argument("--plot", type=Path, help="save the per-phase cost plot (PNG) here")
+    p.add_argument("--plot", type=Path, help="save the matrix's per-phase cost plot (PNG) here")
+    p.add_argument("--chart", type=Path,
+                   help="save the user-level chart (per-phase cost against plan size, both "
+                   "stores, floors and peers; PNG) here")
     p.add_argument("--markdown", type=Path, help="write the case table (Markdown) here")
     p.add_argument("--profile", type=Path,
                    help="directory for a cProfile of each case's engine run")
@@ -63,24 +94,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def case_matrix(args: argparse.Namespace, stores: list[str]) -> list[tuple[str, str, int, int]]:
     """(store, mode, phases, nodes) in the order they run."""
-    pairs = args.cases or (list(QUICK_CASES) if args.quick else
-                           [(n, m) for n in FULL_PHASES for m in FULL_NODES])
+    chosen = args.cases.matrix if args.cases else ()
+    pairs = list(chosen) or (list(QUICK_CASES) if args.quick else
+                             [(n, m) for n in FULL_PHASES for m in FULL_NODES])
     out = [(store, "local", n, m) for store in stores for n, m in pairs]
     if "etcd" in stores and not args.no_agents:
         for n in dict.fromkeys(n for n, _ in pairs):
             out.append(("etcd", "agents", n, AGENTS))
     return out
-
-
-def start_etcd(workdir: Path, fsync: bool) -> Any:
-    sys.path.insert(0, str(ROOT))
-    from tests.etcd_server import EtcdServer
-
-    server = EtcdServer(workdir / "etcd" / "data")
-    if fsync:
-        base_args = server.args
-        server.args = lambda: [a for a in base_args() if a != "--unsafe-no-fsync"]  # type: ignore[method-assign]
-    return server.start()
 
 
 def run_case(spec: CaseSpec) -> dict[str, Any]:
@@ -97,42 +118,51 @@ def run_case(spec: CaseSpec) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     return {"python": platform.python_version(), "cpus": os.cpu_count(),
-            "platform": platform.platform(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "platform": platform.platform(), "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "load": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+
+
+def selected(args: argparse.Namespace) -> tuple[str, ...]:
+    """The sections this run makes, in order."""
+    if args.quick:
+        wanted: tuple[str, ...] = ("matrix", "cli")
+    elif args.cases:
+        wanted = args.cases.sections
+    else:
+        wanted = DEFAULT
+    if args.big:
+        wanted = (*wanted, "big")
+    skip = {"peers"} if args.no_peers else set()
+    skip |= {"cli"} if args.no_cli else set()
+    return tuple(s for s in SECTIONS if s in wanted and s not in skip)
+
+
+def needs_etcd(sections: tuple[str, ...], stores: list[str]) -> bool:
+    return "etcd" in stores and bool({"etcd", "scale", "big", "matrix"} & set(sections))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    sections = selected(args)
     started = time.perf_counter()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gravity-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    etcd = start_etcd(workdir, fsync=not args.etcd_no_fsync) if "etcd" in stores else None
-    results: dict[str, Any] = {"machine": machine(), "cases": [], "cli": {}, "checks": []}
+    etcd = (proc.start_etcd(workdir, fsync=not args.etcd_no_fsync)
+            if needs_etcd(sections, stores) else None)
+    results: dict[str, Any] = {"machine": machine(), "sections": list(sections), "cases": [],
+                               "cli": {}, "checks": []}
     checks: list[report.Check] = []
     try:
         print(f"# gravity bench on {results['machine']['cpus']} cores, "
-              f"Python {results['machine']['python']}; state in {workdir}", flush=True)
-        for store, mode, phases, nodes in case_matrix(args, stores):
-            case_dir = workdir / f"{store}-{mode}-{phases}x{nodes}"
-            url = (f"sqlite://{(case_dir / 'gravity.db').resolve()}" if store == "sqlite"
-                   else f"{etcd.url}/b{uuid.uuid4().hex[:8]}")
-            profile = None
-            if args.profile:
-                args.profile.mkdir(parents=True, exist_ok=True)
-                profile = str(args.profile.resolve() / f"{case_dir.name}.prof")
-            spec = CaseSpec(store=store, mode=mode, phases=phases, nodes=nodes, url=url,
-                            workdir=str(case_dir), profile=profile)
-            case = run_case(spec)
-            results["cases"].append(case)
-            checks.extend(report.case_checks(case))
-            print(report.case_line(case), flush=True)
-        for check in report.scaling_checks(results["cases"]):
-            checks.append(check)
-            print(f"scaling {check.name}={check.inline()}", flush=True)
-        if not args.no_cli:
-            checks.extend(cli_section(results, workdir, etcd))
-        if not args.no_peers and not args.quick:
-            results["peers"] = peers_section(workdir)
+              f"Python {results['machine']['python']}, load average "
+              f"{results['machine']['load']}; sections {', '.join(sections)}; state in "
+              f"{workdir}", flush=True)
+        for name in sections:
+            began = time.perf_counter()
+            checks.extend(run_section(name, args, stores, workdir, etcd, results))
+            results.setdefault("section_s", {})[name] = time.perf_counter() - began
+            print(f"# section {name}: {time.perf_counter() - began:.0f}s", flush=True)
     finally:
         if etcd is not None:
             etcd.stop()
@@ -145,12 +175,75 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     if args.markdown:
-        args.markdown.write_text(report.markdown_table(results["cases"]))
-    if args.plot:
+        args.markdown.write_text(summary.user_table(results) + "\n"
+                                 + report.markdown_table(results["cases"]))
+    if args.plot and results["cases"]:
         report.plot(results["cases"], args.plot)
+    if args.chart:
+        summary.chart(results, args.chart)
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def run_section(name: str, args: argparse.Namespace, stores: list[str], workdir: Path,
+                etcd: Any, results: dict[str, Any]) -> list[report.Check]:
+    """One section; a section that fails is reported (one MISS) and the run goes on."""
+    from bench import big, etcd_cases, hosts_case, profile, scale, user
+
+    where = workdir / name
+    if name in ("etcd", "scale") and etcd is None:
+        print(f"section {name}: skipped (etcd is not in --stores)", flush=True)
+        return []
+    try:
+        if name == "user":
+            return user.section(where, results, repeat=args.repeat)
+        if name == "etcd":
+            return etcd_cases.section(etcd.url, where, results, repeat=args.repeat)
+        if name == "scale":
+            return scale.section(etcd.url, where, results)
+        if name == "hosts":
+            return hosts_case.section(where, results)
+        if name == "big":
+            return big.section(etcd.url if etcd else None, where, results,
+                               stores=tuple(stores))
+        if name == "profile":
+            return profile.section(where, results, big=args.big)
+        if name == "matrix":
+            return matrix_section(args, stores, workdir, etcd, results)
+        if name == "cli":
+            return cli_section(results, workdir, etcd)
+        if name == "peers":
+            results["peers"] = peers_section(workdir)
+        return []
+    except Exception as exc:  # one broken section must not lose the others' figures
+        print(f"section {name} FAILED: {type(exc).__name__}: {exc}", flush=True)
+        results.setdefault("failed", {})[name] = f"{type(exc).__name__}: {exc}"
+        return [report.Check(f"section {name} finished", 1.0, 0.0)]
+
+
+def matrix_section(args: argparse.Namespace, stores: list[str], workdir: Path, etcd: Any,
+                   results: dict[str, Any]) -> list[report.Check]:
+    """The in-process matrix (bench/case.py): each case in its own Python process."""
+    checks: list[report.Check] = []
+    for store, mode, phases, nodes in case_matrix(args, stores):
+        case_dir = workdir / f"{store}-{mode}-{phases}x{nodes}"
+        url = (f"sqlite://{(case_dir / 'gravity.db').resolve()}" if store == "sqlite"
+               else f"{etcd.url}/b{uuid.uuid4().hex[:8]}")
+        profile = None
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            profile = str(args.profile.resolve() / f"{case_dir.name}.prof")
+        spec = CaseSpec(store=store, mode=mode, phases=phases, nodes=nodes, url=url,
+                        workdir=str(case_dir), profile=profile)
+        case = run_case(spec)
+        results["cases"].append(case)
+        checks.extend(report.case_checks(case))
+        print(report.case_line(case), flush=True)
+    for check in report.scaling_checks(results["cases"]):
+        checks.append(check)
+        print(f"scaling {check.name}={check.inline()}", flush=True)
+    return checks
 
 
 def cli_section(results: dict[str, Any], workdir: Path, etcd: Any) -> list[report.Check]:

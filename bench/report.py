@@ -12,7 +12,7 @@ from typing import Any
 RATIO_LOCAL = 2.0  # engine / floor, SQLite and etcd with in-process dispatch
 RATIO_AGENTS = 3.0  # engine / floor with agents
 SCALING = 1.3  # per-phase cost at 10,000 phases / at 1,000
-PLAN_S = 1.0  # `gravity plan` on 10,000 phases
+PLAN_S = 0.5  # `gravity plan` on 10,000 phases (issue 18; was 1.0)
 HELP_S = 0.3  # `gravity --help`
 RSS_MB = 200.0  # the coordinator's peak RSS
 DISPATCH_P50_MS = 20.0
@@ -21,31 +21,43 @@ DISPATCH_P99_MS = 100.0
 
 @dataclass(frozen=True)
 class Check:
-    """One figure against its target (always `value <= target`)."""
+    """One figure against its target: `value <= target`, or `value >= target` with
+    `at_least` (a speed-up that must reach a factor)."""
 
     name: str
     value: float | None
     target: float
     unit: str = ""
+    at_least: bool = False
 
     @property
     def verdict(self) -> str:
         if self.value is None:
             return "n/a"
-        return "PASS" if self.value <= self.target else "MISS"
+        met = self.value >= self.target if self.at_least else self.value <= self.target
+        return "PASS" if met else "MISS"
 
     def inline(self) -> str:
         """`1.23 (<=2.0 PASS)` — the figure next to its target."""
-        value = "-" if self.value is None else f"{self.value:.{_digits(self.value)}f}"
-        return f"{value}{self.unit} (<={self.target:g}{self.unit} {self.verdict})"
+        value = "-" if self.value is None else _number(self.value)
+        target = f"{self.target:.0f}" if self.target >= 100_000 else f"{self.target:g}"
+        sign = ">=" if self.at_least else "<="
+        return f"{value}{self.unit} ({sign}{target}{self.unit} {self.verdict})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "value": self.value, "target": self.target,
-                "unit": self.unit, "verdict": self.verdict}
+                "unit": self.unit, "at_least": self.at_least, "verdict": self.verdict}
 
 
 def _digits(value: float) -> int:
     return 3 if abs(value) < 10 else 1
+
+
+def _number(value: float) -> str:
+    """3 decimals under 10, 1 above; whole numbers (byte counts) as they are."""
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{_digits(value)}f}"
 
 
 def per_phase_ms(case: dict[str, Any]) -> float:

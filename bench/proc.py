@@ -1,0 +1,129 @@
+"""Whole processes timed as a user runs them: wall time, CPU, peak RSS (from wait4), and, when
+asked, when the process made its first transition (its start-up) and the CPU it had used by then.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.cli_costs import cli_env, gravity_argv
+
+FLOORS = Path(__file__).resolve().parent / "floors.py"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished process. `first_s` / `first_cpu_s`: wall and CPU seconds from its start to
+    the first byte of the watched file (a coordinator's first transition), when watched."""
+
+    wall_s: float
+    cpu_s: float
+    rss_mb: float
+    out: str = ""
+    first_s: float | None = None
+    first_cpu_s: float | None = None
+
+    @property
+    def run_cpu_s(self) -> float | None:
+        """CPU after the first transition: what the run itself cost, start-up excluded."""
+        return None if self.first_cpu_s is None else self.cpu_s - self.first_cpu_s
+
+    def json(self) -> dict[str, Any]:
+        """The last line of its output as JSON (the floor scripts print one)."""
+        return json.loads(self.out.strip().splitlines()[-1])
+
+
+def proc_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a live process, from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def run(argv: list[str], env: dict[str, str] | None = None, *, cwd: Path | None = None,
+        watch: Path | None = None, timeout: float = 3600.0) -> Run:
+    """Run `argv` to the end; raise with its output if it exits non-zero. With `watch`, poll
+    that file (every 2 ms, a stat) until it grows: the moment of the first transition."""
+    out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gravity-bench-{os.getpid()}.out"
+    before = watch.stat().st_size if watch is not None and watch.exists() else 0
+    first_s = first_cpu = None
+    with open(out_path, "w+b") as sink:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while watch is not None:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if watch.exists() and watch.stat().st_size > before:
+                first_s, first_cpu = time.perf_counter() - started, proc_cpu(proc.pid)
+                watch = None
+            elif time.monotonic() > deadline:
+                proc.kill()
+            else:
+                time.sleep(0.002)
+        else:
+            _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        sink.seek(0)
+        out = sink.read().decode(errors="replace")
+    out_path.unlink(missing_ok=True)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} exited {proc.returncode}\n{out[-3000:]}")
+    return Run(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime,
+               rss_mb=usage.ru_maxrss / 1024, out=out, first_s=first_s,
+               first_cpu_s=first_cpu)
+
+
+def gravity(args: list[str], url: str, state_dir: Path, *, watch: Path | None = None,
+            sizes: Path | None = None, **env: str) -> Run:
+    """`gravity ARGS` as the installed console script, against `url`, in `state_dir`. With
+    `sizes`, through bench/etcd_sizes.py's wrapper, which records etcd request sizes there."""
+    full = cli_env(url, state_dir)
+    full.update(env)
+    argv = gravity_argv()
+    if sizes is not None:
+        from bench.etcd_sizes import ENV, WRAPPER
+
+        argv = [sys.executable, "-c", WRAPPER]
+        full[ENV] = str(sizes)
+        full["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return run([*argv, *args], full, cwd=state_dir, watch=watch)
+
+
+def floor(store: str, *args: str) -> Run:
+    """`python bench/floors.py STORE ARGS` as a whole process (see floors.py)."""
+    return run([sys.executable, str(FLOORS), store, *args])
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def start_etcd(workdir: Path, fsync: bool = True) -> Any:
+    """A single-member etcd from the venv (tests/etcd_server.py) on free loopback ports, with a
+    data dir under `workdir`; with fsync unless asked (the test suite runs it without)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from tests.etcd_server import EtcdServer
+
+    server = EtcdServer(workdir / "etcd" / "data")
+    if fsync:
+        base_args = server.args
+        server.args = lambda: [a for a in base_args() if a != "--unsafe-no-fsync"]  # type: ignore[method-assign]
+    return server.start()
