@@ -159,6 +159,35 @@ def import_times(args: list[str], url: str, state_dir: Path, **env: str) -> dict
             "packages_ms": [(k, v / 1000) for k, v in packages.most_common(15)]}
 
 
+def encoders(rounds: int = 20000) -> dict[str, float]:
+    """µs to encode one transition's three JSON documents (its state row, its changelog record,
+    its event-log line) with the standard library and with orjson, when installed."""
+    import json
+    import timeit
+
+    from engine import fsm
+    from engine.model import Action, ChangeRecord, PhaseState, State
+
+    start = fsm.transition(PhaseState("/n0001/p00001", node="node-2"), State.IN_PROGRESS,
+                           action=Action.EXECUTE, owner=1, attempt=1)
+    rec = ChangeRecord.of("bench", start, seq=1)
+    event = {"phase": rec.phase_id, "node": rec.node, "attempt": 1, "action": "execute",
+             "from": "unstarted", "to": "in_progress", "operation": "bench",
+             "event": "transition", "ts": "2026-01-01T00:00:00.000Z"}
+    docs = (start.new.to_dict(), rec.to_dict(), event)
+    out = {"to_dict_us": timeit.timeit(lambda: (start.new.to_dict(), rec.to_dict()),
+                                       number=rounds) / rounds * 1e6,
+           "json_us": timeit.timeit(lambda: [json.dumps(d) for d in docs],
+                                    number=rounds) / rounds * 1e6}
+    try:
+        import orjson
+    except ImportError:
+        return out
+    out["orjson_us"] = timeit.timeit(lambda: [orjson.dumps(d) for d in docs],
+                                     number=rounds) / rounds * 1e6
+    return out
+
+
 def print_summary(title: str, summary: dict[str, Any], top: int = 15) -> None:
     print(f"profile {title}: wall {summary['wall_s']:.2f}s, {summary['tool']}"
           + (f", {summary['samples']} samples" if summary.get("samples") else ""), flush=True)
@@ -208,6 +237,12 @@ def section(workdir: Path, results: dict[str, Any], *, big: bool = False) -> lis
                   f"importtime: {imports['total_ms']:.0f} ms in all; by package: "
                   + ", ".join(f"{k} {v:.0f}" for k, v in imports["packages_ms"][:10]),
                   flush=True)
+            enc = encoders()
+            out["encoders"] = enc
+            print(f"profile encoding one transition's 3 JSON documents (state, record, event): "
+                  f"json {enc['json_us']:.1f} us"
+                  + (f", orjson {enc['orjson_us']:.1f} us" if "orjson_us" in enc else "")
+                  + f"; building the 2 dicts (to_dict) {enc['to_dict_us']:.1f} us", flush=True)
         s = profile(["plan", "--operation-id", "prof"], url, state, workdir / f"plan-{n}")
         out[f"plan_{n}"] = s
         print_summary(f"`gravity plan`, {n:,} phases, SQLite", s)
