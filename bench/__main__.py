@@ -74,6 +74,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="runs of each user-level case and its floor, alternated; the best "
                    "of each counts (default 2)")
     p.add_argument("--stores", default="sqlite,etcd", help="comma list of sqlite, etcd")
+    p.add_argument("--venv", choices=("user", "dev"), default="user",
+                   help="whose `gravity` the whole-process cases run: `user` (default) a venv "
+                   "with gravity installed as a user has it, no test or bench extras "
+                   "(bench/.venv-user, reinstalled from this checkout each run), or `dev` "
+                   "this venv (faster to set up; its extras slow gravity's start-up)")
     p.add_argument("--no-agents", action="store_true", help="skip mode=agents on etcd")
     p.add_argument("--no-peers", action="store_true", help="skip Luigi/Prefect")
     p.add_argument("--no-cli", action="store_true", help="skip the CLI timings")
@@ -148,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gravity-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.venv == "user" and set(sections) - {"matrix", "peers"}:
+        from bench import uservenv
+
+        cli_costs.VENV["path"] = uservenv.ensure()
     etcd = (proc.start_etcd(workdir, fsync=not args.etcd_no_fsync)
             if needs_etcd(sections, stores) else None)
     results: dict[str, Any] = {"machine": machine(), "sections": list(sections), "cases": [],
@@ -156,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"# gravity bench on {results['machine']['cpus']} cores, "
               f"Python {results['machine']['python']}, load average "
-              f"{results['machine']['load']}; sections {', '.join(sections)}; state in "
-              f"{workdir}", flush=True)
+              f"{results['machine']['load']}; sections {', '.join(sections)}; gravity "
+              f"{' '.join(cli_costs.gravity_argv())}; state in {workdir}", flush=True)
         for name in sections:
             began = time.perf_counter()
             checks.extend(run_section(name, args, stores, workdir, etcd, results))

@@ -25,8 +25,10 @@ class AgentPool:
     """One `gravity agent run --node N` process per node, on one store, in one state dir."""
 
     def __init__(self, url: str, state_dir: Path, nodes: Iterable[str], *,
-                 ttl: float = 10.0) -> None:
+                 ttl: float = 10.0, gravity: list[str] | None = None) -> None:
         self.url, self.state_dir, self.ttl = url, state_dir, ttl
+        # The command that runs `gravity` (default: this Python's engine).
+        self.gravity = gravity or [sys.executable, "-m", "engine.cli.main"]
         self.nodes = list(nodes)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -42,8 +44,7 @@ class AgentPool:
         for node in self.nodes:
             with open(log_dir / f"{node}.log", "ab") as console:
                 self.procs[node] = subprocess.Popen(
-                    [sys.executable, "-m", "engine.cli.main", "agent", "run", "--node", node,
-                     "--ttl", str(self.ttl)],
+                    [*self.gravity, "agent", "run", "--node", node, "--ttl", str(self.ttl)],
                     env=self.env(), stdout=console, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL)
         self._wait(lambda infos: all(n in infos for n in self.nodes), store, timeout,

@@ -14,13 +14,22 @@ from typing import Any
 
 import yaml
 
+# The virtualenv whose `gravity` the whole-process cases run (bench/uservenv.py sets it);
+# unset: the one running the bench.
+VENV: dict[str, Path] = {}
+
+
+def gravity_python() -> str:
+    """The Python of that virtualenv (for `-m engine.cli.main`, cProfile, the floor scripts)."""
+    return str(VENV["path"] / "bin" / "python") if "path" in VENV else sys.executable
+
 
 def gravity_argv() -> list[str]:
-    """The installed console script next to this Python (what users run), else `-m`."""
-    script = Path(sys.executable).parent / "gravity"
+    """The installed console script of that virtualenv (what users run), else `-m`."""
+    script = Path(gravity_python()).parent / "gravity"
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [sys.executable, "-m", "engine.cli.main"]
+    return [gravity_python(), "-m", "engine.cli.main"]
 
 
 def cli_env(url: str | None, state_dir: Path) -> dict[str, str]:

@@ -12,6 +12,7 @@ from typing import Any
 from bench import proc
 from bench.agents import AgentPool, agent_starts, dispatch_latencies, percentile
 from bench.case import previous_phase
+from bench.cli_costs import gravity_argv
 from bench.plans import node_name
 from bench.report import Check
 from bench.user import best, create, plan_doc, resume, write_plan
@@ -105,7 +106,8 @@ def agents_vs_floor(server_url: str, workdir: Path, phases: int, repeat: int
         url = f"{server_url}/a{uuid.uuid4().hex[:8]}"
         state = workdir / f"agents-{i}"
         state.mkdir(parents=True, exist_ok=True)
-        pool = AgentPool(url, state, [node_name(g) for g in range(AGENT_NODES)])
+        pool = AgentPool(url, state, [node_name(g) for g in range(AGENT_NODES)],
+                         gravity=gravity_argv())
         store = open_store(url)
         try:
             pool.start(store)

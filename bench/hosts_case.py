@@ -12,6 +12,7 @@ from typing import Any
 
 from bench import proc
 from bench.agents import agent_starts
+from bench.cli_costs import gravity_argv
 from bench.etcd_cases import latency_figures, ms
 from bench.report import DISPATCH_P50_MS, DISPATCH_P99_MS, Check
 from bench.user import create, plan_doc, resume, write_plan
@@ -70,8 +71,9 @@ def run(workdir: Path) -> dict[str, Any]:
         lab.hide(coordinator)  # nothing on a host may read the coordinator's state
         hosts = [lab.host(f"node-{i + 1}") for i in range(HOSTS)]
         nodes = [h.name for h in hosts]
-        agents = [h.spawn_gravity("agent", "run", "--node", h.name, "--ttl", TTL,
-                                  GRAVITY_LEASE_TTL=TTL) for h in hosts]
+        agents = [h.spawn([*gravity_argv(), "agent", "run", "--node", h.name, "--ttl", TTL],
+                          env=h.gravity_env(GRAVITY_LEASE_TTL=TTL), label="gravity-agent")
+                  for h in hosts]
         try:
             wait_agents(lab.store_url, nodes, agents)
             plan = write_plan(coordinator / "plan.yaml",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.cli_costs import cli_env, gravity_argv
+from bench.cli_costs import cli_env, gravity_argv, gravity_python
 
 FLOORS = Path(__file__).resolve().parent / "floors.py"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -52,10 +52,17 @@ def proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def _transition(log: Path, offset: int) -> bool:
+    """Whether the event log holds a transition past `offset` (the run has begun writing)."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        return b'"event": "transition"' in f.read(65536)
+
+
 def run(argv: list[str], env: dict[str, str] | None = None, *, cwd: Path | None = None,
         watch: Path | None = None, timeout: float = 3600.0) -> Run:
-    """Run `argv` to the end; raise with its output if it exits non-zero. With `watch`, poll
-    that file (every 2 ms, a stat) until it grows: the moment of the first transition."""
+    """Run `argv` to the end; raise with its output if it exits non-zero. With `watch` (an
+    event log), poll it every 2 ms until it shows a transition: the end of the start-up."""
     out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gravity-bench-{os.getpid()}.out"
     before = watch.stat().st_size if watch is not None and watch.exists() else 0
     first_s = first_cpu = None
@@ -68,7 +75,7 @@ def run(argv: list[str], env: dict[str, str] | None = None, *, cwd: Path | None 
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            if watch.exists() and watch.stat().st_size > before:
+            if watch.exists() and watch.stat().st_size > before and _transition(watch, before):
                 first_s, first_cpu = time.perf_counter() - started, proc_cpu(proc.pid)
                 watch = None
             elif time.monotonic() > deadline:
@@ -99,7 +106,7 @@ def gravity(args: list[str], url: str, state_dir: Path, *, watch: Path | None = 
     if sizes is not None:
         from bench.etcd_sizes import ENV, WRAPPER
 
-        argv = [sys.executable, "-c", WRAPPER]
+        argv = [gravity_python(), "-c", WRAPPER]
         full[ENV] = str(sizes)
         full["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     return run([*argv, *args], full, cwd=state_dir, watch=watch)
@@ -107,7 +114,7 @@ def gravity(args: list[str], url: str, state_dir: Path, *, watch: Path | None = 
 
 def floor(store: str, *args: str) -> Run:
     """`python bench/floors.py STORE ARGS` as a whole process (see floors.py)."""
-    return run([sys.executable, str(FLOORS), store, *args])
+    return run([gravity_python(), str(FLOORS), store, *args])
 
 
 def median(values: list[float]) -> float:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import proc
-from bench.cli_costs import cli_env, gravity_argv
+from bench.cli_costs import cli_env, gravity_argv, gravity_python
 from bench.user import create, plan_doc, sqlite_url, write_plan
 
 RATE = 250  # py-spy samples per second
@@ -111,7 +111,7 @@ def profile(args: list[str], url: str, state_dir: Path, out: Path, *, gil: bool 
                            "py-spy --idle: the main thread's wall time, waits included")
     else:
         prof = out.with_suffix(".prof")
-        done = proc.run([sys.executable, "-m", "cProfile", "-o", str(prof), "-m",
+        done = proc.run([gravity_python(), "-m", "cProfile", "-o", str(prof), "-m",
                          "engine.cli.main", *args], full, cwd=state_dir)
         summary = summarize_pstats(prof)
         summary["tool"] = "cProfile (the main thread only)"
@@ -128,7 +128,7 @@ def call_counts(args: list[str], url: str, state_dir: Path, out: Path, per: int,
     full = cli_env(url, state_dir)
     full.update(env)
     prof = out.with_suffix(".prof")
-    done = proc.run([sys.executable, "-m", "cProfile", "-o", str(prof), "-m",
+    done = proc.run([gravity_python(), "-m", "cProfile", "-o", str(prof), "-m",
                      "engine.cli.main", *args], full, cwd=state_dir)
     stats = pstats.Stats(str(prof))
     rows = []

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.agents import AgentPool
+from bench.cli_costs import gravity_argv
 from bench.etcd_cases import agents_run, ms
 from bench.plans import node_name
 from bench.report import DISPATCH_P50_MS, DISPATCH_P99_MS, Check
@@ -49,7 +50,7 @@ def one_count(server_url: str, workdir: Path, agents: int, *, idle: bool) -> dic
     url = f"{server_url}/s{uuid.uuid4().hex[:8]}"
     state = workdir / f"agents-{agents}"
     state.mkdir(parents=True, exist_ok=True)
-    pool = AgentPool(url, state, [node_name(g) for g in range(agents)])
+    pool = AgentPool(url, state, [node_name(g) for g in range(agents)], gravity=gravity_argv())
     store = open_store(url)
     try:
         started = time.perf_counter()
