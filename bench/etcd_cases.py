@@ -33,7 +33,7 @@ def etcd_floor(server_url: str, phases: int, nodes: int) -> dict[str, float]:
     prefix = f"/floor{uuid.uuid4().hex[:8]}"
     proc.floor("etcd", endpoint(server_url), prefix, str(phases), str(nodes), "setup")
     done = proc.floor("etcd", endpoint(server_url), prefix, str(phases), str(nodes), "run")
-    return {"process_s": done.wall_s, "writes_s": done.json()["writes_s"]}
+    return {"process_s": done.wall_s, "writes_s": done.json()["writes_s"], "cpu_s": done.cpu_s}
 
 
 def local_resume(server_url: str, workdir: Path, plan: Path) -> dict[str, float]:
@@ -56,7 +56,7 @@ def local_vs_floor(server_url: str, workdir: Path, phases: int, repeat: int) -> 
         runs.append(local_resume(server_url, workdir, plan))
     g, f = best(runs), best(floors)
     return {"phases": phases, **g, "floor_process_s": f["process_s"],
-            "floor_writes_s": f["writes_s"]}
+            "floor_writes_s": f["writes_s"], "floor_cpu_s": f["cpu_s"]}
 
 
 def latency_figures(records: list[Any], starts: dict[str, float], phases: int,
@@ -117,7 +117,8 @@ def agents_vs_floor(server_url: str, workdir: Path, phases: int, repeat: int
             pool.stop()
     f = best(floors)
     g = min(runs, key=lambda r: r["wall_s"])
-    return {**g, "floor_process_s": f["process_s"], "floor_writes_s": f["writes_s"]}
+    return {**g, "floor_process_s": f["process_s"], "floor_writes_s": f["writes_s"],
+            "floor_cpu_s": f["cpu_s"]}
 
 
 def ms(value: float | None) -> str:
@@ -139,7 +140,9 @@ def section(server_url: str, workdir: Path, results: dict[str, Any], *, repeat: 
               f"per_phase_ms={r['wall_s'] / n * 1000:.3f} start-up={r['first_s']:.3f}s "
               f"cpu_s={r['cpu_s']:.2f} rss_mb={r['rss_mb']:.0f} | pyetcd floor process_s="
               f"{r['floor_process_s']:.3f} (writes alone {r['floor_writes_s']:.3f}) | "
-              f"ratio {check.inline()} | create_s={r['create_s']:.3f}", flush=True)
+              f"ratio {check.inline()} | CPU {r['cpu_s'] / n * 1000:.3f} ms/phase vs the "
+              f"floor's {r['floor_cpu_s'] / n * 1000:.3f} | create_s={r['create_s']:.3f}",
+              flush=True)
     a = agents_vs_floor(server_url, workdir / "agents", agent_phases, repeat)
     out["etcd_agents"] = a
     check = Check(f"user etcd plan resume with {AGENT_NODES} agents phases={a['phases']} / "
@@ -150,5 +153,6 @@ def section(server_url: str, workdir: Path, results: dict[str, Any], *, repeat: 
           f"| floor process_s={a['floor_process_s']:.3f} | ratio {check.inline()} | dispatch "
           f"p50/p99 {ms(a['ready_p50_ms'])}/{ms(a['ready_p99_ms'])} ms (coordinator->agent "
           f"{ms(a['dispatch_p50_ms'])}/{ms(a['dispatch_p99_ms'])}) | cpu_s coordinator "
-          f"{a['cpu_s']:.2f} agents {a['agents_cpu_s']:.2f}", flush=True)
+          f"{a['cpu_s']:.2f} agents {a['agents_cpu_s']:.2f} floor {a['floor_cpu_s']:.2f}",
+          flush=True)
     return checks

@@ -65,7 +65,7 @@ def sqlite_floor(where: Path, phases: int, nodes: int = NODES) -> dict[str, floa
     db = str(where / "floor.db")
     proc.floor("sqlite", db, str(phases), str(nodes), "setup")
     done = proc.floor("sqlite", db, str(phases), str(nodes), "run")
-    return {"process_s": done.wall_s, "writes_s": done.json()["writes_s"]}
+    return {"process_s": done.wall_s, "writes_s": done.json()["writes_s"], "cpu_s": done.cpu_s}
 
 
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -94,7 +94,8 @@ def resume_vs_floor(workdir: Path, phases: int, repeat: int) -> dict[str, Any]:
         runs.append(gravity_resume(workdir, phases, plan))
     g, f = best(runs), best(floors)
     return {"phases": phases, **g, "floor_process_s": f["process_s"],
-            "floor_writes_s": f["writes_s"], "gravity_runs_s": [r["wall_s"] for r in runs],
+            "floor_writes_s": f["writes_s"], "floor_cpu_s": f["cpu_s"],
+            "gravity_runs_s": [r["wall_s"] for r in runs],
             "floor_runs_s": [r["process_s"] for r in floors]}
 
 
@@ -170,7 +171,8 @@ def resume_line(r: dict[str, Any], check: Check) -> str:
             f"rss_mb={r['rss_mb']:.0f} | floor process_s={r['floor_process_s']:.3f} "
             f"(writes alone {r['floor_writes_s']:.3f}) | over the floor process "
             f"{check.inline()}, over its writes alone "
-            f"{r['wall_s'] / r['floor_writes_s']:.2f}x | create_s={r['create_s']:.3f}")
+            f"{r['wall_s'] / r['floor_writes_s']:.2f}x | CPU {r['cpu_s'] / n * 1000:.3f} ms/phase"
+            f" vs the floor's {r['floor_cpu_s'] / n * 1000:.3f} | create_s={r['create_s']:.3f}")
 
 
 def section(workdir: Path, results: dict[str, Any], *, repeat: int = 2,
