@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import resource
 import sys
 import threading
 import time
@@ -44,8 +43,11 @@ class CaseSpec:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set so far (ru_maxrss is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak resident set so far (VmHWM; ru_maxrss would include the
+    bench process's, inherited through the fork that started this one)."""
+    from bench.proc import own_peak_rss_mb
+
+    return own_peak_rss_mb()
 
 
 def floor_writes(store: Store, plan: Plan, operation_id: str) -> float:

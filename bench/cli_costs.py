@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,22 +41,14 @@ def cli_env(url: str | None, state_dir: Path) -> dict[str, str]:
 
 def timed_run(args: list[str], env: dict[str, str], *, cwd: Path | None = None,
               out: Path | None = None) -> dict[str, Any]:
-    """Run `gravity ARGS` once: wall time, exit code and the child's own peak RSS (wait4)."""
-    sink = open(out, "wb") if out else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    started = time.perf_counter()
-    try:
-        proc = subprocess.Popen([*gravity_argv(), *args], env=env, cwd=cwd, stdout=sink,
-                                stderr=sink, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        if out:
-            sink.close()  # type: ignore[union-attr]
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        tail = out.read_text(errors="replace")[-2000:] if out else ""
-        raise RuntimeError(f"gravity {' '.join(args)} exited {proc.returncode}\n{tail}")
-    return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024}
+    """Run `gravity ARGS` once: wall time and the child's own peak RSS (bench/proc.py: VmHWM,
+    not wait4's ru_maxrss, which a forked child inherits from a large parent)."""
+    from bench import proc
+
+    done = proc.run([*gravity_argv(), *args], env, cwd=cwd)
+    if out is not None:
+        out.write_text(done.out)
+    return {"wall_s": done.wall_s, "rss_mb": done.rss_mb}
 
 
 def median_wall(args: list[str], env: dict[str, str], runs: int) -> float:

@@ -1,4 +1,4 @@
-"""Whole processes timed as a user runs them: wall time, CPU, peak RSS (from wait4), and, when
+"""Whole processes timed as a user runs them: wall time, CPU (wait4), peak RSS (VmHWM), and, when
 asked, when the process made its first transition (its start-up) and the CPU it had used by then.
 """
 
@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,37 @@ def proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+class PeakRss(threading.Thread):
+    """Reads a process's VmHWM (its own peak RSS) every 10 ms until stopped.
+
+    Not wait4's ru_maxrss: Linux carries the parent's peak RSS into a forked child's (and
+    Python spawns with vfork), so a child of a bench process that has grown to 250 MB would
+    report at least 250 MB. VmHWM belongs to the process's own address space after exec."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(name=f"rss-{pid}", daemon=True)
+        self.path = Path(f"/proc/{pid}/status")
+        self.peak_kb = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                text = self.path.read_text()
+            except OSError:
+                return
+            if "VmHWM:" in text:
+                self.peak_kb = max(self.peak_kb, int(text.split("VmHWM:")[1].split()[0]))
+            if self.done.wait(0.01):
+                return
+
+
+def own_peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM), in MB."""
+    text = Path("/proc/self/status").read_text()
+    return int(text.split("VmHWM:")[1].split()[0]) / 1024
+
+
 def _transition(log: Path, offset: int) -> bool:
     """Whether the event log holds a transition past `offset` (the run has begun writing)."""
     with open(log, "rb") as f:
@@ -70,6 +102,8 @@ def run(argv: list[str], env: dict[str, str] | None = None, *, cwd: Path | None 
         started = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
+        rss = PeakRss(proc.pid)
+        rss.start()
         deadline = time.monotonic() + timeout
         while watch is not None:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -85,15 +119,16 @@ def run(argv: list[str], env: dict[str, str] | None = None, *, cwd: Path | None 
         else:
             _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
+        rss.done.set()
+        rss.join()
         sink.seek(0)
         out = sink.read().decode(errors="replace")
     out_path.unlink(missing_ok=True)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, argv))} exited {proc.returncode}\n{out[-3000:]}")
-    return Run(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime,
-               rss_mb=usage.ru_maxrss / 1024, out=out, first_s=first_s,
-               first_cpu_s=first_cpu)
+    return Run(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, rss_mb=rss.peak_kb / 1024,
+               out=out, first_s=first_s, first_cpu_s=first_cpu)
 
 
 def gravity(args: list[str], url: str, state_dir: Path, *, watch: Path | None = None,
