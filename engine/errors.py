@@ -20,7 +20,8 @@ Every error carries the operation/phase it concerns and a `hint` naming the next
     ├── EventLogError                exit 1  (the event log cannot be written: disk full…)
     ├── ExecutionError               exit 1  (an executor's effect failed; carries its output tail)
     │   └── PhaseTimeout                     the phase ran past its timeout
-    └── OperationFailed              exit 1  (a phase failed; the operation is resumable)
+    ├── OperationFailed              exit 1  (a phase failed; the operation is resumable)
+    └── Relayed                      exit as told (a background driver's own end, relayed)
 
     Interrupted (a KeyboardInterrupt) exit 128+signal: SIGINT (Ctrl-C), SIGTERM or SIGHUP
     stopped the command; running phases were stopped and recorded interrupted.
@@ -176,6 +177,15 @@ class EventLogError(EngineError):
 
 class OperationFailed(EngineError):
     """A phase failed with its retries exhausted; the operation is left resumable."""
+
+
+class Relayed(EngineError):
+    """How a background driver's run ended, told by the command that follows it: the same
+    message, hint and exit code the driver had."""
+
+    def __init__(self, message: str, *, exit_code: int, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.exit_code = exit_code
 
 
 class ExecutionError(EngineError):

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.model import ChangeRecord, Operation, PhaseState, State
-from engine.views import PlanView
+from engine.views import IDLE, PlanView
 
 MARKERS = {
     State.COMPLETED: "✓",
@@ -116,8 +116,13 @@ def plan_text(view: PlanView, *, short: bool = False,
             requires,
             when(updated),
         ])
-    out = [f"Operation {op.id} ({op.type}: {op.plan_name}) — {op.state.value}"
-           + (f" ({op.note})" if op.note else ""), ""]
+    head = f"Operation {op.id} ({op.type}: {op.plan_name}) — {op.state.value}" + (
+        f" ({op.note})" if op.note else "")
+    leaves = view.leaf_states()
+    if view.driven is False and not op.state.finished and State.FAILED in leaves.values() \
+            and State.IN_PROGRESS not in leaves.values():
+        head += f"; {IDLE}"
+    out = [head, ""]
     out.append(table(rows, ["Phase", "Description", "State", "Node", "Requires", "Updated"]))
     rank = {pid: i for i, pid in enumerate(g.order)}
     failed = sorted(((p, s) for p, s in view.states.items()

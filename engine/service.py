@@ -29,11 +29,11 @@ from engine.leases import LeaseKeeper, lease_alive, wait_out_fencing
 from engine.model import Action, Operation, OpState, PhaseState, Plan, State
 from engine.scheduler import RunOptions, RunResult, Scheduler
 from engine.serving import ServeOptions, serving
-from engine.store.base import Store, coordinator_lock
+from engine.store.base import Store, coordinator_lock, this_host
 from engine.views import (
     PlanView,
+    failure_message,
     load_graph,
-    log_location,
     plan_view,
     require_phase,
     resolve_operation,
@@ -72,12 +72,24 @@ def new_operation_id() -> str:
     return time.strftime("op-%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:6]
 
 
+def operator() -> str:
+    """Who starts an operation, as `gravity status history` shows it: user@host."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for this uid (a container)
+        user = f"uid {os.getuid()}"
+    return f"{user}@{this_host()}"
+
+
 def create_operation(store: Store, plan: Plan, *, operation_id: str | None = None,
                      op_type: str = "plan", data: dict[str, Any] | None = None) -> Operation:
     """Persist a validated plan as a new active operation holding the cluster lock."""
     now = time.time()
     payload = dict(data or {})
     payload["parallel"] = plan.parallel
+    payload.setdefault("created_by", operator())
     if plan.source:
         payload["source"] = plan.source
     op = Operation(id=operation_id or new_operation_id(), type=op_type, plan_name=plan.name,
@@ -210,10 +222,14 @@ def _maybe_finish(engine: Engine, op: Operation, action: Action, graph: PlanGrap
 def _raise_if_failed(op: Operation, result: RunResult, engine: Engine, verb: str) -> RunResult:
     if result.failed:
         pid, error = next(iter(result.failed.items()))
-        first_line = error.splitlines()[0] if error else "failed"
-        log = log_location(engine.store, engine.state_dir, op.id, pid)
+        message = failure_message(engine.store, engine.state_dir, op.id, pid, error)
+        others = [p for p in result.failed if p != pid]
+        if others:
+            message += f"\n  also failed: {', '.join(others[:5])}" + \
+                (f" and {len(others) - 5} more" if len(others) > 5 else "") + \
+                " (see `gravity plan`)"
         raise OperationFailed(
-            f"phase {pid} failed: {first_line}\n  full output: {log}",
+            message,
             operation_id=op.id, phase_id=pid,
             hint=f"fix the cause, then `gravity plan resume` (or `gravity plan execute "
             f"--phase {pid} --force`); to undo, `gravity rollback`",

@@ -4,6 +4,7 @@ stored leaf states with derived composite states. Read-only; shared by the verbs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from engine import fsm
 from engine.errors import NotFound
 from engine.executors.runtime import phase_log_path, read_tail
 from engine.graph import PlanGraph
-from engine.leases import died_here
-from engine.model import Lease, Operation, PhaseState, State
+from engine.leases import died_here, lease_alive
+from engine.model import ChangeRecord, Lease, Operation, PhaseState, State
 from engine.store.base import Store, coordinator_lock
 
 
@@ -111,6 +112,66 @@ def phase_output(store: Store, state_dir: Path, operation_id: str, phase_id: str
     return shipped.tail if shipped is not None else None
 
 
+def follow_changes(store: Store, operation_id: str, after: int,
+                   emit: Callable[[ChangeRecord], None], *, poll: float = 1.0,
+                   alive: Callable[[], bool] | None = None) -> str:
+    """Emit records with seq > `after` as they are written, until nothing more can come.
+
+    Returns why it stopped: "finished" when the operation reached a final state, "idle" when
+    nobody drives it — no live coordinator lock holder, no phase in progress and (when given)
+    `alive()` false, on two checks in a row (the rule of `gravity plan --follow`), so an
+    abandoned operation does not keep the caller waiting forever.
+    """
+    idle_checks = 0
+    while True:
+        for rec in store.wait_changes(operation_id, after, timeout=poll):
+            after = rec.seq
+            emit(rec)
+            idle_checks = 0
+        if store.get_operation(operation_id).state.finished:
+            # Records written in the same instant as the final state are still owed.
+            for rec in store.changelog(operation_id, after):
+                after = rec.seq
+                emit(rec)
+            return "finished"
+        holder = store.lock_holder(coordinator_lock(operation_id))
+        driven = holder is not None and lease_alive(store, holder.id) is not None
+        running = any(s.state is State.IN_PROGRESS
+                      for s in store.load_states(operation_id).values())
+        if driven or running or (alive is not None and alive()):
+            idle_checks = 0
+            continue
+        idle_checks += 1
+        if idle_checks >= 2:
+            return "idle"
+
+
+# What an active operation with a failed phase and nobody driving it is, wherever it is shown.
+IDLE = "idle — nothing is running; `gravity plan resume` or `gravity rollback`"
+FAILURE_TAIL_LINES = 10  # output lines a failure message carries
+
+
+def failure_message(store: Store, state_dir: Path, operation_id: str, phase_id: str,
+                    error: str | None) -> str:
+    """What a failed phase tells the operator: the phase, its node, the error, the last lines
+    of its output (from the recorded error, else the log or the tail its node shipped) and
+    where the whole output is."""
+    st = store.load_states(operation_id).get(phase_id)
+    node = st.node if st is not None and st.node else None
+    lines = (error or "failed").splitlines()
+    head, tail = lines[0], [line for line in lines[1:] if line.strip()]
+    if not tail:
+        found = phase_output(store, state_dir, operation_id, phase_id)
+        tail = [line for line in (found or "").splitlines()
+                if line.strip() and not line.startswith("--- attempt")]
+    out = [f"phase {phase_id} failed" + (f" on node {node}" if node else "") + f": {head}"]
+    if tail:
+        out.append("  last output:")
+        out += [f"    {line}" for line in tail[-FAILURE_TAIL_LINES:]]
+    out.append(f"  full output: {log_location(store, state_dir, operation_id, phase_id)}")
+    return "\n".join(out)
+
+
 def require_phase(graph: PlanGraph, op: Operation, phase_id: str) -> str:
     """The absolute phase ID the operator meant (`drain` or `/drain/` for `/drain`)."""
     pid = phase_id if phase_id.startswith("/") else "/" + phase_id
@@ -122,7 +183,10 @@ def require_phase(graph: PlanGraph, op: Operation, phase_id: str) -> str:
 
 
 __all__ = [
+    "IDLE",
     "PlanView",
+    "failure_message",
+    "follow_changes",
     "load_graph",
     "log_location",
     "operation_driver",

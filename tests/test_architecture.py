@@ -32,7 +32,8 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
                          "engine.cli.license", "engine.cli.lifecycle", "engine.cli.manifest",
                          "engine.cli.operation", "engine.cli.plan", "engine.cli.status",
                          "engine.cli.store", "engine.cli.values")),
-    (3, "cli support", ("engine.cli", "engine.cli.ask", "engine.cli.completion",
+    (3, "cli support", ("engine.cli", "engine.cli.ask", "engine.cli.background",
+                        "engine.cli.completion",
                         "engine.cli.context", "engine.cli.drive", "engine.cli.progress")),
     (3, "dashboard", ("engine.dashboard.*",)),
     (4, "operations", ("engine.operations.*", "engine.planfile")),
@@ -48,7 +49,8 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
     (11, "inputs", ("engine.manifest.*", "engine.values", "engine.license")),
     (11, "content", ("engine.blobs.*", "engine.archives")),
     (12, "model", ("engine.model", "engine.graph", "engine.names")),
-    (13, "base", ("engine", "engine.errors", "engine.durations", "engine.yamlinput")),
+    (13, "base", ("engine", "engine.errors", "engine.durations", "engine.redact",
+                  "engine.yamlinput")),
 ]
 
 

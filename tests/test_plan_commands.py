@@ -138,7 +138,8 @@ def test_retry_succeeds_on_the_third_attempt(gravity) -> None:
 def test_retries_exhausted_fail_with_output_tail(gravity) -> None:
     gravity.create(RETRY.replace("attempts: 3", "attempts: 2"))
     proc = gravity("plan", "resume", check=1)
-    assert "phase /flaky failed: command exited with status 1" in proc.stderr
+    assert "phase /flaky failed on node local: command exited with status 1" in proc.stderr
+    assert "  last output:\n    not yet\n" in proc.stderr  # the cause, not only the status
     assert "gravity plan resume" in proc.stderr
     plan = gravity("plan", check=0).stdout
     assert "× /flaky" in plan

@@ -94,7 +94,8 @@ def test_ctrl_c_leaves_the_operation_resumable(gravity: Gravity, write_plan) -> 
                                                                          LONG_ONE))),
             "--id", "op1", check=0)
     running = gravity.node_file("local", "running")
-    code, out = run_in_pty(gravity, "plan", "resume", interrupt_when=running.exists)
+    code, out = run_in_pty(gravity, "plan", "resume", "--block",
+                           interrupt_when=running.exists)
     assert code == 130, out
     assert "interrupted: the operation is left resumable" in out
     assert "gravity plan resume" in out

@@ -29,6 +29,7 @@ def test_values_show_merges_files_and_overrides(gravity: Gravity, tmp_path: Path
         "--values", "prod.yaml",
         "--set-file", "motd=motd.txt",
         "--set-string", "replicas=7",
+        "--reveal",
         check=0,
     )  # fmt: skip
     assert proc.stderr == ""
@@ -38,11 +39,18 @@ def test_values_show_merges_files_and_overrides(gravity: Gravity, tmp_path: Path
         "debug": True,
         "motd": "hello\nworld\n",
     }
+    # Without --reveal the same merge shows its keys, every value hidden.
+    hidden = gravity("values", "show", "--values", "base.yaml", "--set", "image.tag=1.11",
+                     check=0)
+    assert yaml.safe_load(hidden.stdout) == {"image": {"repo": "***", "tag": "***"},
+                                             "replicas": "***"}
 
 
 def test_values_show_follows_command_line_order_across_kinds(gravity: Gravity) -> None:
-    a = gravity("values", "show", "--set", "x=1", "--set-string", "x=2", "-o", "json", check=0)
-    b = gravity("values", "show", "--set-string", "x=2", "--set", "x=1", "-o", "json", check=0)
+    a = gravity("values", "show", "--set", "x=1", "--set-string", "x=2", "-o", "json",
+                "--reveal", check=0)
+    b = gravity("values", "show", "--set-string", "x=2", "--set", "x=1", "-o", "json",
+                "--reveal", check=0)
     assert json.loads(a.stdout) == {"x": "2"}
     assert json.loads(b.stdout) == {"x": 1}
 

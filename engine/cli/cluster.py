@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 
+from engine.cli.background import BLOCK, DriveSpec
 from engine.cli.context import CliContext
-from engine.cli.drive import engine_for, summary
+from engine.cli.drive import run, summary
 from engine.cli.operation import operation_id_option
 from engine.cli.values import PARAM_BY_KIND, PARAM_FILES, values_from_params, values_options
-from engine.errors import InputError, OperationFailed, Problem
+from engine.errors import InputError, Problem
 
 MANUAL = click.option("--manual", is_flag=True,
                       help="Create the plan and stop; print the commands to drive it.")
@@ -25,11 +26,9 @@ OP_ID = operation_id_option("Operation ID to use (default: generated): 1 to 128 
                             "letters, digits, '-' or '_'.")
 
 
-def _drive(obj: CliContext, op_id: str, manual: bool, verb: str, max_parallel: int = 8) -> None:
-    """Run the new operation to the end, or print how to drive it by hand."""
-    from engine.operations.ops import close_if_preflight_failed
-    from engine.service import resume
-
+def _drive(obj: CliContext, op_id: str, manual: bool, verb: str, block: bool) -> None:
+    """Run the new operation to the end (in the background when started from a terminal),
+    or print how to drive it by hand."""
     click.echo(f"{verb}: created operation {op_id}")
     if manual:
         click.echo("the plan is ready; nothing has run. Drive it with:\n"
@@ -37,18 +36,8 @@ def _drive(obj: CliContext, op_id: str, manual: bool, verb: str, max_parallel: i
                    "  gravity plan execute --phase /init    # run phases one by one\n"
                    "  gravity plan resume                   # or run everything left")
         return
-    engine = engine_for(obj, max_parallel)
-    try:
-        resume(engine, op_id)
-    except OperationFailed as exc:
-        if close_if_preflight_failed(engine, op_id):
-            raise OperationFailed(
-                f"preflight failed, nothing was changed: {exc.message}",
-                operation_id=op_id, phase_id=exc.phase_id,
-                hint=f"operation {op_id} is closed (failed) and the cluster lock released; "
-                "fix the nodes (see `gravity plan --operation-id "
-                f"{op_id}`) and run the command again") from None
-        raise
+    if not run(obj, DriveSpec(op_id, verb, close_preflight=True), block=block):
+        return
     summary(obj, op_id, verb)
     if verb == "install":
         from engine.presentation import endpoint_lines
@@ -82,13 +71,14 @@ def _drive(obj: CliContext, op_id: str, manual: bool, verb: str, max_parallel: i
               "manifest eula IMAGE_DIR`); needed when the image has one.")
 @values_options
 @MANUAL
+@BLOCK
 @KUBECONFIG
 @OP_ID
 @click.pass_context
 def install(ctx: click.Context, image_dir: Path, nodes_file: Path, flavor: str | None,
             service_uid: int | None, service_gid: int | None, parallel_workers: int,
             license_file: Path | None,
-            accept_eula: bool, manual: bool, kubeconfig: str | None,
+            accept_eula: bool, manual: bool, block: bool, kubeconfig: str | None,
             operation_id: str | None, **_: object) -> None:
     """Install the cluster image in IMAGE_DIR on the nodes of the inventory.
 
@@ -110,7 +100,7 @@ def install(ctx: click.Context, image_dir: Path, nodes_file: Path, flavor: str |
                        kubeconfig=kubeconfig,
                        parallel_workers=parallel_workers, license_file=license_file,
                        accept_eula=accept_eula, operation_id=operation_id)
-    _drive(obj, op.id, manual, "install")
+    _drive(obj, op.id, manual, "install", block)
 
 
 @click.command()
@@ -120,11 +110,12 @@ def install(ctx: click.Context, image_dir: Path, nodes_file: Path, flavor: str |
 @click.option("--role", type=click.Choice(["node", "master"]), default="node",
               show_default=True, help="Role of the new node in the cluster.")
 @MANUAL
+@BLOCK
 @KUBECONFIG
 @OP_ID
 @click.pass_context
 def expand(ctx: click.Context, name: str, address: str, profile: str, role: str, manual: bool,
-           kubeconfig: str | None, operation_id: str | None) -> None:
+           block: bool, kubeconfig: str | None, operation_id: str | None) -> None:
     """Add a node to the installed cluster.
 
     The node gets the cluster's image, and its hooks the application's current values:
@@ -139,7 +130,7 @@ def expand(ctx: click.Context, name: str, address: str, profile: str, role: str,
     node = new_node(name, address, profile, role)
     op = start_expand(obj.store(), obj.blobs(), node, kubeconfig=kubeconfig,
                       operation_id=operation_id)
-    _drive(obj, op.id, manual, "expand")
+    _drive(obj, op.id, manual, "expand", block)
 
 
 REUSE = {"reuse_values": "reuse", "reset_values": "reset",
@@ -166,12 +157,13 @@ REUSE = {"reuse_values": "reuse", "reset_values": "reset",
 @click.option("--dry-run", is_flag=True,
               help="Print the release notes, the values and the phases; create nothing.")
 @MANUAL
+@BLOCK
 @KUBECONFIG
 @OP_ID
 @click.pass_context
 def upgrade(ctx: click.Context, image_dir: Path, parallel_workers: int, force: bool,
             skip_version_check: bool, reuse_values: bool, reset_values: bool,
-            reset_then_reuse_values: bool, dry_run: bool, manual: bool,
+            reset_then_reuse_values: bool, dry_run: bool, manual: bool, block: bool,
             kubeconfig: str | None, operation_id: str | None, **_: object) -> None:
     """Upgrade the installed cluster to the image in IMAGE_DIR.
 
@@ -210,7 +202,7 @@ def upgrade(ctx: click.Context, image_dir: Path, parallel_workers: int, force: b
                    "nothing was written")
         return
     op = prepared.create(obj.store(), operation_id)
-    _drive(obj, op.id, manual, "upgrade")
+    _drive(obj, op.id, manual, "upgrade", block)
 
 
 def plain_text(markup: str) -> str:

@@ -1,5 +1,5 @@
 """What the commands that drive an operation share: their options, the Engine built from the
-global options, and what they print when a run ends (the dry-run order or a summary line).
+global options, the run to the end (here or in the background) and what they print after it.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from engine.cli import background
+from engine.cli.background import DriveSpec
 from engine.cli.context import CliContext
 from engine.cli.progress import TtyProgress
 
@@ -82,3 +84,47 @@ def report(obj: CliContext, operation_id: str | None, result: RunResult | list[s
         click.echo(nothing)
         return
     summary(obj, operation_id, done)
+
+
+def drive_to_end(obj: CliContext, spec: DriveSpec) -> None:
+    """Run (or roll back) the operation in this process until the run ends; a failed preflight
+    or a failed probe closes the operation when `spec` says so. What `gravity plan drive` (the
+    background driver) and every `--block` run do."""
+    from engine.errors import OperationFailed
+    from engine.service import resume, rollback_phase
+
+    engine = engine_for(obj, spec.max_parallel, spec.local, spec.agent_timeout)
+    op_id = spec.operation_id
+    if spec.action == "rollback":
+        rollback_phase(engine, op_id, None)
+        return
+    try:
+        resume(engine, op_id, keep_going=spec.keep_going)
+    except OperationFailed as exc:
+        if spec.close_preflight:
+            from engine.operations.ops import close_if_preflight_failed
+
+            if close_if_preflight_failed(engine, op_id):
+                raise OperationFailed(
+                    f"preflight failed, nothing was changed: {exc.message}",
+                    operation_id=op_id, phase_id=exc.phase_id,
+                    hint=f"operation {op_id} is closed (failed) and the cluster lock "
+                    "released; fix the nodes (see `gravity plan --operation-id "
+                    f"{op_id}`) and run the command again") from None
+        if spec.close_on_failure:  # a probe of the application changes nothing: do not
+            from engine.model import OpState  # hold the cluster lock for it
+            from engine.service import finish
+
+            store = obj.store()
+            finish(store, store.get_operation(op_id), OpState.FAILED, f"{spec.verb} hook failed")
+        raise
+
+
+def run(obj: CliContext, spec: DriveSpec, *, block: bool) -> bool:
+    """Drive the operation to its end: in the background, followed here, when started from a
+    terminal without --block; else in this process. True when the run ended with this
+    command (so it may print its summary), False when the operator stopped following."""
+    if background.wanted(block):
+        return background.follow(obj, spec)
+    drive_to_end(obj, spec)
+    return True

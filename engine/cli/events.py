@@ -5,15 +5,16 @@ Selects records after a sequence number or within a recent duration, and can fol
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from engine.durations import parse_duration
-from engine.model import ChangeRecord, State
-from engine.store.base import MAX_SEQ, Store, coordinator_lock, parse_seq
+from engine.model import ChangeRecord
+from engine.store.base import MAX_SEQ, parse_seq
+from engine.views import follow_changes as follow
 
 
 @dataclass(frozen=True)
@@ -53,41 +54,6 @@ class SinceType(click.ParamType):
         except ValueError:
             self.fail(f"expected a sequence number (e.g. 42) or a duration (e.g. 30s, 10m, "
                       f"1h30m), got {value!r}", param, ctx)
-
-
-def follow(store: Store, operation_id: str, after: int, emit: Callable[[ChangeRecord], None],
-           *, poll: float = 1.0) -> str:
-    """Emit records with seq > `after` as they are written, until nothing more can come.
-
-    Returns why it stopped: "finished" when the operation reached a final state, "idle" when
-    nobody drives it — no live coordinator lock holder and no phase in progress on two checks
-    in a row (the rule of `gravity plan --follow`), so an abandoned operation does not keep
-    the caller waiting forever.
-    """
-    from engine.leases import lease_alive
-
-    idle_checks = 0
-    while True:
-        for rec in store.wait_changes(operation_id, after, timeout=poll):
-            after = rec.seq
-            emit(rec)
-            idle_checks = 0
-        if store.get_operation(operation_id).state.finished:
-            # Records written in the same instant as the final state are still owed.
-            for rec in store.changelog(operation_id, after):
-                after = rec.seq
-                emit(rec)
-            return "finished"
-        holder = store.lock_holder(coordinator_lock(operation_id))
-        driven = holder is not None and lease_alive(store, holder.id) is not None
-        running = any(s.state is State.IN_PROGRESS
-                      for s in store.load_states(operation_id).values())
-        if driven or running:
-            idle_checks = 0
-            continue
-        idle_checks += 1
-        if idle_checks >= 2:
-            return "idle"
 
 
 @click.command()

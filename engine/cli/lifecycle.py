@@ -12,11 +12,11 @@ from typing import Any
 import click
 
 from engine.cli.ask import CONFIRM, confirmed
+from engine.cli.background import BLOCK, DriveSpec
 from engine.cli.context import CliContext
-from engine.cli.drive import engine_for, summary
+from engine.cli.drive import run, summary
 from engine.cli.operation import operation_id_option
-from engine.errors import EngineError, InputError, OperationFailed, Problem
-from engine.model import OpState
+from engine.errors import EngineError, InputError, Problem
 
 OP_ID = operation_id_option("Operation ID to use (default: generated): 1 to 128 ASCII "
                             "letters, digits, '-' or '_'.")
@@ -31,9 +31,11 @@ DRY_RUN = click.option("--dry-run", is_flag=True,
 
 
 def drive(obj: CliContext, prepare: Callable[[Any], Any], *, verb: str, dry_run: bool,
-          operation_id: str | None, close_on_failure: bool = False) -> str | None:
-    """Prepare (with a throw-away blob cache for --dry-run), create and run an operation;
-    its ID (None for a dry run)."""
+          operation_id: str | None, close_on_failure: bool = False,
+          block: bool = True) -> str | None:
+    """Prepare (with a throw-away blob cache for --dry-run), create and run an operation (in
+    the background, followed here, when started from a terminal without `block`); its ID
+    (None for a dry run)."""
     from engine.blobs import BlobCache
 
     if dry_run:
@@ -47,18 +49,8 @@ def drive(obj: CliContext, prepare: Callable[[Any], Any], *, verb: str, dry_run:
         return None
     op = prepare(obj.blobs()).create(obj.store(), operation_id)
     click.echo(f"{verb}: created operation {op.id}")
-    from engine.service import finish, resume
-
-    engine = engine_for(obj)
-    try:
-        resume(engine, op.id)
-    except OperationFailed:
-        if close_on_failure:  # a probe of the application changes nothing: do not hold the
-
-            finish(obj.store(), obj.store().get_operation(op.id), OpState.FAILED,
-                   f"{verb} hook failed")
-        raise
-    summary(obj, op.id, verb)
+    if run(obj, DriveSpec(op.id, verb, close_on_failure=close_on_failure), block=block):
+        summary(obj, op.id, verb)
     return op.id
 
 
@@ -68,10 +60,11 @@ def drive(obj: CliContext, prepare: Callable[[Any], Any], *, verb: str, dry_run:
 @PURGE
 @CONFIRM
 @DRY_RUN
+@BLOCK
 @OP_ID
 @click.pass_obj
 def remove(obj: CliContext, node: str, force: bool, purge: bool, confirm: bool,
-           dry_run: bool, operation_id: str | None) -> None:
+           dry_run: bool, block: bool, operation_id: str | None) -> None:
     """Remove NODE from the installed cluster (Gravity's shrink).
 
     Phases: the preNodeRemove hook, drain, the node's own clean-up (runtime, packages,
@@ -83,7 +76,7 @@ def remove(obj: CliContext, node: str, force: bool, purge: bool, confirm: bool,
     Example: gravity remove node-3 --confirm
     """
     _remove(obj, node, f"Remove node {node} from the cluster?", f"remove {node}",
-            force=force, purge=purge, confirm=confirm, dry_run=dry_run,
+            force=force, purge=purge, confirm=confirm, dry_run=dry_run, block=block,
             operation_id=operation_id)
 
 
@@ -92,10 +85,11 @@ def remove(obj: CliContext, node: str, force: bool, purge: bool, confirm: bool,
 @PURGE
 @CONFIRM
 @DRY_RUN
+@BLOCK
 @OP_ID
 @click.pass_obj
 def leave(obj: CliContext, force: bool, purge: bool, confirm: bool, dry_run: bool,
-          operation_id: str | None) -> None:
+          block: bool, operation_id: str | None) -> None:
     """Remove this node from the cluster (run on the node itself).
 
     The node is the one whose identity its bootstrap phase wrote into this host's state
@@ -116,12 +110,13 @@ def leave(obj: CliContext, force: bool, purge: bool, confirm: bool, dry_run: boo
             "host with the store")
     node = found[0]
     _remove(obj, node, f"Remove this node ({node}) from the cluster?", f"leave ({node})",
-            force=force, purge=purge, confirm=confirm, dry_run=dry_run,
+            force=force, purge=purge, confirm=confirm, dry_run=dry_run, block=block,
             operation_id=operation_id)
 
 
 def _remove(obj: CliContext, node: str, question: str, verb: str, *, force: bool,
-            purge: bool, confirm: bool, dry_run: bool, operation_id: str | None) -> None:
+            purge: bool, confirm: bool, dry_run: bool, block: bool,
+            operation_id: str | None) -> None:
     """What remove and leave do once they know the node: ask, then create and run the plan."""
     from engine.operations.lifecycle import prepare_remove
 
@@ -129,7 +124,7 @@ def _remove(obj: CliContext, node: str, question: str, verb: str, *, force: bool
         confirmed(confirm, question)
     drive(obj, lambda cache: prepare_remove(obj.store(), cache, node, force=force,
                                             purge=purge),
-          verb=verb, dry_run=dry_run, operation_id=operation_id)
+          verb=verb, dry_run=dry_run, operation_id=operation_id, block=block)
 
 
 @click.command()
@@ -137,10 +132,11 @@ def _remove(obj: CliContext, node: str, question: str, verb: str, *, force: bool
 @PURGE
 @CONFIRM
 @DRY_RUN
+@BLOCK
 @OP_ID
 @click.pass_obj
 def uninstall(obj: CliContext, force: bool, purge: bool, confirm: bool, dry_run: bool,
-              operation_id: str | None) -> None:
+              block: bool, operation_id: str | None) -> None:
     """Uninstall the application and clean every node, so `gravity install` can run again.
 
     Phases: the preUninstall and uninstall hooks on a master, then every node's clean-up
@@ -155,7 +151,7 @@ def uninstall(obj: CliContext, force: bool, purge: bool, confirm: bool, dry_run:
     if not dry_run:
         confirmed(confirm, "Uninstall the application and clean every node?")
     drive(obj, lambda cache: prepare_uninstall(obj.store(), cache, force=force, purge=purge),
-          verb="uninstall", dry_run=dry_run, operation_id=operation_id)
+          verb="uninstall", dry_run=dry_run, operation_id=operation_id, block=block)
 
 
 @click.group()

@@ -45,7 +45,7 @@ SUBCOMMANDS: dict[str, str] = {
 SHORT_HELP: dict[str, str] = {
     "operation": "Create and list operations.",
     "plan": "Show the operation's plan: every phase with its state, node, requirements and errors.",
-    "status": "Show the cluster and the active (or named, or most recent) operation's progress.",
+    "status": "Show the cluster's state and the active (or named, or most recent) operation.",
     "rollback": (
         "Roll back the whole operation: every attempted phase, in "
         "reverse dependency order."

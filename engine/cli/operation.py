@@ -60,8 +60,13 @@ def create(obj: CliContext, plan_path: Path, operation_id: str | None) -> None:
               show_default=True, help="A table, or JSON/YAML records for scripts.")
 @click.pass_obj
 def list_(obj: CliContext, output: str) -> None:
-    """List operations, oldest first; the active one is marked with *."""
+    """List operations, oldest first; the active one is marked with *.
+
+    The records' values are redacted (`gravity values show --operation-id ID --reveal`
+    shows them).
+    """
     from engine.presentation import dump, operations_text
+    from engine.redact import public_data
 
     store = obj.store()
     ops = store.list_operations()
@@ -69,4 +74,4 @@ def list_(obj: CliContext, output: str) -> None:
     if output == "text":
         click.echo(operations_text(ops, active) if ops else "no operations")
     else:
-        click.echo(dump([o.to_dict() for o in ops], output))
+        click.echo(dump([{**o.to_dict(), "data": public_data(o.data)} for o in ops], output))

@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING
 
 import click
 
+from engine import fsm
+from engine.cli import background
 from engine.cli.ask import CONFIRM, confirmed
+from engine.cli.background import BLOCK, DriveSpec
 from engine.cli.completion import complete_phase_ids
 from engine.cli.context import CliContext
 from engine.cli.drive import (
@@ -16,12 +19,13 @@ from engine.cli.drive import (
     LOCAL,
     MAX_PARALLEL,
     OP_OPTION,
+    drive_to_end,
     engine_for,
     report,
+    run,
     show_order,
     summary,
 )
-from engine.cli.events import follow
 from engine.cli.graph import graph as graph_command
 from engine.errors import Refused
 from engine.model import Action, OpState, State
@@ -83,12 +87,13 @@ def display(obj: CliContext, operation_id: str | None, output: str, short: bool,
 
 def follow_changes(obj: CliContext, operation_id: str, output: str, after: int) -> None:
     """Print changelog records after `after` as they are written, until the operation ends
-    or goes idle (see engine.cli.events.follow)."""
+    or goes idle (see engine.views.follow_changes)."""
     import json
 
     from engine.presentation import record_line
+    from engine.views import follow_changes as follow_records
 
-    why = follow(obj.store(), operation_id, after, lambda rec: click.echo(
+    why = follow_records(obj.store(), operation_id, after, lambda rec: click.echo(
         json.dumps(rec.to_dict()) if output == "json" else record_line(rec)))
     if why == "finished":
         op = obj.store().get_operation(operation_id)
@@ -162,19 +167,116 @@ def rollback_cmd(obj: CliContext, operation_id: str | None, phase_id: str, force
 @MAX_PARALLEL
 @LOCAL
 @AGENT_TIMEOUT
+@BLOCK
 @click.pass_obj
 def resume(obj: CliContext, operation_id: str | None, force: bool, dry_run: bool,
-           max_parallel: int, local: bool, agent_timeout: float) -> None:
+           max_parallel: int, local: bool, agent_timeout: float, block: bool) -> None:
     """Run every phase that is not completed, in dependency order.
 
     Failed and interrupted phases run again; completed ones never do. On
     success the operation is marked completed and the cluster lock released.
+    From a terminal the run goes on in the background (see --block).
     """
     from engine.service import resume as resume_op
+    from engine.views import resolve_operation
 
-    result = resume_op(engine_for(obj, max_parallel, local, agent_timeout), operation_id,
-                       keep_going=force, dry_run=dry_run)
-    report(obj, operation_id, result, dry="execute", done="resumed")
+    op = resolve_operation(obj.store(), operation_id)
+    if dry_run or op.state.finished or not background.wanted(block):
+        result = resume_op(engine_for(obj, max_parallel, local, agent_timeout), operation_id,
+                           keep_going=force, dry_run=dry_run)
+        report(obj, operation_id, result, dry="execute", done="resumed")
+        return
+    spec = DriveSpec(op.id, "resume", max_parallel=max_parallel, local=local,
+                     agent_timeout=agent_timeout, keep_going=force)
+    if run(obj, spec, block=block):
+        summary(obj, op.id, "resumed")
+
+
+@plan.command("drive", hidden=True)
+@click.option("--operation-id", required=True)
+@click.option("--verb", default="resume")
+@click.option("--action", type=click.Choice(["execute", "rollback"]), default="execute")
+@click.option("--keep-going", is_flag=True)
+@click.option("--close-preflight", is_flag=True)
+@click.option("--close-on-failure", is_flag=True)
+@MAX_PARALLEL
+@LOCAL
+@AGENT_TIMEOUT
+@click.pass_obj
+def drive_cmd(obj: CliContext, operation_id: str, verb: str, action: str, keep_going: bool,
+              close_preflight: bool, close_on_failure: bool, max_parallel: int, local: bool,
+              agent_timeout: float) -> None:
+    """The background driver a terminal command starts (engine.cli.background): runs the
+    operation to its end and leaves how it ended for the command that follows it."""
+    from engine.errors import EngineError, interruption
+
+    spec = DriveSpec(operation_id, verb, action, max_parallel, local, agent_timeout,
+                     keep_going, close_preflight, close_on_failure)
+    try:
+        drive_to_end(obj, spec)
+    except EngineError as exc:
+        background.write_result(obj.state_dir, operation_id, exc.exit_code, exc.message,
+                                exc.hint)
+        raise
+    except KeyboardInterrupt as exc:
+        stop = interruption(exc)
+        by = "" if stop.name == "SIGINT" else f" by {stop.name}"
+        background.write_result(
+            obj.state_dir, operation_id, stop.exit_code,
+            f"the background run of operation {operation_id} was stopped{by}; running "
+            "phases were stopped and recorded interrupted",
+            "continue with `gravity plan resume`, or see where it stopped with `gravity plan`")
+        raise
+    background.write_result(obj.state_dir, operation_id, 0)
+
+
+@plan.command()
+@OP_OPTION
+@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds to wait for the driver to stop.")
+@click.pass_obj
+def stop(obj: CliContext, operation_id: str | None, timeout: float) -> None:
+    """Stop the process that drives the operation (a background run, or one in another
+    terminal) as Ctrl-C would: its running phases are stopped and recorded interrupted, and
+    the operation stays resumable with `gravity plan resume`.
+
+    Only a driver on this host can be stopped from here; for one on another host the
+    message names the host to run this on. Nothing to stop is not an error.
+
+    \b
+    Example:
+      gravity plan stop
+    """
+    import os
+    import signal
+    import time
+
+    from engine.store.base import this_host
+    from engine.views import operation_driver, resolve_operation
+
+    store = obj.store()
+    op = resolve_operation(store, operation_id)
+    driver = operation_driver(store, op.id)
+    if driver is None:
+        click.echo(f"operation {op.id} is {op.state.value}; nothing is driving it "
+                   "(nothing to stop)")
+        return
+    if driver.host != this_host():
+        raise Refused(f"operation {op.id} is driven by {driver.describe()}, on another host",
+                      operation_id=op.id,
+                      hint=f"run `gravity plan stop` on {driver.host}, or stop pid "
+                      f"{driver.pid} there")
+    os.kill(driver.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while operation_driver(store, op.id) is not None:
+        if time.monotonic() > deadline:
+            raise Refused(f"the driver of operation {op.id} ({driver.describe()}) did not "
+                          f"stop within {timeout:g}s", operation_id=op.id,
+                          hint=f"see `gravity plan`; if it is stuck, `kill -9 {driver.pid}` "
+                          "(its phases are then recovered by the next `gravity plan resume`)")
+        time.sleep(0.2)
+    click.echo(f"stopped the driver of operation {op.id} (pid {driver.pid}); it is left "
+               "resumable: `gravity plan resume` continues it")
 
 
 @plan.command()
@@ -202,9 +304,10 @@ def complete(obj: CliContext, operation_id: str | None) -> None:
 @MAX_PARALLEL
 @LOCAL
 @AGENT_TIMEOUT
+@BLOCK
 @click.pass_obj
 def rollback(obj: CliContext, operation_id: str | None, dry_run: bool, confirm: bool,
-             max_parallel: int, local: bool, agent_timeout: float) -> None:
+             max_parallel: int, local: bool, agent_timeout: float, block: bool) -> None:
     """Roll back the whole operation: every attempted phase, in reverse dependency order.
 
     On a terminal it asks first (y/N), saying how many phases and hooks will be undone;
@@ -214,7 +317,6 @@ def rollback(obj: CliContext, operation_id: str | None, dry_run: bool, confirm: 
 
     Example: gravity rollback --confirm
     """
-    from engine import fsm
     from engine.service import rollback_phase
     from engine.views import resolve_operation
 
@@ -238,8 +340,10 @@ def rollback(obj: CliContext, operation_id: str | None, dry_run: bool, confirm: 
     hooks = _hooks_among(engine, operation_id, order)  # type: ignore[arg-type]
     confirmed(confirm, f"Roll back operation {operation_id}: undo {len(order)} phase(s), "
               f"running {hooks} hook(s)?")
-    rollback_phase(engine, operation_id, None)
-    summary(obj, operation_id, "rolled back")
+    op_id = resolve_operation(engine.store, operation_id).id
+    spec = DriveSpec(op_id, "rollback", "rollback", max_parallel, local, agent_timeout)
+    if run(obj, spec, block=block):
+        summary(obj, op_id, "rolled back")
 
 
 def _hooks_among(engine: Engine, operation_id: str, phases: list[str]) -> int:

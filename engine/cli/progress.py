@@ -22,6 +22,8 @@ class TtyProgress:
         self.failed = 0
         self.retries = 0
         self.running: dict[str, tuple[str, float]] = {}
+        self.notes: dict[str, list[str]] = {}  # a note (e.g. "skipped: …") -> its phases
+        self.failures: list[str] = []
         self.started = time.monotonic()
         self.drawn = 0
         self.lock = threading.Lock()
@@ -34,6 +36,7 @@ class TtyProgress:
             if event == "run started":
                 self.total = int(fields.get("phases", 0))
                 self.done = self.failed = self.retries = 0
+                self.notes, self.failures = {}, []
                 self.started = time.monotonic()
             elif event == "transition":
                 self._transition(fields)
@@ -52,6 +55,7 @@ class TtyProgress:
             self.done += 1
             if str(f.get("note") or "").startswith("skipped"):
                 self._above(f"  {phase}: {f['note']}")
+                self.notes.setdefault(str(f["note"]), []).append(phase)
         elif to == "failed":
             error = str(f.get("error") or "").splitlines()[0] if f.get("error") else "failed"
             note = str(f.get("note") or "")
@@ -60,6 +64,7 @@ class TtyProgress:
                 self._above(f"↻ {phase} on {f.get('node') or '-'}: {error} ({note})")
             else:
                 self.failed += 1
+                self.failures.append(f"{phase} on {f.get('node') or '-'}: {error}")
                 self._above(f"× {phase} on {f.get('node') or '-'}: {error}")
 
     def _above(self, line: str) -> None:
@@ -95,8 +100,22 @@ class TtyProgress:
                 if self.drawn:
                     self._draw()
 
+    def summary(self) -> list[str]:
+        """What stays on the terminal when the run ends: phases done, notes, failures."""
+        elapsed = time.monotonic() - self.started
+        lines = [f"summary: {self.done}/{self.total} phases done in {elapsed:.1f}s, "
+                 f"{self.retries} retries, {self.failed} failed"]
+        for note, phases in self.notes.items():
+            shown = ", ".join(phases[:3]) + (f" and {len(phases) - 3} more"
+                                             if len(phases) > 3 else "")
+            lines.append(f"  {len(phases)} phase(s) {note} ({shown})")
+        lines += [f"  × {failure}" for failure in self.failures]
+        return lines
+
     def close(self) -> None:
         self.stop.set()
         with self.lock:
             self._clear()
+            if self.total:
+                self.stream.write("\n".join(self.summary()) + "\n")
             self.stream.flush()

@@ -137,6 +137,11 @@ def values() -> None:
 
 @values.command()
 @values_options
+@click.option("--operation-id", default=None,
+              help="Show the values operation ID ran with (recorded when it was created).")
+@click.option("--reveal", is_flag=True,
+              help="Show the values themselves; without it every value is *** (keys kept), as "
+              "everywhere else: values files and --set may carry passwords.")
 @click.option(
     "-o",
     "--output",
@@ -146,14 +151,39 @@ def values() -> None:
     help="Output format.",
 )
 @click.pass_context
-def show(ctx: click.Context, output: str, **_: Any) -> None:
-    """Print the merged values: files in order, then each --set* in command-line order."""
-    merged = values_from_params(ctx)
+def show(ctx: click.Context, operation_id: str | None, reveal: bool, output: str,
+         **_: Any) -> None:
+    """Print values, redacted unless --reveal: those an operation ran with (--operation-id),
+    else the merge of the given files and --set* options (files in order, then each --set*
+    in command-line order), else the installed cluster's current values.
+
+    \b
+    Example:
+      gravity values show --operation-id install-1 --reveal
+      gravity values show -f values.yaml --set image.tag=1.2
+    """
+    from engine.redact import redact_values
+
+    given = bool(ctx.params.get(PARAM_FILES)) or any(
+        ctx.params.get(name) for name in PARAM_BY_KIND.values())
+    if operation_id is not None:
+        from engine.views import resolve_operation
+
+        shown = dict(resolve_operation(ctx.obj.store(), operation_id).data.get("values") or {})
+    elif given:
+        shown = values_from_params(ctx)
+    else:
+        from engine.operations.cluster import cluster_state
+
+        cluster = cluster_state(ctx.obj.store())
+        shown = dict(cluster.values) if cluster is not None else {}
+    if not reveal:
+        shown = redact_values(shown)
     if output == "json":
         import json
 
-        click.echo(json.dumps(merged, indent=2, ensure_ascii=False, default=str))
+        click.echo(json.dumps(shown, indent=2, ensure_ascii=False, default=str))
         return
     from engine.values import to_yaml
 
-    click.echo(to_yaml(merged), nl=False)
+    click.echo(to_yaml(shown), nl=False)

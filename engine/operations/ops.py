@@ -17,6 +17,7 @@ from engine.license import License, check_license, read_license
 from engine.model import Operation, OpState, Plan
 from engine.operations.build import Image, build_plan, context, load_image
 from engine.operations.cluster import Cluster, cluster_state, last_of_type
+from engine.operations.condition import PREFLIGHT_FAILED
 from engine.operations.inventory import Node, check_against_manifest, load_inventory, parse_node
 from engine.operations.releases import Reuse, check_upgrade_version, upgrade_values
 from engine.service import Engine, create_operation, finish
@@ -24,7 +25,6 @@ from engine.store.base import Store
 from engine.views import plan_view
 
 PREFLIGHT = ("/init", "/checks")
-PREFLIGHT_FAILED = "preflight failed"  # the note of an operation closed before any change
 
 
 @dataclass(frozen=True)
