@@ -38,6 +38,7 @@ KINDS = (SET, SET_STRING, SET_FILE)
 
 MAX_INDEX = 65536  # Helm's limit on a list index in --set
 MAX_DEPTH = 30  # Helm's limit on dotted nesting; we apply it to [] nesting as well
+REDACTED = "***"  # every value as displays show it (see redact_values)
 _INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _INT64 = (-(2**63), 2**63 - 1)
 _SET_HINT = "escape a literal , . = [ or \\ with a backslash; see docs/values.md for the grammar"
@@ -435,3 +436,13 @@ def write_values_file(path: Path, values: Mapping[str, Any]) -> None:
     finally:
         os.close(dir_fd)
 
+
+def redact_values(data: Any) -> Any:
+    """`data` with its shape kept and every leaf replaced by "***": values can hold passwords,
+    so displays show which keys are set, never what to. Mappings keep their keys, lists their
+    length; pure, `data` is not changed."""
+    if isinstance(data, Mapping):
+        return {key: redact_values(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [redact_values(item) for item in data]
+    return REDACTED
