@@ -5,18 +5,21 @@ event stream over HTTP, its refusals, its clean stop, and the page in a real hea
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import leaf_states
-from tests.helpers import chain_plan, run
+from engine.presentation import IDLE
+from tests.conftest import ROOT, leaf_states
+from tests.helpers import chain_plan, run, wait_for
 
 PLAN = chain_plan("dash", init=run("echo init-output-line"), drain=run("echo drained-node-1"),
                   upgrade=run("echo upgraded"), app=run("echo app"))
@@ -57,6 +60,21 @@ def start_dashboard(gravity, *args: str) -> Dashboard:
 
 
 @pytest.fixture
+def dashboards(gravity) -> Iterator[Callable[[], Dashboard]]:
+    """Starts a dashboard on a free loopback port when called; all are stopped at the end."""
+    started: list[Dashboard] = []
+
+    def start() -> Dashboard:
+        started.append(start_dashboard(gravity, "--listen", "127.0.0.1:0"))
+        return started[-1]
+
+    yield start
+    for dash in started:
+        if dash.proc.poll() is None:
+            dash.stop()
+
+
+@pytest.fixture
 def dashboard(gravity) -> Iterator[Dashboard]:
     """Operation op1 with /init completed, and a dashboard on a free loopback port."""
     gravity.create(PLAN)
@@ -74,7 +92,8 @@ def test_json_api_lists_operations_plan_and_phase_logs(dashboard, gravity) -> No
     assert [(o["id"], o["state"], o["active"]) for o in ops["operations"]] == [
         ("op1", "active", True)]
     plan = dashboard.json("/api/plan?op=op1")
-    assert plan == dict(gravity.plan_json(), last_seq=gravity.changelog("op1")[-1]["seq"])
+    assert plan == dict(gravity.plan_json(), last_seq=gravity.changelog("op1")[-1]["seq"],
+                        idle=None)
     assert leaf_states(dashboard.json("/api/plan")) == {
         "/init": "completed", "/masters/node-1/drain": "unstarted",
         "/masters/node-1/upgrade": "unstarted", "/app": "unstarted"}
@@ -170,6 +189,58 @@ def test_bad_listen_address_is_bad_input(gravity) -> None:
     assert "expected HOST:PORT" in proc.stderr
 
 
+def phase_ids(phases: list[dict]) -> list[str]:
+    """Every phase ID of a plan document's tree, composites too, in written order."""
+    return [pid for p in phases for pid in [p["id"], *phase_ids(p.get("phases", []))]]
+
+
+def test_values_are_never_served_not_even_their_password(gravity, dashboards,
+                                                         tmp_path) -> None:
+    images = tmp_path / "quickstart"
+    shutil.copytree(ROOT / "examples" / "quickstart", images, symlinks=True)
+    gravity("install", str(images / "v1"), "--nodes", str(images / "nodes.yaml"),
+            "--id", "install", "--set", "db.password=s3cret,replicas=3", check=0)
+    dash = dashboards()
+    phases = phase_ids(dash.json("/api/plan")["phases"])
+    paths = ["/", "/index.html", "/static/app.js", "/static/style.css",
+             "/api/operations", "/api/plan", "/api/plan?op=install",
+             "/api/events?op=install&after=0", "/api/plan?op=nope",
+             "/api/log?op=install&phase=/nope",
+             *[f"/api/log?op=install&phase={pid}" for pid in phases]]
+    bodies = {path: dash.get(path)[2] for path in paths}
+    assert "/app/quickstart" in phases  # the hooks, which read the values, have run
+    assert [path for path, body in bodies.items() if b"s3cret" in body] == []
+    # Which keys are set is shown; what they are set to is not.
+    redacted = {"db": {"password": "***"}, "replicas": "***"}
+    assert [o["data"]["values"] for o in json.loads(bodies["/api/operations"])["operations"]] \
+        == [redacted]
+    assert json.loads(bodies["/api/plan"])["operation"]["data"]["values"] == redacted
+    stream = bodies["/api/events?op=install&after=0"].decode()
+    operation_events = [json.loads(block.split("data: ", 1)[1]) for block in stream.split("\n\n")
+                        if block.startswith("event: operation")]
+    assert [e["data"]["values"] for e in operation_events] == [redacted]
+
+
+def test_a_failed_operation_nobody_drives_is_idle_with_the_commands_to_run(
+        gravity, dashboards) -> None:
+    gravity.create(yaml.safe_dump({"kind": "Plan", "metadata": {"name": "idle"}, "phases": [
+        {"id": "init", "retry": {"attempts": 2, "initial": "60s", "max": "60s"},
+         "executor": "command", "data": run("echo broken >&2; exit 3")},
+        {"id": "app", "executor": "command", "data": run("true")}]}))
+    dash = dashboards()
+    assert dash.json("/api/plan")["idle"] is None  # nothing failed yet
+    driver = gravity.spawn("plan", "resume")
+    # The first attempt failed; its driver waits to retry it: not idle.
+    waiting = wait_for(lambda: (d := dash.json("/api/plan"))["progress"]["failed"] and d,
+                       "/init's first attempt to fail", proc=driver)
+    assert (waiting["driven"], waiting["idle"]) == (True, None)
+    driver.kill()  # the SSH session went, and the driver with it
+    driver.communicate()
+    gone = dash.json("/api/plan")
+    assert (gone["driven"], gone["idle"]) == (False, IDLE)
+    assert IDLE == "idle — nothing is running; `gravity plan resume` or `gravity rollback`"
+
+
 # -- in a real browser (the `browser` fixture is in tests/conftest.py) ------------------------
 def test_page_shows_the_tree_and_updates_a_phase_live(dashboard, gravity, browser) -> None:
     from selenium.webdriver.common.by import By
@@ -203,3 +274,4 @@ def test_page_shows_the_tree_and_updates_a_phase_live(dashboard, gravity, browse
                          'li.phase[data-phase="/masters/node-1/drain"] > .row').click()
     wait.until(lambda d: "drained-node-1" in d.find_element(By.ID, "d-log").text)
     assert browser.find_element(By.ID, "d-title").text == "/masters/node-1/drain"
+
