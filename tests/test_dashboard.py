@@ -8,6 +8,7 @@ import json
 import shutil
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.presentation import IDLE
+from engine.presentation import IDLE, when
 from tests.conftest import ROOT, leaf_states
 from tests.helpers import chain_plan, run, wait_for
 
@@ -275,3 +276,113 @@ def test_page_shows_the_tree_and_updates_a_phase_live(dashboard, gravity, browse
     wait.until(lambda d: "drained-node-1" in d.find_element(By.ID, "d-log").text)
     assert browser.find_element(By.ID, "d-title").text == "/masters/node-1/drain"
 
+    # A composite has no node of its own unless it declares one, as in `gravity plan`.
+    nodes = {pid: browser.find_element(By.CSS_SELECTOR,
+                                       f'li.phase[data-phase="{pid}"] > .row .node').text
+             for pid in ("/init", "/masters", "/masters/node-1", "/masters/node-1/drain")}
+    assert nodes == {"/init": "local", "/masters": "-", "/masters/node-1": "node-1",
+                     "/masters/node-1/drain": "node-1"}
+
+
+def test_page_times_are_the_clis_utc_and_updated_follows_the_last_transition(
+        dashboard, gravity, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # A browser far from UTC, with a 12-hour clock: the page still shows the CLI's times.
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Pacific/Honolulu"})
+    browser.execute_cdp_cmd("Emulation.setLocaleOverride", {"locale": "en-US"})
+    wait = WebDriverWait(browser, 15)
+    op = dashboard.json("/api/operations")["operations"][0]
+    browser.get(dashboard.url)
+    meta = wait.until(lambda d: "created" in (t := d.find_element(By.ID, "op-meta").text) and t)
+    assert f"created {when(op['created'])} · " in meta
+    wait.until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "live")
+
+    # The next transition falls in a later second than the operation's own record.
+    wait_for(lambda: int(time.time()) > int(op["updated"]), "the clock to pass that second")
+    gravity("plan", "execute", "--phase", "/masters/node-1/drain", check=0)
+    last = gravity.changelog("op1")[-1]
+    status = gravity("status", check=0).stdout
+    assert f"Updated:    {when(last['at'])}\n" in status
+    # Live, without a reload: the operation's "updated" is its last transition's, as status.
+    wait.until(lambda d: f"updated {when(last['at'])}" in d.find_element(By.ID, "op-meta").text)
+    assert when(last["at"]) != when(op["updated"])
+    newest = browser.find_element(By.CSS_SELECTOR, "#event-list li").text
+    assert newest.startswith(f"{when(last['at'])} /masters/node-1/drain: in_progress → "
+                             "completed"), newest
+
+    browser.find_element(By.CSS_SELECTOR, 'li.phase[data-phase="/init"] > .row').click()
+    wait.until(lambda d: d.find_element(By.ID, "d-title").text == "/init")
+    fields = browser.find_elements(By.CSS_SELECTOR, "#d-fields > *")
+    shown = dict(zip([f.text for f in fields[::2]], [f.text for f in fields[1::2]], strict=True))
+    init = next(p for p in gravity.plan_json()["phases"] if p["id"] == "/init")
+    assert shown["updated"] == when(init["updated"])
+
+
+@pytest.mark.slow  # 5 s: three commands and a browser
+def test_page_says_a_failed_operation_nobody_drives_is_idle(gravity, dashboards,
+                                                             browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    gravity.create(chain_plan("idle", init=run("echo broken >&2; exit 3"), drain=run("true"),
+                              upgrade=run("true"), app=run("true")))
+    dash = dashboards()
+    wait = WebDriverWait(browser, 15)
+    browser.get(dash.url)
+    wait.until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "live")
+    idle = browser.find_element(By.ID, "op-idle")
+    assert not idle.is_displayed()  # nothing failed
+
+    gravity("plan", "execute", "--phase", "/init", check=1)  # fails; its driver ends with it
+    wait.until(lambda _d: idle.is_displayed())
+    assert idle.text == "idle — nothing is running; gravity plan resume or gravity rollback"
+    assert [c.text for c in idle.find_elements(By.TAG_NAME, "code")] == [
+        "gravity plan resume", "gravity rollback"]
+
+    gravity("plan", "complete", check=0)  # closed: nothing is left to resume
+    wait.until(lambda d: d.find_element(By.ID, "op-title").text == "op1 — failed")
+    wait.until(lambda _d: not idle.is_displayed())
+
+
+def long_plan(count: int, holds: dict[int, Path]) -> str:
+    """`count` phases /p00, /p01, … in order; those in `holds` run until their file exists."""
+    phases = [{"id": f"p{i:02d}", "executor": "command",
+               "data": run(f"while [ ! -e {holds[i]} ]; do sleep 0.05; done" if i in holds
+                           else "true")} for i in range(count)]
+    return yaml.safe_dump({"kind": "Plan", "metadata": {"name": "long"}, "phases": phases})
+
+
+@pytest.mark.slow  # 6 s: 60 phases and a browser
+def test_page_scrolls_the_running_phase_into_view(gravity, dashboards, browser,
+                                                  tmp_path) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shows(pid: str) -> bool:
+        """Whether the phase's row is in progress and wholly inside the window."""
+        return browser.execute_script(
+            "const li = document.querySelector(`li.phase[data-phase='${arguments[0]}']`);"
+            "if (!li || li.dataset.state !== 'in_progress') return false;"
+            "const r = li.querySelector(':scope > .row').getBoundingClientRect();"
+            "return r.top >= 0 && r.bottom <= window.innerHeight;", pid)
+
+    go = {30: tmp_path / "go-30", 55: tmp_path / "go-55"}
+    gravity.create(long_plan(60, go))
+    driver = gravity.spawn("plan", "resume")
+    try:
+        dash = dashboards()
+        wait_for(lambda: leaf_states(dash.json("/api/plan"))["/p30"] == "in_progress",
+                 "/p30 to run", proc=driver)
+        wait = WebDriverWait(browser, 15)
+        browser.get(dash.url)
+        wait.until(lambda _d: shows("/p30"))  # far down the plan, yet on screen at once
+        browser.execute_script("window.scrollTo(0, 0);")
+        assert not shows("/p30")  # the page is longer than the window
+
+        go[30].touch()
+        wait.until(lambda _d: shows("/p55"))  # the next running phase came into view by itself
+    finally:
+        for hold in go.values():
+            hold.touch()
+        assert driver.wait(timeout=60) == 0
