@@ -9,7 +9,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from engine.model import ChangeRecord, Operation, PhaseState, State
+from engine.model import ChangeRecord, Operation, OpState, PhaseState, State
+from engine.redact import public_data
 from engine.views import IDLE, PlanView
 
 MARKERS = {
@@ -49,6 +50,16 @@ def _latest_updates(view: PlanView) -> dict[str, float]:
 
 
 RESUME = "gravity plan resume"
+
+
+def idle_note(view: PlanView) -> str | None:
+    """IDLE for an active operation with a failed phase that no live process drives (its
+    driver was stopped, died, or was a `plan execute` that ended): nothing will move it
+    until an operator does. None otherwise, and when the view did not ask for its driver."""
+    if view.operation.state is not OpState.ACTIVE or view.driven is not False:
+        return None
+    failed = any(view.derived[p] is State.FAILED for p in view.graph.leaves)
+    return IDLE if failed else None
 
 
 def retry_stale(view: PlanView, st: PhaseState | None) -> bool:
@@ -118,10 +129,9 @@ def plan_text(view: PlanView, *, short: bool = False,
         ])
     head = f"Operation {op.id} ({op.type}: {op.plan_name}) — {op.state.value}" + (
         f" ({op.note})" if op.note else "")
-    leaves = view.leaf_states()
-    if view.driven is False and not op.state.finished and State.FAILED in leaves.values() \
-            and State.IN_PROGRESS not in leaves.values():
-        head += f"; {IDLE}"
+    idle = idle_note(view)
+    if idle:
+        head += f"; {idle}"
     out = [head, ""]
     out.append(table(rows, ["Phase", "Description", "State", "Node", "Requires", "Updated"]))
     rank = {pid: i for i, pid in enumerate(g.order)}
@@ -153,7 +163,8 @@ def _phase_dict(view: PlanView, pid: str) -> dict[str, Any]:
         "id": pid,
         "description": spec.description,
         "state": view.derived[pid].value,
-        "node": g.node_of(pid),
+        # Where a leaf runs; a composite only has the node it declares (as the plan table).
+        "node": g.node_of(pid) if spec.is_leaf else spec.node,
         "requires": list(spec.requires),
     }
     if spec.is_leaf:
@@ -167,6 +178,14 @@ def _phase_dict(view: PlanView, pid: str) -> dict[str, Any]:
     return d
 
 
+def operation_dict(op: Operation) -> dict[str, Any]:
+    """The operation record to show: its values redacted (keys kept, every value "***").
+    Values may hold secrets: hooks read them from their values file, displays never."""
+    doc = op.to_dict()
+    doc["data"] = public_data(doc["data"])
+    return doc
+
+
 def plan_document(view: PlanView) -> dict[str, Any]:
     """The full tree with states, for -o json / -o yaml."""
     op = view.operation
@@ -175,12 +194,8 @@ def plan_document(view: PlanView) -> dict[str, Any]:
     counts = {s.value: 0 for s in State}
     for p in leaves:
         counts[view.derived[p].value] += 1
-    operation = op.to_dict()
-    if operation["data"].get("values"):
-        # Values may hold secrets: hooks get them from the values file, displays never do.
-        operation["data"]["values"] = f"(redacted: {len(op.data['values'])} top-level keys)"
     doc: dict[str, Any] = {
-        "operation": operation,
+        "operation": operation_dict(op),
         "progress": {"leaves": len(leaves), **counts},
         "phases": [_phase_dict(view, r) for r in roots],
     }

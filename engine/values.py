@@ -434,4 +434,3 @@ def write_values_file(path: Path, values: Mapping[str, Any]) -> None:
         pass
     finally:
         os.close(dir_fd)
-

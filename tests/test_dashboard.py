@@ -5,18 +5,23 @@ event stream over HTTP, its refusals, its clean stop, and the page in a real hea
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import leaf_states
-from tests.helpers import chain_plan, run
+from engine.presentation import when
+from engine.views import IDLE
+from tests.conftest import ROOT, leaf_states
+from tests.helpers import chain_plan, run, wait_for
 
 PLAN = chain_plan("dash", init=run("echo init-output-line"), drain=run("echo drained-node-1"),
                   upgrade=run("echo upgraded"), app=run("echo app"))
@@ -57,6 +62,21 @@ def start_dashboard(gravity, *args: str) -> Dashboard:
 
 
 @pytest.fixture
+def dashboards(gravity) -> Iterator[Callable[[], Dashboard]]:
+    """Starts a dashboard on a free loopback port when called; all are stopped at the end."""
+    started: list[Dashboard] = []
+
+    def start() -> Dashboard:
+        started.append(start_dashboard(gravity, "--listen", "127.0.0.1:0"))
+        return started[-1]
+
+    yield start
+    for dash in started:
+        if dash.proc.poll() is None:
+            dash.stop()
+
+
+@pytest.fixture
 def dashboard(gravity) -> Iterator[Dashboard]:
     """Operation op1 with /init completed, and a dashboard on a free loopback port."""
     gravity.create(PLAN)
@@ -74,7 +94,8 @@ def test_json_api_lists_operations_plan_and_phase_logs(dashboard, gravity) -> No
     assert [(o["id"], o["state"], o["active"]) for o in ops["operations"]] == [
         ("op1", "active", True)]
     plan = dashboard.json("/api/plan?op=op1")
-    assert plan == dict(gravity.plan_json(), last_seq=gravity.changelog("op1")[-1]["seq"])
+    assert plan == dict(gravity.plan_json(), last_seq=gravity.changelog("op1")[-1]["seq"],
+                        idle=None)
     assert leaf_states(dashboard.json("/api/plan")) == {
         "/init": "completed", "/masters/node-1/drain": "unstarted",
         "/masters/node-1/upgrade": "unstarted", "/app": "unstarted"}
@@ -170,6 +191,58 @@ def test_bad_listen_address_is_bad_input(gravity) -> None:
     assert "expected HOST:PORT" in proc.stderr
 
 
+def phase_ids(phases: list[dict]) -> list[str]:
+    """Every phase ID of a plan document's tree, composites too, in written order."""
+    return [pid for p in phases for pid in [p["id"], *phase_ids(p.get("phases", []))]]
+
+
+def test_values_are_never_served_not_even_their_password(gravity, dashboards,
+                                                         tmp_path) -> None:
+    images = tmp_path / "quickstart"
+    shutil.copytree(ROOT / "examples" / "quickstart", images, symlinks=True)
+    gravity("install", str(images / "v1"), "--nodes", str(images / "nodes.yaml"),
+            "--id", "install", "--set", "db.password=s3cret,replicas=3", check=0)
+    dash = dashboards()
+    phases = phase_ids(dash.json("/api/plan")["phases"])
+    paths = ["/", "/index.html", "/static/app.js", "/static/style.css",
+             "/api/operations", "/api/plan", "/api/plan?op=install",
+             "/api/events?op=install&after=0", "/api/plan?op=nope",
+             "/api/log?op=install&phase=/nope",
+             *[f"/api/log?op=install&phase={pid}" for pid in phases]]
+    bodies = {path: dash.get(path)[2] for path in paths}
+    assert "/app/quickstart" in phases  # the hooks, which read the values, have run
+    assert [path for path, body in bodies.items() if b"s3cret" in body] == []
+    # Which keys are set is shown; what they are set to is not.
+    redacted = {"db": {"password": "***"}, "replicas": "***"}
+    assert [o["data"]["values"] for o in json.loads(bodies["/api/operations"])["operations"]] \
+        == [redacted]
+    assert json.loads(bodies["/api/plan"])["operation"]["data"]["values"] == redacted
+    stream = bodies["/api/events?op=install&after=0"].decode()
+    operation_events = [json.loads(block.split("data: ", 1)[1]) for block in stream.split("\n\n")
+                        if block.startswith("event: operation")]
+    assert [e["data"]["values"] for e in operation_events] == [redacted]
+
+
+def test_a_failed_operation_nobody_drives_is_idle_with_the_commands_to_run(
+        gravity, dashboards) -> None:
+    gravity.create(yaml.safe_dump({"kind": "Plan", "metadata": {"name": "idle"}, "phases": [
+        {"id": "init", "retry": {"attempts": 2, "initial": "60s", "max": "60s"},
+         "executor": "command", "data": run("echo broken >&2; exit 3")},
+        {"id": "app", "executor": "command", "data": run("true")}]}))
+    dash = dashboards()
+    assert dash.json("/api/plan")["idle"] is None  # nothing failed yet
+    driver = gravity.spawn("plan", "resume")
+    # The first attempt failed; its driver waits to retry it: not idle.
+    waiting = wait_for(lambda: (d := dash.json("/api/plan"))["progress"]["failed"] and d,
+                       "/init's first attempt to fail", proc=driver)
+    assert (waiting["driven"], waiting["idle"]) == (True, None)
+    driver.kill()  # the SSH session went, and the driver with it
+    driver.communicate()
+    gone = dash.json("/api/plan")
+    assert (gone["driven"], gone["idle"]) == (False, IDLE)
+    assert IDLE == "idle — nothing is running; `gravity plan resume` or `gravity rollback`"
+
+
 # -- in a real browser (the `browser` fixture is in tests/conftest.py) ------------------------
 def test_page_shows_the_tree_and_updates_a_phase_live(dashboard, gravity, browser) -> None:
     from selenium.webdriver.common.by import By
@@ -203,3 +276,114 @@ def test_page_shows_the_tree_and_updates_a_phase_live(dashboard, gravity, browse
                          'li.phase[data-phase="/masters/node-1/drain"] > .row').click()
     wait.until(lambda d: "drained-node-1" in d.find_element(By.ID, "d-log").text)
     assert browser.find_element(By.ID, "d-title").text == "/masters/node-1/drain"
+
+    # A composite has no node of its own unless it declares one, as in `gravity plan`.
+    nodes = {pid: browser.find_element(By.CSS_SELECTOR,
+                                       f'li.phase[data-phase="{pid}"] > .row .node').text
+             for pid in ("/init", "/masters", "/masters/node-1", "/masters/node-1/drain")}
+    assert nodes == {"/init": "local", "/masters": "-", "/masters/node-1": "node-1",
+                     "/masters/node-1/drain": "node-1"}
+
+
+def test_page_times_are_the_clis_utc_and_updated_follows_the_last_transition(
+        dashboard, gravity, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # A browser far from UTC, with a 12-hour clock: the page still shows the CLI's times.
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Pacific/Honolulu"})
+    browser.execute_cdp_cmd("Emulation.setLocaleOverride", {"locale": "en-US"})
+    wait = WebDriverWait(browser, 15)
+    op = dashboard.json("/api/operations")["operations"][0]
+    browser.get(dashboard.url)
+    meta = wait.until(lambda d: "created" in (t := d.find_element(By.ID, "op-meta").text) and t)
+    assert f"created {when(op['created'])} · " in meta
+    wait.until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "live")
+
+    # The next transition falls in a later second than the operation's own record.
+    wait_for(lambda: int(time.time()) > int(op["updated"]), "the clock to pass that second")
+    gravity("plan", "execute", "--phase", "/masters/node-1/drain", check=0)
+    last = gravity.changelog("op1")[-1]
+    status = gravity("status", check=0).stdout
+    assert f"Updated:    {when(last['at'])}\n" in status
+    # Live, without a reload: the operation's "updated" is its last transition's, as status.
+    wait.until(lambda d: f"updated {when(last['at'])}" in d.find_element(By.ID, "op-meta").text)
+    assert when(last["at"]) != when(op["updated"])
+    newest = browser.find_element(By.CSS_SELECTOR, "#event-list li").text
+    assert newest.startswith(f"{when(last['at'])} /masters/node-1/drain: in_progress → "
+                             "completed"), newest
+
+    browser.find_element(By.CSS_SELECTOR, 'li.phase[data-phase="/init"] > .row').click()
+    wait.until(lambda d: d.find_element(By.ID, "d-title").text == "/init")
+    fields = browser.find_elements(By.CSS_SELECTOR, "#d-fields > *")
+    shown = dict(zip([f.text for f in fields[::2]], [f.text for f in fields[1::2]], strict=True))
+    init = next(p for p in gravity.plan_json()["phases"] if p["id"] == "/init")
+    assert shown["updated"] == when(init["updated"])
+
+
+@pytest.mark.slow  # 5 s: three commands and a browser
+def test_page_says_a_failed_operation_nobody_drives_is_idle(gravity, dashboards,
+                                                             browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    gravity.create(chain_plan("idle", init=run("echo broken >&2; exit 3"), drain=run("true"),
+                              upgrade=run("true"), app=run("true")))
+    dash = dashboards()
+    wait = WebDriverWait(browser, 15)
+    browser.get(dash.url)
+    wait.until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "live")
+    idle = browser.find_element(By.ID, "op-idle")
+    assert not idle.is_displayed()  # nothing failed
+
+    gravity("plan", "execute", "--phase", "/init", check=1)  # fails; its driver ends with it
+    wait.until(lambda _d: idle.is_displayed())
+    assert idle.text == "idle — nothing is running; gravity plan resume or gravity rollback"
+    assert [c.text for c in idle.find_elements(By.TAG_NAME, "code")] == [
+        "gravity plan resume", "gravity rollback"]
+
+    gravity("plan", "complete", check=0)  # closed: nothing is left to resume
+    wait.until(lambda d: d.find_element(By.ID, "op-title").text == "op1 — failed")
+    wait.until(lambda _d: not idle.is_displayed())
+
+
+def long_plan(count: int, holds: dict[int, Path]) -> str:
+    """`count` phases /p00, /p01, … in order; those in `holds` run until their file exists."""
+    phases = [{"id": f"p{i:02d}", "executor": "command",
+               "data": run(f"while [ ! -e {holds[i]} ]; do sleep 0.05; done" if i in holds
+                           else "true")} for i in range(count)]
+    return yaml.safe_dump({"kind": "Plan", "metadata": {"name": "long"}, "phases": phases})
+
+
+@pytest.mark.slow  # 6 s: 60 phases and a browser
+def test_page_scrolls_the_running_phase_into_view(gravity, dashboards, browser,
+                                                  tmp_path) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shows(pid: str) -> bool:
+        """Whether the phase's row is in progress and wholly inside the window."""
+        return browser.execute_script(
+            "const li = document.querySelector(`li.phase[data-phase='${arguments[0]}']`);"
+            "if (!li || li.dataset.state !== 'in_progress') return false;"
+            "const r = li.querySelector(':scope > .row').getBoundingClientRect();"
+            "return r.top >= 0 && r.bottom <= window.innerHeight;", pid)
+
+    go = {30: tmp_path / "go-30", 55: tmp_path / "go-55"}
+    gravity.create(long_plan(60, go))
+    driver = gravity.spawn("plan", "resume")
+    try:
+        dash = dashboards()
+        wait_for(lambda: leaf_states(dash.json("/api/plan"))["/p30"] == "in_progress",
+                 "/p30 to run", proc=driver)
+        wait = WebDriverWait(browser, 15)
+        browser.get(dash.url)
+        wait.until(lambda _d: shows("/p30"))  # far down the plan, yet on screen at once
+        browser.execute_script("window.scrollTo(0, 0);")
+        assert not shows("/p30")  # the page is longer than the window
+
+        go[30].touch()
+        wait.until(lambda _d: shows("/p55"))  # the next running phase came into view by itself
+    finally:
+        for hold in go.values():
+            hold.touch()
+        assert driver.wait(timeout=60) == 0

@@ -13,7 +13,13 @@ import pytest
 import yaml
 
 from engine.errors import EngineError, ValuesError
-from engine.values import deep_merge, load_values_file, merge_values, write_values_file
+from engine.redact import redact_values
+from engine.values import (
+    deep_merge,
+    load_values_file,
+    merge_values,
+    write_values_file,
+)
 
 
 def vfile(tmp_path: Path, name: str, text: str) -> Path:
@@ -202,3 +208,12 @@ def test_write_values_file_reports_os_errors(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(EngineError, match="cannot write values file"):
         write_values_file(blocker / "values.yaml", {"a": 1})
+
+
+def test_redacted_values_keep_their_keys_and_hide_every_value() -> None:
+    values = {"db": {"password": "s3cret", "port": 5432, "tls": None},
+              "hosts": ["a", {"name": "b"}], "empty": {}, "none": []}
+    assert redact_values(values) == {
+        "db": {"password": "***", "port": "***", "tls": "***"},
+        "hosts": ["***", {"name": "***"}], "empty": {}, "none": []}
+    assert values["db"]["password"] == "s3cret"  # pure: the values themselves are untouched

@@ -65,8 +65,7 @@ def list_(obj: CliContext, output: str) -> None:
     The records' values are redacted (`gravity values show --operation-id ID --reveal`
     shows them).
     """
-    from engine.presentation import dump, operations_text
-    from engine.redact import public_data
+    from engine.presentation import dump, operation_dict, operations_text
 
     store = obj.store()
     ops = store.list_operations()
@@ -74,4 +73,4 @@ def list_(obj: CliContext, output: str) -> None:
     if output == "text":
         click.echo(operations_text(ops, active) if ops else "no operations")
     else:
-        click.echo(dump([{**o.to_dict(), "data": public_data(o.data)} for o in ops], output))
+        click.echo(dump([operation_dict(o) for o in ops], output))

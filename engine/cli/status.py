@@ -158,7 +158,7 @@ def status(ctx: click.Context, operation_id: str | None, output: str) -> None:
         return
     import json
 
-    from engine.presentation import progress_line, when
+    from engine.presentation import operation_dict, progress_line, when
     from engine.views import plan_view, resolve_operation
 
     obj: CliContext = ctx.obj
@@ -182,7 +182,8 @@ def status(ctx: click.Context, operation_id: str | None, output: str) -> None:
         leaves = view.graph.leaves
         click.echo(json.dumps({
             "cluster": cluster,
-            "operation": _operation_dict(op, updated), "active": lock["operation"] == op.id,
+            "operation": {**operation_dict(op), "last_change": updated},
+            "active": lock["operation"] == op.id,
             "progress": progress_line(view),
             "leaves": len(leaves),
             "states": {p: view.derived[p].value for p in leaves},
@@ -201,16 +202,6 @@ def status(ctx: click.Context, operation_id: str | None, output: str) -> None:
     click.echo(f"Updated:    {when(updated)}")
     click.echo(f"Store:      {store.url}")
     click.echo(lock_line(lock))
-
-
-def _operation_dict(op: Any, updated: float) -> dict[str, Any]:
-    """The operation for `status -o json`: its record without the application's values."""
-    from engine.redact import public_data
-
-    d = op.to_dict()
-    d["data"] = public_data(d.get("data") or {})
-    d["last_change"] = updated
-    return d
 
 
 @status.command()

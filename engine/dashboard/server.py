@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 from engine import agent_protocol as proto
 from engine.errors import EngineError, InputError, NotFound, StoreUnavailable
 from engine.executors.runtime import phase_log_path, read_tail
-from engine.presentation import plan_document
+from engine.presentation import idle_note, operation_dict, plan_document
 from engine.store.base import MAX_SEQ, Store, parse_seq
 from engine.views import operation_driver, plan_view, resolve_operation
 
@@ -73,22 +73,27 @@ def url_of(host: str, port: int) -> str:
 
 # -- the API, as functions of the store ------------------------------------------------------
 def operations_doc(store: Store) -> dict[str, Any]:
-    """Every operation, newest first, marking the one holding the cluster lock."""
+    """Every operation, newest first, marking the one holding the cluster lock; values
+    redacted (the dashboard never serves them)."""
     active = store.active_operation_id()
-    ops = [dict(op.to_dict(), active=op.id == active) for op in reversed(store.list_operations())]
+    ops = [dict(operation_dict(op), active=op.id == active)
+           for op in reversed(store.list_operations())]
     return {"active": active, "operations": ops}
 
 
 def plan_doc(store: Store, operation_id: str | None) -> dict[str, Any]:
-    """`presentation.plan_document` plus `last_seq`: where the page's event stream picks up.
+    """`presentation.plan_document` plus `last_seq`, where the page's event stream picks up,
+    and `idle`, the line saying nothing moves a failed operation now (or null).
 
     `last_seq` is read before the states, so no transition falls between the two; one that
     is both in the document and streamed again carries a version the page already has.
     """
     op = resolve_operation(store, operation_id)
     last_seq = store.last_seq(op.id)
-    doc = plan_document(plan_view(store, op, with_driver=True))
+    view = plan_view(store, op, with_driver=True)
+    doc = plan_document(view)
     doc["last_seq"] = last_seq
+    doc["idle"] = idle_note(view)
     return doc
 
 
@@ -344,7 +349,7 @@ class Handler(BaseHTTPRequestHandler):
             driven = operation_driver(store, operation_id) is not None
             if (current.state, current.updated, current.note, driven) != seen:
                 seen = (current.state, current.updated, current.note, driven)
-                doc = dict(current.to_dict(), driven=driven)
+                doc = dict(operation_dict(current), driven=driven)
                 chunks.append(f"event: operation\ndata: {json.dumps(doc)}\n\n")
             if current.state.finished and not store.changelog(operation_id, after):
                 chunks.append("event: end\ndata: {}\n\n")

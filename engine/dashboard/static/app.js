@@ -3,6 +3,8 @@
 "use strict";
 
 const MARKERS = { completed: "✓", failed: "×", in_progress: "→", rolled_back: "⤺", unstarted: "*" };
+const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 const MAX_EVENTS = 300;
 const HISTORY = 100; // changelog records shown from before the page loaded
 
@@ -13,6 +15,8 @@ const view = {
   stream: null,      // EventSource
   shownSeq: 0,       // newest changelog record in the transitions list
   selected: null,    // phase ID shown in the detail panel
+  idle: null,        // "idle — nothing is running; …" for a failed operation nobody drives
+  running: new Set(),// leaves in progress when the tree was last looked at (for scrolling)
   refreshTimer: null,
   logTimer: null,
 };
@@ -27,7 +31,19 @@ function el(tag, cls, text) {
 }
 
 function when(ts) {
-  return ts ? new Date(ts * 1000).toLocaleString() : "-";
+  // As the CLI prints a time (engine/presentation.py `when`): UTC, 24-hour, whatever the
+  // browser's time zone and locale, e.g. "Mon Jan 01 13:04:05 UTC".
+  if (!ts) return "-";
+  const d = new Date(ts * 1000);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${DAYS[d.getUTCDay()]} ${MONTHS[d.getUTCMonth()]} ${two(d.getUTCDate())} ` +
+    `${two(d.getUTCHours())}:${two(d.getUTCMinutes())}:${two(d.getUTCSeconds())} UTC`;
+}
+
+function withCode(node, text) {
+  // Text with `quoted commands` as <code>; every part goes in as text, never as markup.
+  node.replaceChildren();
+  text.split("`").forEach((part, i) => node.append(i % 2 ? el("code", null, part) : part));
 }
 
 async function getJSON(url) {
@@ -69,7 +85,7 @@ function phaseNode(p, parent) {
   li.dataset.phase = p.id;
   const row = el("div", "row");
   row.append(el("span", "marker"), el("span", "pid", p.id), el("span", "desc", p.description),
-             el("span", "node", p.node || ""), el("span", "state"));
+             el("span", "node", p.node || "-"), el("span", "state"));
   row.addEventListener("click", () => showDetail(p.id));
   li.append(row, el("div", "phase-error"));
   if (p.phases) {
@@ -120,10 +136,20 @@ function rederiveAncestors(pid) {
   }
 }
 
+function lastUpdate(op) {
+  // As `gravity status` has it: the operation's record or its newest phase transition.
+  let last = op.updated || 0;
+  for (const p of view.phases.values()) if (!p.phases && p.updated > last) last = p.updated;
+  return last;
+}
+
 function renderHead(op, progress) {
   $("op-title").textContent = `${op.id} — ${op.state}`;
   $("op-meta").textContent = `${op.type}: ${op.plan_name} · created ${when(op.created)}` +
-    ` · updated ${when(op.updated)}` + (op.note ? ` · ${op.note}` : "");
+    ` · updated ${when(lastUpdate(op))}` + (op.note ? ` · ${op.note}` : "");
+  const idle = op.state === "active" ? view.idle : null;
+  $("op-idle").hidden = !idle;
+  withCode($("op-idle"), idle || "");
   if (progress) {
     let text = `${progress.completed}/${progress.leaves} phases completed`;
     if (progress.in_progress) text += `, ${progress.in_progress} running`;
@@ -149,9 +175,11 @@ async function loadPlan(opId) {
   const changed = doc.operation.id !== view.opId || !$("tree").hasChildNodes();
   view.opId = doc.operation.id;
   view.operation = { ...doc.operation, driven: doc.driven };
+  view.idle = doc.idle;
   if (changed) {
     view.phases.clear();
     view.parents.clear();
+    view.running.clear();
     $("tree").replaceChildren(...doc.phases.map((p) => phaseNode(p, "")));
     $("event-list").replaceChildren();
     view.shownSeq = 0;
@@ -172,9 +200,19 @@ async function loadPlan(opId) {
     if (detailStale) showDetail(view.selected);
   }
   renderHead(doc.operation, doc.progress);
+  scrollToRunning();
   $("load-error").hidden = true;
   for (const li of $("op-list").children) li.classList.toggle("selected", li.dataset.op === view.opId);
   return { doc, changed };
+}
+
+function scrollToRunning() {
+  // Bring a phase that started since the last look into view (the first running one when
+  // the tree was just drawn); one that keeps running leaves the operator's scrolling alone.
+  const rows = [...document.querySelectorAll('#tree li.leaf[data-state="in_progress"]')];
+  const started = rows.find((li) => !view.running.has(li.dataset.phase));
+  view.running = new Set(rows.map((li) => li.dataset.phase));
+  if (started) started.querySelector(":scope > .row").scrollIntoView({ block: "nearest" });
 }
 
 function scheduleRefresh() {
@@ -191,8 +229,7 @@ function showLoadError(err) {
 function addEventLine(rec) {
   if (rec.seq <= view.shownSeq) return; // a reconnect replays some history
   view.shownSeq = rec.seq;
-  const t = new Date(rec.at * 1000).toLocaleTimeString();
-  let text = `${t} ${rec.phase_id}: ${rec.from_state} → ${rec.to_state} (${rec.action}, attempt ` +
+  let text = `${when(rec.at)} ${rec.phase_id}: ${rec.from_state} → ${rec.to_state} (${rec.action}, attempt ` +
     `${rec.attempt}, node ${rec.node || "-"})`;
   if (rec.error) text += ` error: ${rec.error.split("\n")[0]}`;
   if (rec.note) text += ` [${rec.note}]`;
@@ -215,6 +252,7 @@ function applyChange(rec) {
   if (li) paintPhase(li, p);
   rederiveAncestors(p.id);
   renderHead(view.operation, progressFromLeaves());
+  scrollToRunning();
   if (view.selected === p.id) showDetail(p.id);
   scheduleRefresh();
 }
@@ -229,12 +267,14 @@ function openStream(opId, after) {
   es.addEventListener("operation", (e) => {
     const op = JSON.parse(e.data);
     if (op.id !== view.opId) return;
-    // The driver came or went: phase notes such as "retrying in …" read differently.
-    const driverChanged = view.operation && view.operation.driven !== op.driven;
+    // The driver came or went, or the operation closed: phase notes such as "retrying in …"
+    // and whether it is idle read differently.
+    const changed = view.operation &&
+      (view.operation.driven !== op.driven || view.operation.state !== op.state);
     view.operation = op;
     renderHead(op, progressFromLeaves());
     loadOperations().catch(() => {});
-    if (driverChanged) scheduleRefresh();
+    if (changed) scheduleRefresh();
   });
   es.addEventListener("end", () => {
     es.close();
