@@ -205,6 +205,19 @@ def test_debug_logs_store_and_scheduler_calls_on_stderr_and_leaves_stdout_alone(
     assert "DEBUG gravity.store [MainThread] opened store sqlite://" in again.stderr
 
 
+def test_every_backend_logs_every_write() -> None:
+    """Each store backend's writes go through the debug log, wherever the backend defines
+    them (its own class or a mixin), so --debug shows the same calls on SQLite and etcd."""
+    from engine.store.calllog import DESCRIBE
+    from engine.store.etcd import EtcdStore
+    from engine.store.sqlite import SQLiteStore
+
+    for backend in (SQLiteStore, EtcdStore):
+        unlogged = [name for name in DESCRIBE
+                    if not getattr(getattr(backend, name), "__gravity_logged__", False)]
+        assert unlogged == [], backend.__name__
+
+
 # -- plan execute --phase / ---------------------------------------------------------------------
 
 def test_execute_phase_root_runs_the_whole_plan(gravity: Gravity) -> None:
