@@ -5,6 +5,7 @@ active operation for phases dispatched to it, runs them and records each result,
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import signal
 import threading
@@ -28,6 +29,7 @@ from engine.model import Lease, PhaseSpec, PhaseState, State
 from engine.store.base import Store, this_host, this_pid
 
 DEFAULT_TTL = 10.0
+log = logging.getLogger("gravity.agent")
 
 
 class _Workers:
@@ -265,6 +267,7 @@ class Agent:
 
     def _switch(self, operation: str | None) -> None:
         """Follow a new active operation: load its plan and pick up anything already ours."""
+        log.debug("agent %s follows operation %s", self.node, operation or "(none active)")
         self.operation = operation
         self.specs, self.op_data, self.after = {}, {}, 0
         with self.lock:
@@ -287,6 +290,8 @@ class Agent:
                     or attempt in self.attempts):
                 return
             self.attempts.add(attempt)
+        log.debug("agent %s runs %s (attempt %d, version %d)", self.node, st.phase_id,
+                  st.attempt, st.version)
         spec = self.specs[st.phase_id]
         cancel = threading.Event()
         deadline = time.monotonic() + spec.timeout if spec.timeout else None

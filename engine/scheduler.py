@@ -5,6 +5,7 @@ write. Runs forward (execute) or backward over the reversed DAG (rollback).
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -30,6 +31,8 @@ from engine.model import Action, ChangeRecord, PhaseState, State, Transition
 from engine.planner import Planner
 from engine.retry import RetryTimers, delay_after, should_retry
 from engine.store.base import Store
+
+log = logging.getLogger("gravity.scheduler")
 
 TIMEOUT_GRACE = 2.0
 Outcome = tuple[Transition | None, float | None]  # a transition to record, and its duration
@@ -95,6 +98,9 @@ class Scheduler:
         planner = self.planner = Planner(self.g, self.states, targets, backward=self.backward,
                                          force=self.opt.force)
         self.result.skipped = list(planner.skipped)
+        log.debug("run %s: %s of %d phase(s), up to %d at once, dispatched by %s",
+                  self.op_id, self.opt.action.value, len(planner.targets),
+                  self.opt.max_parallel, type(self.dispatcher).__name__)
         for pid in self.adopted:  # running on an agent already: wait for it, never restart it
             planner.adopt(pid)
             self._track(self._state(pid))
@@ -140,6 +146,7 @@ class Scheduler:
 
     def _stop(self, why: str) -> None:
         if not self.stopping:
+            log.debug("run %s stopping: %s", self.op_id, why)
             self.stopping = True
             self.result.stopped = why
 
@@ -277,6 +284,8 @@ class Scheduler:
 
     def _launch(self, st: PhaseState) -> None:
         attempt = self._track(st)
+        log.debug("dispatch %s (%s, attempt %d) to node %s, owner lease %s", st.phase_id,
+                  self.opt.action.value, st.attempt, self.g.node_of(st.phase_id), st.owner)
         self.dispatcher.launch(self.g.specs[st.phase_id], st, attempt.deadline, attempt.cancel)
 
     def _parked_phases(self) -> list[Outcome]:
@@ -367,6 +376,8 @@ class Scheduler:
         """Record how an attempt ended (unless its runner did) and decide what comes next."""
         assert self.planner is not None
         pid = res.phase_id
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("result of %s after %.2fs: %s", pid, res.duration, _said(res))
         self.running.pop(pid, None)
         self.planner.stopped(pid)
         cur = self._state(pid)
@@ -410,6 +421,13 @@ class Scheduler:
         if not self.opt.keep_going:
             self._stop(f"phase {pid} failed")
         return None
+
+
+def _said(res: PhaseResult) -> str:
+    """How a result reads in a debug line: ok, its error, or what its runner recorded."""
+    if res.recorded is not None:
+        return f"recorded {res.recorded.state.value} by its runner"
+    return "ok" if res.error is None else f"error: {failure_text(res.error)[:200]!r}"
 
 
 __all__ = ["RunOptions", "RunResult", "Scheduler"]

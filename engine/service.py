@@ -295,15 +295,19 @@ def _gate(decision: fsm.Decision, op: Operation, pid: str, *, rollback: bool) ->
 
 def execute_phase(engine: Engine, operation_id: str | None, phase_id: str, *,
                   force: bool = False, dry_run: bool = False) -> RunResult | list[str]:
-    """`plan execute --phase`: run one leaf, or a composite's unfinished leaves in order."""
+    """`plan execute --phase`: run one leaf, or a composite's unfinished leaves in order;
+    `--phase /` runs the whole plan (as Gravity's), like `plan resume` but one phase at a
+    time from the operator's point of view: --force re-runs completed phases too."""
     op = resolve_operation(engine.store, operation_id)
     graph = load_graph(engine.store, op)
-    pid = require_phase(graph, op, phase_id)
+    whole = phase_id.strip().strip("/") == ""
+    pid = "/" if whole else require_phase(graph, op, phase_id)
     view = plan_view(engine.store, op, graph)
-    if not _gate(_decide(engine, view, pid, rollback=False, force=force), op, pid,
-                 rollback=False):
+    decision = (fsm.check_execute_subtree(pid, view.leaf_states(), {}, force) if whole
+                else _decide(engine, view, pid, rollback=False, force=force))
+    if not _gate(decision, op, pid, rollback=False):
         return [] if dry_run else RunResult(skipped=[pid])
-    leaves = view.leaf_states(pid)
+    leaves = view.leaf_states(None if whole else pid)
     targets = [p for p, s in leaves.items() if force or s is not State.COMPLETED]
     if dry_run:
         return dry_run_order(graph, targets, backward=False)

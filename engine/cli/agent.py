@@ -10,8 +10,11 @@ from pathlib import Path
 import click
 
 from engine.cli.context import CliContext
+from engine.cli.params import Duration
+from engine.durations import format_duration
 from engine.errors import InputError, NotFound, Problem
 from engine.names import node_name_problem
+from engine.store import Store
 
 ROOT_STATE_DIR = Path("/var/lib/gravity")
 
@@ -23,9 +26,10 @@ def agent() -> None:
 
 @agent.command("run")
 @click.option("--node", required=True, help="The node this agent runs phases for.")
-@click.option("--ttl", type=click.FloatRange(min=1), default=10.0, show_default=True,
-              help="Lease TTL in seconds; a silent agent is declared lost after it.")
-@click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
+@click.option("--ttl", type=Duration(minimum=1), default="10s", show_default=True,
+              help="Lease TTL (10s, 1m or seconds; at least 1s); a silent agent is declared "
+              "lost after it.")
+@click.option("--grace", type=Duration(), default="30s", show_default=True,
               help="On SIGTERM or `agent stop`, how long a running phase may finish before "
               "it is handed back (failed as interrupted, to be re-dispatched).")
 @click.pass_obj
@@ -62,7 +66,11 @@ def agent_state_dir(obj: CliContext) -> Path:
 @click.pass_obj
 def status(obj: CliContext, output: str) -> None:
     """Every node of the active operation, the cluster and the registered agents:
-    Online/Offline, last heartbeat, running phases."""
+    Online/Offline, last heartbeat, running phases.
+
+    With the embedded store no agent is used (every phase runs in the process that
+    drives the operation): it says so, and `-o json` prints [].
+    """
     import json
     import time
 
@@ -73,6 +81,14 @@ def status(obj: CliContext, output: str) -> None:
 
     store = obj.store()
     agents = proto.agents(store)
+    if not agents and not agents_used(store):
+        if output == "json":
+            click.echo("[]")
+        click.echo(f"agents are not used with the embedded store ({store.url}): every node "
+                   "runs its phases locally, in the process that drives the operation.\n"
+                   "Agents run each node's phases on its own host with an etcd store: see "
+                   "`gravity agent run --help`.", err=output == "json")
+        return
     nodes: set[str] = set(agents)
     cluster = cluster_state(store)
     if cluster is not None:
@@ -111,6 +127,14 @@ def status(obj: CliContext, output: str) -> None:
     if offline:
         click.echo(f"\nstart the missing agents with `gravity agent run --node NODE` on: "
                    f"{', '.join(offline)}")
+
+
+def agents_used(store: Store) -> bool:
+    """Do phases of this store go to node agents? Not on the embedded store (unless
+    GRAVITY_DISPATCH=agents): there every phase runs in the driving process."""
+    from engine.dispatch import dispatch_mode
+
+    return store.capabilities.shared or dispatch_mode(store) == "agents"
 
 
 @agent.command()
@@ -152,10 +176,10 @@ WantedBy=multi-user.target
 
 @agent.command("install")
 @click.option("--node", required=True, help="The node this agent runs phases for.")
-@click.option("--ttl", type=click.FloatRange(min=1), default=10.0, show_default=True,
-              help="Lease TTL in seconds, as for `agent run`.")
-@click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
-              help="Seconds a running phase may finish when the service stops.")
+@click.option("--ttl", type=Duration(minimum=1), default="10s", show_default=True,
+              help="Lease TTL, as for `agent run`.")
+@click.option("--grace", type=Duration(), default="30s", show_default=True,
+              help="How long a running phase may finish when the service stops.")
 @click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("/etc/systemd/system"), show_default=True,
               help="Where the unit file is written.")
@@ -190,7 +214,8 @@ def install(obj: CliContext, node: str, ttl: float, grace: float, unit_dir: Path
                         ("--etcd-key", obj.tls.key)):
         if value:
             argv += [flag, str(Path(value).resolve())]
-    argv += ["agent", "run", "--node", node, "--ttl", f"{ttl:g}", "--grace", f"{grace:g}"]
+    argv += ["agent", "run", "--node", node, "--ttl", format_duration(ttl),
+             "--grace", format_duration(grace)]
     unit = UNIT.format(
         node=node, exec_start=" ".join(shlex.quote(a) for a in argv),
         environment=f"EnvironmentFile={env_file.resolve()}\n" if env_file else "",

@@ -45,7 +45,10 @@ def backup(obj: CliContext, file: Path, force: bool, operation_id: str | None) -
     (GRAVITY_BACKUP_DIR); the node archives it and hands it back by digest. Exit 2 when
     the image defines no `backup` hook or FILE exists (without --force).
 
-    Example: gravity backup /var/backups/app-$(date +%F).tar.gz
+    \b
+    Example:
+      gravity backup /var/backups/app-$(date +%F).tar.gz
+      gravity backup /var/backups/app.tar.gz --force
     """
     from engine.operations.appdata import prepare_backup
     from engine.views import resolve_operation
@@ -79,7 +82,10 @@ def restore(obj: CliContext, file: Path, dry_run: bool, operation_id: str | None
     digest, verifies it again and runs the manifest's `restore` hook on it
     (GRAVITY_BACKUP_DIR). Exit 2 when the image defines no `restore` hook.
 
-    Example: gravity restore /var/backups/app-2026-11-29.tar.gz
+    \b
+    Example:
+      gravity restore /var/backups/app-2026-11-29.tar.gz --dry-run
+      gravity restore /var/backups/app-2026-11-29.tar.gz
     """
     from engine.archives import verify_backup
     from engine.operations.appdata import prepare_restore
@@ -103,7 +109,9 @@ def report(obj: CliContext, file: Path | None, operation_id: str | None) -> None
     """Collect a debug report: the dump hook's output, every node's phase logs, and each
     operation's plan and event log, in one tar.gz.
 
-    Example: gravity report --file /tmp/report.tar.gz
+    \b
+    Example:
+      gravity report --file /tmp/report.tar.gz
     """
     from engine.operations.appdata import prepare_report
     from engine.presentation import plan_document

@@ -4,6 +4,7 @@ plan from plans/*.yaml, then run it to the end (or stop after creating it with -
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import click
@@ -15,7 +16,7 @@ from engine.cli.operation import operation_id_option
 from engine.cli.values import PARAM_BY_KIND, PARAM_FILES, values_from_params, values_options
 from engine.errors import InputError, Problem
 
-MANUAL = click.option("--manual", is_flag=True,
+MANUAL = click.option("-m", "--manual", is_flag=True,
                       help="Create the plan and stop; print the commands to drive it.")
 KUBECONFIG = click.option(
     "--kubeconfig", envvar="GRAVITY_KUBECONFIG", default=None,
@@ -89,7 +90,10 @@ def install(ctx: click.Context, image_dir: Path, nodes_file: Path, flavor: str |
     leaves it resumable with `gravity plan resume`. Prints the application's endpoints
     at the end.
 
-    Example: gravity install ./image --nodes nodes.yaml --values prod.yaml --set replicas=3
+    \b
+    Example:
+      gravity install ./image --nodes nodes.yaml --values prod.yaml
+      gravity install ./image --nodes nodes.yaml --set replicas=3 --manual
     """
     from engine.operations.ops import start_install
 
@@ -103,7 +107,25 @@ def install(ctx: click.Context, image_dir: Path, nodes_file: Path, flavor: str |
     _drive(obj, op.id, manual, "install", block)
 
 
-@click.command()
+class Aliased(click.Command):
+    """A command also registered under another name (`join` for `expand`): called by that
+    name, its help says whose alias it is and its examples use the name typed."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        called = ctx.info_name
+        if not called or called == self.name or not self.help:
+            super().format_help_text(ctx, formatter)
+            return
+        text = inspect.cleandoc(self.help).partition("\f")[0]
+        text = text.replace(f"gravity {self.name} ", f"gravity {called} ")
+        first, _, rest = text.partition("\n")
+        text = f"{first}\n\n`gravity {called}` is an alias of `gravity {self.name}`.\n{rest}"
+        formatter.write_paragraph()
+        with formatter.indentation():
+            formatter.write_text(text)
+
+
+@click.command(cls=Aliased)
 @click.option("--node", "name", required=True, help="Name of the new node.")
 @click.option("--address", required=True, help="Its address.")
 @click.option("--profile", required=True, help="Its node profile from the manifest.")
@@ -122,7 +144,10 @@ def expand(ctx: click.Context, name: str, address: str, profile: str, role: str,
     an expand never changes them (use `gravity upgrade` for that). Refused (exit 3) when
     the profile's expandPolicy is `fixed`.
 
-    Example: gravity expand --node node-4 --address 10.0.0.4 --profile worker
+    \b
+    Example:
+      gravity expand --node node-4 --address 10.0.0.4 --profile worker
+      gravity expand --node db-1 --address 10.0.0.9 --profile db --manual
     """
     from engine.operations.ops import new_node, start_expand
 
@@ -175,7 +200,11 @@ def upgrade(ctx: click.Context, image_dir: Path, parallel_workers: int, force: b
     upgrade neither completed nor rolled back (--force). If a phase fails: fix it and
     `gravity plan resume`, or undo everything with `gravity rollback`.
 
-    Example: gravity upgrade ./v2 --values prod.yaml --set image.tag=2.0.1
+    \b
+    Example:
+      gravity upgrade ./v2 --dry-run
+      gravity upgrade ./v2 --values prod.yaml --set image.tag=2.0.1
+      gravity upgrade ./v2 -m        # only create the plan: drive it by hand
     """
     from engine.operations.ops import prepare_upgrade
     from engine.operations.releases import Reuse

@@ -4,7 +4,10 @@ Commands get it as `ctx.obj`; opening the store lazily keeps `--help` and bad-in
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +22,22 @@ if TYPE_CHECKING:
 def default_state_dir() -> Path:
     """Where the embedded store, logs and node working directories live by default."""
     return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "gravity"
+
+
+DEBUG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s [%(threadName)s] %(message)s"
+
+
+def debug_logging() -> None:
+    """--debug: the engine's loggers (`gravity.store`, `gravity.scheduler`, `gravity.agent`,
+    `gravity.blobs`) at DEBUG on stderr, times in UTC; stdout is left to the command."""
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter(DEBUG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    logger = logging.getLogger("gravity")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    logger.propagate = False
 
 
 @dataclass

@@ -13,6 +13,7 @@ import click
 from engine.cli import background
 from engine.cli.background import DriveSpec
 from engine.cli.context import CliContext
+from engine.cli.params import Duration
 from engine.cli.progress import TtyProgress
 
 if TYPE_CHECKING:  # typing only: the service is imported when a command runs
@@ -30,9 +31,10 @@ LOCAL = click.option(
     help="Run phases in this process instead of dispatching them to node agents "
     "(the default with the embedded store).")
 AGENT_TIMEOUT = click.option(
-    "--agent-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+    "--agent-timeout", type=Duration(), default="60s", show_default=True,
     envvar="GRAVITY_AGENT_TIMEOUT",
-    help="Seconds a phase waits for its node's agent before it fails.")
+    help="How long a phase waits for its node's agent before it fails (30s, 2m, 1h30m or "
+    "seconds) [env GRAVITY_AGENT_TIMEOUT].")
 
 
 def engine_for(obj: CliContext, max_parallel: int = 8, local: bool = False,

@@ -205,7 +205,10 @@ def graph(obj: Any, operation_id: str | None, output: str) -> None:
     Colours: green completed, red failed, blue in progress, purple rolled back,
     white unstarted. Solid edges are `requires`, dashed edges sibling order.
     Composites are drawn as frames around their phases.
-    Example: gravity plan graph | dot -Tsvg > plan.svg
+
+    \b
+    Example:
+      gravity plan graph | dot -Tsvg > plan.svg
     """
     from engine.views import plan_view, resolve_operation
 

@@ -30,7 +30,10 @@ def install(obj: CliContext, file: Path, dry_run: bool, operation_id: str | None
     or the signature does not match), not expired, for this application and for at least
     the cluster's number of nodes (exit 3 otherwise); nothing is written before that.
 
-    Example: gravity license install acme-2027.json
+    \b
+    Example:
+      gravity license install acme-2027.json --dry-run
+      gravity license install acme-2027.json
     """
     from engine.license import check_license, read_license
     from engine.operations.appdata import prepare_license

@@ -73,7 +73,11 @@ def remove(obj: CliContext, node: str, force: bool, purge: bool, confirm: bool,
     a node not in the cluster (exit 2); the last master, an offline node or too few
     nodes for the flavor without --force, another active operation (exit 3).
 
-    Example: gravity remove node-3 --confirm
+    \b
+    Example:
+      gravity remove node-3 --dry-run
+      gravity remove node-3 --confirm
+      gravity remove node-3 --force --purge --confirm    # node-3 is gone for good
     """
     _remove(obj, node, f"Remove node {node} from the cluster?", f"remove {node}",
             force=force, purge=purge, confirm=confirm, dry_run=dry_run, block=block,
@@ -95,7 +99,10 @@ def leave(obj: CliContext, force: bool, purge: bool, confirm: bool, dry_run: boo
     The node is the one whose identity its bootstrap phase wrote into this host's state
     dir (<state-dir>/nodes/NAME/node.json); otherwise like `gravity remove NAME`.
 
-    Example: gravity leave --confirm
+    \b
+    Example:
+      gravity leave --confirm
+      gravity leave --state-dir /var/lib/gravity --purge --confirm
     """
     from engine.cli.agent import agent_state_dir
 
@@ -144,7 +151,10 @@ def uninstall(obj: CliContext, force: bool, purge: bool, confirm: bool, dry_run:
     A failed uninstall is resumable with `gravity plan resume`. On a terminal it asks
     first (y/N); without one, pass --confirm (else exit 2).
 
-    Example: gravity uninstall --confirm --purge
+    \b
+    Example:
+      gravity uninstall --dry-run
+      gravity uninstall --confirm --purge
     """
     from engine.operations.lifecycle import prepare_uninstall
 
@@ -166,7 +176,9 @@ def _app_verb(verb: str, summary: str) -> click.Command:
     its output. Exit 2 when the image defines no `{verb}` hook; exit 1 when the hook fails
     (the operation is closed as failed: run the command again).
 
-    Example: gravity app {verb}
+    \b
+    Example:
+      gravity app {verb}
     """)
     @OP_ID
     @click.pass_obj

@@ -38,6 +38,7 @@ SUBCOMMANDS: dict[str, str] = {
     "restore": "engine.cli.appdata:restore",
     "report": "engine.cli.appdata:report",
     "license": "engine.cli.license:license_group",
+    "version": "engine.cli.version:version",
 }
 
 # Each command's own short help, kept here so `gravity --help` imports nothing; a test keeps
@@ -77,6 +78,7 @@ SHORT_HELP: dict[str, str] = {
         "operation's plan and event log, in one tar.gz."
     ),
     "license": "The cluster's license: install a new one, show the current one.",
+    "version": "Print gravity's version and the Python version it runs on.",
 }
 
 
@@ -145,6 +147,12 @@ class LazyGroup(click.Group):
     show_default=True,
     help="Format of the event log printed on stderr (the log file is always JSON lines).",
 )
+@click.option("--debug", is_flag=True, envvar="GRAVITY_DEBUG",
+              help="Log the engine's calls (store writes, leases and locks, the scheduler's "
+              "dispatches) on stderr [env GRAVITY_DEBUG].")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _param, value: _print_version(ctx) if value else None,
+              help="Print gravity's version and the Python version, and exit.")
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -159,6 +167,7 @@ def cli(
     blob_key: str | None,
     quiet: bool,
     log_format: str,
+    debug: bool,
 ) -> None:
     """gravity: run cluster operations as resumable plans of phases.
 
@@ -170,6 +179,10 @@ def cli(
     from engine.serving import ServeOptions
     from engine.store import TLSConfig
 
+    if debug:
+        from engine.cli.context import debug_logging
+
+        debug_logging()
     ctx.obj = CliContext(
         state_dir=(state_dir or default_state_dir()).expanduser().resolve(),
         state_dir_given=state_dir is not None,
@@ -181,6 +194,13 @@ def cli(
                            advertise=advertise_addr, port=blob_port),
     )
     ctx.call_on_close(ctx.obj.close)
+
+
+def _print_version(ctx: click.Context) -> None:
+    from engine.cli.version import version_line
+
+    click.echo(version_line())
+    ctx.exit()
 
 
 def _on_signal(signum: int, _frame: object) -> None:

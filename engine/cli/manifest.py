@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from engine.cli.params import Duration
 from engine.errors import NotFound
 
 if TYPE_CHECKING:
@@ -54,10 +55,10 @@ _strict_option = click.option(
 )
 _timeout_option = click.option(
     "--fetch-timeout",
-    type=click.FloatRange(min=0.1),
-    default=10.0,
+    type=Duration(minimum=0.1),
+    default="10s",
     show_default=True,
-    help="Seconds to wait for each http(s):// URI in the manifest.",
+    help="How long to wait for each http(s):// URI in the manifest (10s, 1m or seconds).",
 )
 
 

@@ -27,6 +27,7 @@ from engine.cli.drive import (
     summary,
 )
 from engine.cli.graph import graph as graph_command
+from engine.cli.params import Duration
 from engine.errors import Refused
 from engine.model import Action, OpState, State
 
@@ -39,9 +40,9 @@ if TYPE_CHECKING:
 @click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text",
               show_default=True, help="Output format of the plan.")
 @click.option("--short", is_flag=True, help="Show only the top-level phases.")
-@click.option("--follow", is_flag=True,
+@click.option("--follow", "--tail", "follow", is_flag=True,
               help="After the plan, print transitions as they happen until the operation ends "
-              "or nobody drives it.")
+              "or nobody drives it (--tail is the same).")
 @click.pass_context
 def plan(ctx: click.Context, operation_id: str | None, output: str, short: bool,
          follow: bool) -> None:
@@ -60,8 +61,9 @@ def plan(ctx: click.Context, operation_id: str | None, output: str, short: bool,
 @click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text",
               show_default=True, help="Output format of the plan.")
 @click.option("--short", is_flag=True, help="Show only the top-level phases.")
-@click.option("--follow", is_flag=True,
-              help="Then print transitions until the operation ends or nobody drives it.")
+@click.option("--follow", "--tail", "follow", is_flag=True,
+              help="Then print transitions until the operation ends or nobody drives it "
+              "(--tail is the same).")
 @click.pass_obj
 def display(obj: CliContext, operation_id: str | None, output: str, short: bool,
             follow: bool) -> None:
@@ -105,7 +107,8 @@ def follow_changes(obj: CliContext, operation_id: str, output: str, after: int) 
 
 @plan.command()
 @OP_OPTION
-@click.option("--phase", "phase_id", required=True, help="Phase ID, e.g. /masters/node-1/drain.",
+@click.option("--phase", "phase_id", required=True,
+              help="Phase ID, e.g. /masters/node-1/drain; / for the whole plan.",
               shell_complete=complete_phase_ids)
 @click.option("--force", is_flag=True,
               help="Run even if required phases are not completed, or re-run a completed "
@@ -119,8 +122,15 @@ def execute(obj: CliContext, operation_id: str | None, phase_id: str, force: boo
             dry_run: bool, max_parallel: int, local: bool, agent_timeout: float) -> None:
     """Execute one phase; for a composite, its unfinished phases in order.
 
+    `--phase /` executes the whole plan (every unfinished phase; with --force every phase).
     Exits 3 when a required phase is not completed (naming it) or the phase is
     running elsewhere; 1 when the phase fails (the operation stays resumable).
+
+    \b
+    Example:
+      gravity plan execute --phase /masters/node-1/drain
+      gravity plan execute --phase /masters --dry-run
+      gravity plan execute --phase /
     """
     from engine.service import execute_phase
 
@@ -176,6 +186,11 @@ def resume(obj: CliContext, operation_id: str | None, force: bool, dry_run: bool
     Failed and interrupted phases run again; completed ones never do. On
     success the operation is marked completed and the cluster lock released.
     From a terminal the run goes on in the background (see --block).
+
+    \b
+    Example:
+      gravity plan resume
+      gravity plan resume --force --agent-timeout 2m
     """
     from engine.service import resume as resume_op
     from engine.views import resolve_operation
@@ -232,8 +247,8 @@ def drive_cmd(obj: CliContext, operation_id: str, verb: str, action: str, keep_g
 
 @plan.command()
 @OP_OPTION
-@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="Seconds to wait for the driver to stop.")
+@click.option("--timeout", type=Duration(), default="60s", show_default=True,
+              help="How long to wait for the driver to stop (30s, 2m or seconds).")
 @click.pass_obj
 def stop(obj: CliContext, operation_id: str | None, timeout: float) -> None:
     """Stop the process that drives the operation (a background run, or one in another
@@ -315,7 +330,11 @@ def rollback(obj: CliContext, operation_id: str | None, dry_run: bool, confirm: 
     operation is rolled back. When every phase is rolled back the operation is closed as
     rolled_back and the cluster lock released.
 
-    Example: gravity rollback --confirm
+    \b
+    Example:
+      gravity rollback --dry-run
+      gravity rollback --confirm
+      gravity rollback --operation-id upgrade-2 --confirm
     """
     from engine.service import rollback_phase
     from engine.views import resolve_operation

@@ -55,6 +55,13 @@ def would_create(url: str) -> bool:
     return path is not None and (not path or not Path(path).is_file())
 
 
+def _opened(store: Store) -> Store:
+    from engine.store.calllog import opened
+
+    opened(store.url)
+    return store
+
+
 def open_store(url: str, *, tls: TLSConfig | None = None) -> Store:
     """Open the store named by `url`; StoreConfigError (exit 2) for a URL we cannot use."""
     scheme = _scheme(url)
@@ -65,7 +72,7 @@ def open_store(url: str, *, tls: TLSConfig | None = None) -> Store:
                                    hint=SQLITE_FORM)
         from engine.store.sqlite import SQLiteStore
 
-        return SQLiteStore(Path(path))
+        return _opened(SQLiteStore(Path(path)))
     if scheme in ("etcd", "etcds"):
         try:
             from engine.store.etcd import EtcdStore
@@ -74,7 +81,7 @@ def open_store(url: str, *, tls: TLSConfig | None = None) -> Store:
                 f"the etcd store needs the etcd client library: {exc}",
                 hint="pip install 'gravity-engine[etcd]'",
             ) from exc
-        return EtcdStore.from_url(url, tls=tls or TLSConfig())
+        return _opened(EtcdStore.from_url(url, tls=tls or TLSConfig()))
     raise StoreConfigError(
         f"unsupported store URL {url!r}",
         hint="use sqlite:///path/gravity.db or etcd://host:2379[,host2:2379][/prefix]",

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.errors import LeaseExpired, LockHeld, NotFound, OperationExists
 from engine.model import ChangeRecord, Lease, Operation, OpState, PhaseSpec, PhaseState, Transition
+from engine.store.calllog import instrument
 
 CLUSTER_LOCK = "cluster"
 # Changelog sequence numbers are signed 64-bit integers in every backend (SQLite INTEGER,
@@ -134,6 +135,11 @@ class Store(ABC):
 
     url: str
     capabilities: Capabilities
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every backend's writes are logged at DEBUG on `gravity.store` (shown by --debug)."""
+        super().__init_subclass__(**kwargs)
+        instrument(cls)
 
     def reach(self) -> tuple[str, int] | None:
         """The address (host, port) other hosts use to reach this store, if it is shared:
