@@ -169,6 +169,8 @@ def resume(obj: CliContext, operation_id: str | None, force: bool, dry_run: bool
 
     Failed and interrupted phases run again; completed ones never do. On
     success the operation is marked completed and the cluster lock released.
+    A finished operation (completed, failed or rolled back) is refused with
+    exit 3.
     """
     from engine.service import resume as resume_op
 
@@ -183,7 +185,8 @@ def resume(obj: CliContext, operation_id: str | None, force: bool, dry_run: bool
 def complete(obj: CliContext, operation_id: str | None) -> None:
     """Close the operation: completed if every phase is, otherwise failed ("completed manually").
 
-    Releases the cluster lock so a new operation can start.
+    Releases the cluster lock so a new operation can start. Nothing is undone.
+    An operation that is already finished is refused with exit 3.
     """
     from engine.service import Engine
     from engine.service import complete as complete_op
