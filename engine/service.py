@@ -325,7 +325,9 @@ def resume(engine: Engine, operation_id: str | None, *, keep_going: bool = False
     targets = [p for p, s in view.leaf_states().items() if s is not State.COMPLETED]
     if dry_run:
         return dry_run_order(graph, targets, backward=False)
-    if not targets:
+    if not targets:  # every phase completed: close it, unless a racing driver just did
+        current = engine.store.get_operation(op.id)
+        fsm.check_active(current.state, operation_id=op.id, note=current.note, verb="resume")
         finish(engine.store, op, OpState.COMPLETED, None)
         return RunResult()
     options = RunOptions(action=Action.EXECUTE, keep_going=keep_going,
