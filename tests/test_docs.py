@@ -34,7 +34,7 @@ def load_generate():
 @pytest.mark.slow
 def test_generated_docs_match_the_cli() -> None:
     proc = subprocess.run([sys.executable, str(DOCS / "generate.py"), "--check"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=480)
     assert proc.returncode == 0, (
         "docs are stale; run `python docs/generate.py`\n" + proc.stdout + proc.stderr)
 
