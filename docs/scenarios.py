@@ -30,10 +30,9 @@ def guide(base: Path, paths: dict[str, str]) -> dict[str, str]:
     state = base / "guide"
     paths[str(state)] = "$GRAVITY_STATE_DIR"
     s = Session(state, paths)
-    hello = HELLO
     out: dict[str, str] = {}
 
-    out["guide/create"] = block(s.gravity("operation", "create", "--plan", hello,
+    out["guide/create"] = block(s.gravity("operation", "create", "--plan", HELLO,
                                           "--id", "op-hello"))
     out["guide/plan"] = block(s.gravity("plan"))
     out["guide/refused-execute"] = block(s.gravity("plan", "execute", "--phase", "/verify",
@@ -62,7 +61,7 @@ def guide(base: Path, paths: dict[str, str]) -> dict[str, str]:
 
     # A whole rollback of an operation that is half-way.
     out["guide/undo-start"] = block(
-        s.gravity("operation", "create", "--plan", hello, "--id", "op-undo"),
+        s.gravity("operation", "create", "--plan", HELLO, "--id", "op-undo"),
         s.gravity("plan", "execute", "--phase", "/init"),
         s.gravity("plan", "execute", "--phase", "/masters"))
     out["guide/undo"] = block(s.gravity("rollback", "--dry-run"),
@@ -97,7 +96,7 @@ def guide(base: Path, paths: dict[str, str]) -> dict[str, str]:
     printed = before.decode() + "^C\n" + after.decode()
     out["guide/ctrl-c"] = block(s.shown(("plan", "resume"), printed, code, None))
     out["guide/complete"] = block(
-        s.gravity("operation", "create", "--plan", hello, "--id", "op-next", expect=3),
+        s.gravity("operation", "create", "--plan", HELLO, "--id", "op-next", expect=3),
         s.gravity("plan", "--short"), s.gravity("plan", "complete"), s.gravity("status"))
     # Finished for good: driving or closing it again is refused, as is resuming op-hello.
     out["guide/finished"] = block(
