@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from engine.errors import PhaseConflict
+from engine.errors import PhaseConflict, Refused
 from engine.model import Action, OpState, PhaseState, State, Transition
 
 # Which stored states a leaf may move to, by action of the in-progress run.
@@ -292,6 +292,30 @@ def preflight_failed(leaf_states: Mapping[str, State], preflight: Iterable[str])
     attempted = {p: s for p, s in leaf_states.items() if s is not State.UNSTARTED}
     inside = all(any(p == r or p.startswith(r + "/") for r in roots) for p in attempted)
     return bool(attempted) and inside and State.FAILED in attempted.values()
+
+
+def check_active(current: OpState, *, operation_id: str, verb: str,
+                 note: str | None = None) -> None:
+    """Raise Refused unless the operation is still active. `gravity plan resume` and `gravity
+    plan complete` (`verb`) act on an active operation only, as Gravity's do: on a finished one
+    they would do nothing, and exiting 0 would tell automation they had done something."""
+    if current is OpState.ACTIVE:
+        return
+    if current is OpState.FAILED:
+        state = f"closed as failed ({note or 'completed manually'})"
+        hint = (f"roll it back with `gravity rollback --operation-id {operation_id}`, or "
+                "start a new operation")
+    elif current is OpState.ROLLED_BACK:
+        state = "rolled back"
+        hint = ("to try again, start a new operation (the same `gravity upgrade`, "
+                "`gravity install` or `gravity operation create` again)")
+    else:
+        state = current.value
+        hint = (f"nothing is left to do (see it with `gravity plan --operation-id "
+                f"{operation_id}`); to undo its effects, start a new operation (after an "
+                "upgrade: `gravity upgrade` with the previous image)")
+    raise Refused(f"operation {operation_id} is already {state}; `gravity plan {verb}` works "
+                  "on an active operation only", operation_id=operation_id, hint=hint)
 
 
 def check_operation_move(current: OpState, to: OpState, *, operation_id: str,

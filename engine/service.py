@@ -336,16 +336,19 @@ def rollback_phase(engine: Engine, operation_id: str | None, phase_id: str | Non
 
 def resume(engine: Engine, operation_id: str | None, *, keep_going: bool = False,
            dry_run: bool = False) -> RunResult | list[str]:
-    """`plan resume`: run every phase that is not completed, in dependency order."""
+    """`plan resume`: run every phase that is not completed, in dependency order. Refused
+    (dry run too) once the operation is finished."""
     op = resolve_operation(engine.store, operation_id)
+    fsm.check_active(op.state, operation_id=op.id, note=op.note, verb="resume")
     graph = load_graph(engine.store, op)
     view = plan_view(engine.store, op, graph)
     targets = [p for p, s in view.leaf_states().items() if s is not State.COMPLETED]
     if dry_run:
         return dry_run_order(graph, targets, backward=False)
-    if not targets:
-        if not op.state.finished:
-            finish(engine.store, op, OpState.COMPLETED, None)
+    if not targets:  # every phase completed: close it, unless a racing driver just did
+        current = engine.store.get_operation(op.id)
+        fsm.check_active(current.state, operation_id=op.id, note=current.note, verb="resume")
+        finish(engine.store, op, OpState.COMPLETED, None)
         return RunResult()
     options = RunOptions(action=Action.EXECUTE, keep_going=keep_going,
                          max_parallel=engine.max_parallel)
@@ -354,10 +357,10 @@ def resume(engine: Engine, operation_id: str | None, *, keep_going: bool = False
 
 
 def complete(engine: Engine, operation_id: str | None) -> Operation:
-    """`plan complete`: close the operation (completed, or failed if any leaf is not)."""
+    """`plan complete`: close the active operation (completed, or failed if any leaf is not);
+    refused once it is finished."""
     op = resolve_operation(engine.store, operation_id)
-    if op.state.finished:
-        return op
+    fsm.check_active(op.state, operation_id=op.id, note=op.note, verb="complete")
     holder = engine.store.lock_holder(coordinator_lock(op.id))
     if holder is not None and lease_alive(engine.store, holder.id) is not None:
         raise LockHeld(f"operation {op.id} is being driven by {holder.describe()}",

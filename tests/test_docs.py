@@ -34,7 +34,7 @@ def load_generate():
 @pytest.mark.slow
 def test_generated_docs_match_the_cli() -> None:
     proc = subprocess.run([sys.executable, str(DOCS / "generate.py"), "--check"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=480)
     assert proc.returncode == 0, (
         "docs are stale; run `python docs/generate.py`\n" + proc.stdout + proc.stderr)
 
@@ -118,3 +118,77 @@ def test_root_help_lists_each_commands_own_short_help() -> None:
         command = cli.get_command(ctx, name)
         assert command is not None
         assert SHORT_HELP[name] == command.get_short_help_str(limit=200), name
+
+
+SHELL_OPERATORS = ("|", "||", ";", "&&", ">", ">>", "<", "#", "\\")
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """Every `gravity …` command line the docs show (README and docs/*.md but the generated
+    cli.md): inline code spans, and lines of code blocks that start with it."""
+    found = []
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        if page.name == "cli.md":
+            continue
+        text = page.read_text(encoding="utf-8")
+        blocks = [m.group(0) for m in FENCE.finditer(text)]
+        prose = FENCE.sub("", text)
+        found += [(page.name, span) for span in re.findall(r"`(gravity [^`\n]+)`", prose)]
+        for fenced in blocks:
+            found += [(page.name, line.strip().removeprefix("$ ").split(" #")[0])
+                      for line in fenced.splitlines()
+                      if re.match(r"\s*(\$ )?gravity (-|[a-z])", line)]
+    return found
+
+
+def test_every_documented_command_and_option_exists() -> None:
+    """A page naming a command or option the CLI does not have is drift (`--help` is on
+    every command)."""
+    import shlex
+
+    import click
+
+    from engine.cli.main import cli
+
+    def options(command: click.Command) -> dict[str, bool]:
+        """Option name -> whether it takes a value."""
+        return {o: not (getattr(p, "is_flag", False) or getattr(p, "count", False))
+                for p in command.params if isinstance(p, click.Option)
+                for o in (*p.opts, *p.secondary_opts)}
+
+    mentions = documented_commands()
+    assert ("operator-guide.md", "gravity plan execute --phase /init") in mentions
+    wrong = []
+    for page, mention in mentions:
+        try:
+            words = shlex.split(mention.replace("…", ""))[1:]
+        except ValueError:
+            words = mention.replace("…", "").split()[1:]
+        command, ctx, known = cli, click.Context(cli, info_name="gravity"), options(cli)
+        value_next = False
+        for word in words:
+            if word in SHELL_OPERATORS:
+                break
+            word = word.strip("[]")
+            if value_next:
+                value_next = False
+                continue
+            if word.startswith("-") and len(word) > 1:
+                # `--follow\|--tail` in a table: each alternative must exist
+                names = [w.split("=", 1)[0] for w in word.replace("\\|", "|").split("|")]
+                for name in names:
+                    if name not in known and name not in ("--help", "-h"):
+                        wrong.append(f"{page}: `{mention}`: {ctx.command_path} has no {name}")
+                value_next = known.get(names[-1], False) and "=" not in word
+                continue
+            if isinstance(command, click.Group) and re.fullmatch(r"[a-z][a-z-]*", word):
+                sub = command.get_command(ctx, word)
+                if sub is None:
+                    wrong.append(f"{page}: `{mention}`: {ctx.command_path} has no command "
+                                 f"{word!r}")
+                    break
+                command = sub
+                ctx = click.Context(sub, info_name=word, parent=ctx)
+                known = {**known, **options(sub)}
+    assert not wrong, "docs name commands or options the CLI does not have:\n" + \
+        "\n".join(wrong)

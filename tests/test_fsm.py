@@ -9,7 +9,7 @@ import itertools
 import pytest
 
 from engine import fsm
-from engine.errors import PhaseConflict
+from engine.errors import PhaseConflict, Refused
 from engine.fsm import Verdict
 from engine.model import Action, OpState, PhaseState, State
 
@@ -237,6 +237,25 @@ def test_operation_moves_follow_their_table(current: OpState, to: OpState,
         fsm.check_operation_move(current, to, operation_id="op1", action=action)
     assert raised.value.operation_id == "op1"
     assert "op1" in raised.value.message
+
+
+@pytest.mark.parametrize("current", list(OpState))
+@pytest.mark.parametrize("verb", ["resume", "complete"])
+def test_resume_and_complete_act_on_an_active_operation_only(current: OpState,
+                                                             verb: str) -> None:
+    if current is OpState.ACTIVE:
+        fsm.check_active(current, operation_id="op1", verb=verb)
+        return
+    with pytest.raises(Refused) as raised:
+        fsm.check_active(current, operation_id="op1", verb=verb, note="preflight failed")
+    error = raised.value
+    assert error.exit_code == 3 and error.operation_id == "op1"
+    assert error.message.startswith("operation op1 is already ")
+    assert f"`gravity plan {verb}` works on an active operation only" in error.message
+    assert error.hint and "gravity" in error.hint  # names the next command
+    if current is OpState.FAILED:
+        assert "closed as failed (preflight failed)" in error.message
+        assert "gravity rollback --operation-id op1" in error.hint
 
 
 def test_only_a_failed_operation_reopens_and_only_to_roll_back() -> None:

@@ -268,6 +268,35 @@ def test_complete_closes_a_stuck_operation_and_frees_the_lock(gravity, write_pla
 
 
 @pytest.mark.slow
+def test_a_finished_operation_refuses_resume_and_complete(gravity) -> None:
+    """As in Gravity, `plan resume` and `plan complete` act on an active operation only: on a
+    finished one they exit 3 saying what it is and what to do instead, and change nothing."""
+    gravity.create(CHAIN)
+    gravity("plan", "resume", check=0)  # op1: completed
+    before = gravity.changelog("op1")
+    for verb in (["resume"], ["resume", "--dry-run"], ["complete"]):
+        proc = gravity("plan", *verb, check=3)
+        assert "error: operation op1 is already completed; `gravity plan " + verb[0] + \
+            "` works on an active operation only" in proc.stderr
+        assert "hint: nothing is left to do (see it with `gravity plan --operation-id op1`)" \
+            in proc.stderr
+        assert proc.stdout == ""
+    assert gravity.changelog("op1") == before
+    gravity.create(CHAIN, "op2")
+    gravity("plan", "execute", "--phase", "/init", check=0)
+    gravity("rollback", "--confirm", check=0)
+    assert "op2 is already rolled back" in gravity("plan", "resume", check=3).stderr
+    gravity.create(CHAIN, "op3")
+    gravity("plan", "complete", check=0)  # closed as failed, completed manually
+    proc = gravity("plan", "complete", check=3)
+    assert "op3 is already closed as failed (completed manually)" in proc.stderr
+    assert "gravity rollback --operation-id op3" in proc.stderr
+    states = {o["id"]: o["state"] for o in json.loads(
+        gravity("operation", "list", "-o", "json", check=0).stdout)}
+    assert states == {"op1": "completed", "op2": "rolled_back", "op3": "failed"}
+
+
+@pytest.mark.slow
 def test_whole_rollback_in_reverse_order(gravity) -> None:
     gravity.create(CHAIN)
     gravity("plan", "resume", check=0)

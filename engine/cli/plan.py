@@ -185,7 +185,9 @@ def resume(obj: CliContext, operation_id: str | None, force: bool, dry_run: bool
 
     Failed and interrupted phases run again; completed ones never do. On
     success the operation is marked completed and the cluster lock released.
-    From a terminal the run goes on in the background (see --block).
+    From a terminal the run goes on in the background (see --block). A
+    finished operation (completed, failed or rolled back) is refused with
+    exit 3.
 
     \b
     Example:
@@ -300,7 +302,8 @@ def stop(obj: CliContext, operation_id: str | None, timeout: float) -> None:
 def complete(obj: CliContext, operation_id: str | None) -> None:
     """Close the operation: completed if every phase is, otherwise failed ("completed manually").
 
-    Releases the cluster lock so a new operation can start.
+    Releases the cluster lock so a new operation can start. Nothing is undone.
+    An operation that is already finished is refused with exit 3.
     """
     from engine.service import Engine
     from engine.service import complete as complete_op
