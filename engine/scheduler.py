@@ -5,6 +5,7 @@ write. Runs forward (execute) or backward over the reversed DAG (rollback).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -169,11 +170,9 @@ class Scheduler:
             except PhaseConflict:
                 pairs = self._without_stale(pairs)
                 continue
-            try:
-                for rec, (_, dur) in zip(records, pairs, strict=True):
-                    self.events.transition(rec, duration=dur)
-            except EventLogError:
-                pass  # recorded in the store all the same; `run` sees `events.broken`
+            # Recorded in the store all the same if the log fails; `run` sees `events.broken`.
+            with contextlib.suppress(EventLogError):
+                self.events.transitions(zip(records, (d for _, d in pairs), strict=True))
             return [t for t, _ in pairs]
         raise PhaseConflict(f"operation {self.op_id} keeps changing under this coordinator",
                             operation_id=self.op_id, hint="check for another coordinator")

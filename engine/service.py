@@ -158,8 +158,8 @@ def _recover(engine: Engine, op: Operation, view: PlanView, scope: list[str],
     if transitions:
         # Their owners' guards stopped them before the leases ran out; wait out the kill.
         wait_out_fencing(gone, lambda msg: events.emit("waiting for fencing", detail=msg))
-        for rec in engine.store.apply_in_parts(op.id, transitions, fence=keeper.lease.id):
-            events.transition(rec)
+        events.transitions((rec, None) for rec in engine.store.apply_in_parts(
+            op.id, transitions, fence=keeper.lease.id))
         for t in transitions:
             view.states[t.phase_id] = t.new
     return adopted
