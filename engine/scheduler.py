@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine import fsm
 from engine.dispatch import Dispatcher
@@ -56,6 +57,9 @@ class RunResult:
     skipped: list[str] = field(default_factory=list)
     stopped: str | None = None
     dropped: list[str] = field(default_factory=list)  # results another process overrode
+    # The operation as the run left it, for the line a command ends with: the read model's
+    # PlanView (engine.views; set by the service, which sits above this layer).
+    view: Any = None
 
 
 @dataclass

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from engine.serving import ServeOptions, serving
 from engine.store.base import Store, coordinator_lock
 from engine.views import (
     PlanView,
+    derive_view,
     load_graph,
     log_location,
     plan_view,
@@ -165,15 +166,38 @@ def _recover(engine: Engine, op: Operation, view: PlanView, scope: list[str],
     return adopted
 
 
+@dataclass(frozen=True)
+class Seen:
+    """A view read before a run, and the changelog position read just before its states:
+    if nothing was logged after `seq`, its states are still the store's."""
+
+    view: PlanView
+    seq: int
+
+
+def _look(engine: Engine, op: Operation, graph: PlanGraph) -> Seen:
+    seq = engine.store.last_seq(op.id)
+    return Seen(plan_view(engine.store, op, graph), seq)
+
+
+def _under_lock(engine: Engine, op: Operation, seen: Seen) -> PlanView:
+    """The states a run starts from, read under the coordinator lock: those seen before it
+    unless the changelog moved since (every state change appends to it in the same write)."""
+    if engine.store.changelog(op.id, after=seen.seq):
+        return plan_view(engine.store, op, seen.view.graph)
+    return seen.view
+
+
 def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
-         *, scope_label: str, graph: PlanGraph) -> RunResult:
+         *, scope_label: str, seen: Seen) -> RunResult:
+    graph = seen.view.graph
     if op.state.finished:
         op = finish(engine.store, op, OpState.ACTIVE, "reopened to roll back",
                     action=options.action)
     events = engine.event_log(op.id)
     try:
         with coordinating(engine, op) as keeper, ExitStack() as stack:
-            view = plan_view(engine.store, op, graph)  # fresh states, under the lock
+            view = _under_lock(engine, op, seen)
             adopted = _recover(engine, op, view, targets, events, keeper)
             if options.action is Action.ROLLBACK:
                 targets = fsm.rollback_targets({p: view.state(p).state for p in targets})
@@ -190,7 +214,7 @@ def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
                               events=events, options=options, dispatcher=dispatcher,
                               adopted=adopted)
             result = sched.run(targets)
-            _maybe_finish(engine, op, options.action, graph)
+            result.view = _maybe_finish(engine, op, options.action, graph, sched.states)
             events.emit("run finished", quiet=True, scope=scope_label,
                         completed=len(result.completed), failed=len(result.failed),
                         blocked=len(result.blocked))
@@ -199,12 +223,20 @@ def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
         events.close()
 
 
-def _maybe_finish(engine: Engine, op: Operation, action: Action, graph: PlanGraph) -> None:
-    """Close the operation when the rules say the run ended it."""
-    view = plan_view(engine.store, op, graph)
+def _maybe_finish(engine: Engine, op: Operation, action: Action, graph: PlanGraph,
+                  states: dict[str, PhaseState]) -> PlanView:
+    """Close the operation when the rules say the run ended it; the view it ended with.
+
+    The run's own states are the store's — under the coordinator lock only this run and the
+    agents running its phases write them — unless a phase is still in progress (an agent's
+    result may have landed since): then they are read again."""
+    view = derive_view(op, graph, states)
+    if any(s is State.IN_PROGRESS for s in view.leaf_states().values()):
+        view = plan_view(engine.store, op, graph)
     end = fsm.operation_end(action, view.leaf_states().values())
     if end is not None:
-        finish(engine.store, op, end, None)
+        view = replace(view, operation=finish(engine.store, op, end, None))
+    return view
 
 
 def _raise_if_failed(op: Operation, result: RunResult, engine: Engine, verb: str) -> RunResult:
@@ -283,7 +315,8 @@ def execute_phase(engine: Engine, operation_id: str | None, phase_id: str, *,
     op = resolve_operation(engine.store, operation_id)
     graph = load_graph(engine.store, op)
     pid = require_phase(graph, op, phase_id)
-    view = plan_view(engine.store, op, graph)
+    seen = _look(engine, op, graph)
+    view = seen.view
     if not _gate(_decide(engine, view, pid, rollback=False, force=force), op, pid,
                  rollback=False):
         return [] if dry_run else RunResult(skipped=[pid])
@@ -292,7 +325,7 @@ def execute_phase(engine: Engine, operation_id: str | None, phase_id: str, *,
     if dry_run:
         return dry_run_order(graph, targets, backward=False)
     options = RunOptions(action=Action.EXECUTE, force=force, max_parallel=engine.max_parallel)
-    result = _run(engine, op, targets, options, scope_label=pid, graph=graph)
+    result = _run(engine, op, targets, options, scope_label=pid, seen=seen)
     return _raise_if_failed(op, result, engine, f"execute {pid}")
 
 
@@ -302,7 +335,8 @@ def rollback_phase(engine: Engine, operation_id: str | None, phase_id: str | Non
     op = resolve_operation(engine.store, operation_id)
     graph = load_graph(engine.store, op)
     pid = require_phase(graph, op, phase_id) if phase_id else None
-    view = plan_view(engine.store, op, graph)
+    seen = _look(engine, op, graph)
+    view = seen.view
     if pid is not None and not _gate(_decide(engine, view, pid, rollback=True, force=force),
                                      op, pid, rollback=True):
         return [] if dry_run else RunResult(skipped=[pid])
@@ -310,7 +344,7 @@ def rollback_phase(engine: Engine, operation_id: str | None, phase_id: str | Non
     if dry_run:
         return dry_run_order(graph, targets, backward=True)
     options = RunOptions(action=Action.ROLLBACK, force=force, max_parallel=engine.max_parallel)
-    result = _run(engine, op, targets, options, scope_label=pid or "/", graph=graph)
+    result = _run(engine, op, targets, options, scope_label=pid or "/", seen=seen)
     return _raise_if_failed(op, result, engine, f"rollback {pid or 'of the operation'}")
 
 
@@ -319,17 +353,17 @@ def resume(engine: Engine, operation_id: str | None, *, keep_going: bool = False
     """`plan resume`: run every phase that is not completed, in dependency order."""
     op = resolve_operation(engine.store, operation_id)
     graph = load_graph(engine.store, op)
-    view = plan_view(engine.store, op, graph)
-    targets = [p for p, s in view.leaf_states().items() if s is not State.COMPLETED]
+    seen = _look(engine, op, graph)
+    targets = [p for p, s in seen.view.leaf_states().items() if s is not State.COMPLETED]
     if dry_run:
         return dry_run_order(graph, targets, backward=False)
     if not targets:
         if not op.state.finished:
-            finish(engine.store, op, OpState.COMPLETED, None)
-        return RunResult()
+            op = finish(engine.store, op, OpState.COMPLETED, None)
+        return RunResult(view=replace(seen.view, operation=op))
     options = RunOptions(action=Action.EXECUTE, keep_going=keep_going,
                          max_parallel=engine.max_parallel)
-    result = _run(engine, op, targets, options, scope_label="/", graph=graph)
+    result = _run(engine, op, targets, options, scope_label="/", seen=seen)
     return _raise_if_failed(op, result, engine, "resume")
 
 
