@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
@@ -70,6 +69,8 @@ class Engine:
 
 # -- creating -------------------------------------------------------------------------------
 def new_operation_id() -> str:
+    import uuid
+
     return time.strftime("op-%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:6]
 
 
