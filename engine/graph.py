@@ -1,5 +1,6 @@
-"""The plan as a networkx DAG: each phase has an entry and an exit node, so edges stay O(n).
-Validation (cycles), dependency closure and topological order live here; no I/O.
+"""The plan as a DAG: each phase has an entry and an exit node, so edges stay O(n). Held as two
+adjacency dicts (what the scheduler walks); a networkx DiGraph of them is built when a query needs
+networkx (cycles, ancestors/descendants, lexicographic order, export). No I/O.
 
 A leaf's entry and exit are the same node. For a composite C: entry(C) -> entry(child)
 and exit(child) -> exit(C). A `requires: [D]` on phase A adds exit(D) -> entry(A); under a
@@ -10,15 +11,19 @@ behaves like a composite whose parallelism is the plan's.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from engine.model import LOCAL_NODE, PhaseSpec
 
+if TYPE_CHECKING:  # networkx is imported when a query needs it, not by every command
+    import networkx as nx
+
 ROOT = ""
+Adjacency = dict[str, dict[str, None]]  # node -> its neighbours, in the order edges were added
 
 
 def entry(phase_id: str) -> str:
@@ -36,35 +41,84 @@ def phase_of(node: str) -> str:
 
 @dataclass
 class PlanGraph:
-    """Index over a plan's specs: hierarchy, ordering DAG and the queries the rules need."""
+    """Index over a plan's specs: hierarchy, ordering DAG and the queries the rules need.
+
+    `succ` and `pred` hold the DAG's edges both ways; nodes are in the order they were first
+    named (as networkx would hold them), so every order derived from them is the same on
+    every load of the plan.
+    """
 
     specs: Mapping[str, PhaseSpec]
     root_parallel: int = 1
     order: tuple[str, ...] = ()
-    dag: nx.DiGraph = field(default_factory=nx.DiGraph)
+    succ: Adjacency = field(default_factory=dict)
+    pred: Adjacency = field(default_factory=dict)
 
     @classmethod
     def build(cls, specs: Sequence[PhaseSpec], root_parallel: int = 1) -> PlanGraph:
         """Build the DAG. Unknown `requires` must have been rejected before (see planfile)."""
         by_id = {s.id: s for s in specs}
         g = cls(specs=by_id, root_parallel=root_parallel, order=tuple(s.id for s in specs))
-        dag = g.dag
+        succ, pred = g.succ, g.pred
+
+        def edge(u: str, v: str) -> None:
+            if u not in succ:
+                succ[u], pred[u] = {}, {}
+            if v not in succ:
+                succ[v], pred[v] = {}, {}
+            succ[u][v] = None
+            pred[v][u] = None
+
         for s in specs:
-            node_in, node_out = g.node_in(s.id), g.node_out(s.id)
-            dag.add_node(node_in)
-            dag.add_node(node_out)
-            for child in s.children:
-                dag.add_edge(node_in, g.node_in(child))
-                dag.add_edge(g.node_out(child), node_out)
+            if s.children:
+                node_in, node_out = entry(s.id), exit_(s.id)
+                for node in (node_in, node_out):
+                    if node not in succ:
+                        succ[node], pred[node] = {}, {}
+                for child in s.children:
+                    leaf = not by_id[child].children
+                    edge(node_in, child if leaf else entry(child))
+                    edge(child if leaf else exit_(child), node_out)
+            else:
+                node_in = s.id
+                if node_in not in succ:
+                    succ[node_in], pred[node_in] = {}, {}
             for req in s.requires:
                 if req in by_id:
-                    dag.add_edge(g.node_out(req), node_in)
+                    edge(req if not by_id[req].children else exit_(req), node_in)
         for parent, children in g.children_of.items():
             parallel = root_parallel if parent == ROOT else by_id[parent].parallel
             if parallel == 1:
                 for prev, nxt in itertools.pairwise(children):
-                    dag.add_edge(g.node_out(prev), g.node_in(nxt))
+                    edge(g.node_out(prev), g.node_in(nxt))
         return g
+
+    @cached_property
+    def dag(self) -> nx.DiGraph:
+        """The DAG as a networkx DiGraph (built on first use, edges added in bulk)."""
+        import networkx as nx
+
+        dag = nx.DiGraph()
+        dag.add_nodes_from(self.succ)
+        dag.add_edges_from((u, v) for u, after in self.succ.items() for v in after)
+        return dag
+
+    def topological_order(self) -> list[str]:
+        """Every node after all of its predecessors: Kahn's order, which is networkx's
+        `topological_sort` (generation by generation, each in node order). Shorter than the
+        node count only if the graph has a cycle."""
+        waiting = {n: len(before) for n, before in self.pred.items()}
+        ready = deque(n for n, count in waiting.items() if count == 0)
+        out: list[str] = []
+        succ = self.succ
+        while ready:
+            node = ready.popleft()
+            out.append(node)
+            for nxt in succ[node]:
+                waiting[nxt] -= 1
+                if waiting[nxt] == 0:
+                    ready.append(nxt)
+        return out
 
     def node_in(self, phase_id: str) -> str:
         return phase_id if self.specs[phase_id].is_leaf else entry(phase_id)
@@ -123,7 +177,12 @@ class PlanGraph:
         return [pid for pid in self.leaves if pid.startswith(prefix)]
 
     def find_cycle(self) -> list[str] | None:
-        """Phase IDs along one cycle (first repeated at the end), or None when acyclic."""
+        """Phase IDs along one cycle (first repeated at the end), or None when acyclic.
+        One topological pass answers "acyclic"; networkx names the cycle when there is one."""
+        if len(self.topological_order()) == len(self.succ):
+            return None
+        import networkx as nx
+
         try:
             edges = nx.find_cycle(self.dag)
         except nx.NetworkXNoCycle:
@@ -143,12 +202,16 @@ class PlanGraph:
         These are the leaves that reach entry(phase) through the DAG, i.e. everything
         the phase or any of its ancestors requires, directly or by sibling order.
         """
+        import networkx as nx
+
         nodes = nx.ancestors(self.dag, self.node_in(phase_id))
         own = set(self.leaves_under(phase_id))
         return {n for n in nodes if n in self.specs and self.specs[n].is_leaf} - own
 
     def dependents(self, phase_ids: Iterable[str]) -> set[str]:
         """Leaves that (transitively) wait on any of the given phases, excluding the given ones."""
+        import networkx as nx
+
         given: set[str] = set()
         reach: set[str] = set()
         for pid in phase_ids:
@@ -158,6 +221,8 @@ class PlanGraph:
 
     def leaf_topological_order(self) -> list[str]:
         """Leaves in an order that respects every dependency (written order breaks ties)."""
+        import networkx as nx
+
         rank = {pid: i for i, pid in enumerate(self.order)}
 
         def key(node: str) -> int:

@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
-import networkx as nx
-
 from engine import fsm
 from engine.graph import ROOT, PlanGraph
 from engine.model import PhaseState, State
@@ -40,13 +38,13 @@ class Planner:
 
     # -- direction -------------------------------------------------------------------------
     def _succ(self, node: str) -> Iterable[str]:
-        return self.g.dag.pred[node] if self.backward else self.g.dag.succ[node]
+        return self.g.pred[node] if self.backward else self.g.succ[node]
 
     def _pred(self, node: str) -> Iterable[str]:
-        return self.g.dag.succ[node] if self.backward else self.g.dag.pred[node]
+        return self.g.succ[node] if self.backward else self.g.pred[node]
 
     def _prepare(self, states: Mapping[str, PhaseState], force: bool) -> None:
-        order = list(nx.topological_sort(self.g.dag))
+        order = self.g.topological_order()
         if self.backward:
             order.reverse()
         specs = self.g.specs

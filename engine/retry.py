@@ -5,14 +5,18 @@ The scheduler keeps its own timers, so a phase waiting to retry blocks nobody.
 from __future__ import annotations
 
 import heapq
-
-import tenacity
+from typing import TYPE_CHECKING
 
 from engine.model import RetryPolicy
+
+if TYPE_CHECKING:  # imported when a phase fails (tenacity imports asyncio): not at start-up
+    import tenacity
 
 
 def wait_strategy(policy: RetryPolicy) -> tenacity.wait.wait_base:
     """Exponential backoff (initial * factor^(n-1), capped at max) plus random jitter."""
+    import tenacity
+
     base = tenacity.wait_exponential(multiplier=policy.initial, exp_base=policy.factor,
                                      min=0, max=policy.max)
     if policy.jitter <= 0:
@@ -21,10 +25,14 @@ def wait_strategy(policy: RetryPolicy) -> tenacity.wait.wait_base:
 
 
 def stop_strategy(policy: RetryPolicy) -> tenacity.stop.stop_base:
+    import tenacity
+
     return tenacity.stop_after_attempt(policy.attempts)
 
 
 def _state(attempt: int) -> tenacity.RetryCallState:
+    import tenacity
+
     rs = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
     rs.attempt_number = attempt
     return rs

@@ -5,12 +5,14 @@ write. Runs forward (execute) or backward over the reversed DAG (rollback).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine import fsm
 from engine.dispatch import Dispatcher
@@ -58,6 +60,9 @@ class RunResult:
     skipped: list[str] = field(default_factory=list)
     stopped: str | None = None
     dropped: list[str] = field(default_factory=list)  # results another process overrode
+    # The operation as the run left it, for the line a command ends with: the read model's
+    # PlanView (engine.views; set by the service, which sits above this layer).
+    view: Any = None
 
 
 @dataclass
@@ -176,11 +181,9 @@ class Scheduler:
             except PhaseConflict:
                 pairs = self._without_stale(pairs)
                 continue
-            try:
-                for rec, (_, dur) in zip(records, pairs, strict=True):
-                    self.events.transition(rec, duration=dur)
-            except EventLogError:
-                pass  # recorded in the store all the same; `run` sees `events.broken`
+            # Recorded in the store all the same if the log fails; `run` sees `events.broken`.
+            with contextlib.suppress(EventLogError):
+                self.events.transitions(zip(records, (d for _, d in pairs), strict=True))
             return [t for t, _ in pairs]
         raise PhaseConflict(f"operation {self.op_id} keeps changing under this coordinator",
                             operation_id=self.op_id, hint="check for another coordinator")

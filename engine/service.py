@@ -7,10 +7,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from engine.serving import ServeOptions, serving
 from engine.store.base import Store, coordinator_lock, this_host
 from engine.views import (
     PlanView,
+    derive_view,
     failure_message,
     load_graph,
     plan_view,
@@ -69,6 +69,8 @@ class Engine:
 
 # -- creating -------------------------------------------------------------------------------
 def new_operation_id() -> str:
+    import uuid
+
     return time.strftime("op-%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:6]
 
 
@@ -170,22 +172,45 @@ def _recover(engine: Engine, op: Operation, view: PlanView, scope: list[str],
     if transitions:
         # Their owners' guards stopped them before the leases ran out; wait out the kill.
         wait_out_fencing(gone, lambda msg: events.emit("waiting for fencing", detail=msg))
-        for rec in engine.store.apply_in_parts(op.id, transitions, fence=keeper.lease.id):
-            events.transition(rec)
+        events.transitions((rec, None) for rec in engine.store.apply_in_parts(
+            op.id, transitions, fence=keeper.lease.id))
         for t in transitions:
             view.states[t.phase_id] = t.new
     return adopted
 
 
+@dataclass(frozen=True)
+class Seen:
+    """A view read before a run, and the changelog position read just before its states:
+    if nothing was logged after `seq`, its states are still the store's."""
+
+    view: PlanView
+    seq: int
+
+
+def _look(engine: Engine, op: Operation, graph: PlanGraph) -> Seen:
+    seq = engine.store.last_seq(op.id)
+    return Seen(plan_view(engine.store, op, graph), seq)
+
+
+def _under_lock(engine: Engine, op: Operation, seen: Seen) -> PlanView:
+    """The states a run starts from, read under the coordinator lock: those seen before it
+    unless the changelog moved since (every state change appends to it in the same write)."""
+    if engine.store.changelog(op.id, after=seen.seq):
+        return plan_view(engine.store, op, seen.view.graph)
+    return seen.view
+
+
 def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
-         *, scope_label: str, graph: PlanGraph) -> RunResult:
+         *, scope_label: str, seen: Seen) -> RunResult:
+    graph = seen.view.graph
     if op.state.finished:
         op = finish(engine.store, op, OpState.ACTIVE, "reopened to roll back",
                     action=options.action)
     events = engine.event_log(op.id)
     try:
         with coordinating(engine, op) as keeper, ExitStack() as stack:
-            view = plan_view(engine.store, op, graph)  # fresh states, under the lock
+            view = _under_lock(engine, op, seen)
             adopted = _recover(engine, op, view, targets, events, keeper)
             if options.action is Action.ROLLBACK:
                 targets = fsm.rollback_targets({p: view.state(p).state for p in targets})
@@ -202,7 +227,7 @@ def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
                               events=events, options=options, dispatcher=dispatcher,
                               adopted=adopted)
             result = sched.run(targets)
-            _maybe_finish(engine, op, options.action, graph)
+            result.view = _maybe_finish(engine, op, options.action, graph, sched.states)
             events.emit("run finished", quiet=True, scope=scope_label,
                         completed=len(result.completed), failed=len(result.failed),
                         blocked=len(result.blocked))
@@ -211,12 +236,20 @@ def _run(engine: Engine, op: Operation, targets: list[str], options: RunOptions,
         events.close()
 
 
-def _maybe_finish(engine: Engine, op: Operation, action: Action, graph: PlanGraph) -> None:
-    """Close the operation when the rules say the run ended it."""
-    view = plan_view(engine.store, op, graph)
+def _maybe_finish(engine: Engine, op: Operation, action: Action, graph: PlanGraph,
+                  states: dict[str, PhaseState]) -> PlanView:
+    """Close the operation when the rules say the run ended it; the view it ended with.
+
+    The run's own states are the store's — under the coordinator lock only this run and the
+    agents running its phases write them — unless a phase is still in progress (an agent's
+    result may have landed since): then they are read again."""
+    view = derive_view(op, graph, states)
+    if any(s is State.IN_PROGRESS for s in view.leaf_states().values()):
+        view = plan_view(engine.store, op, graph)
     end = fsm.operation_end(action, view.leaf_states().values())
     if end is not None:
-        finish(engine.store, op, end, None)
+        view = replace(view, operation=finish(engine.store, op, end, None))
+    return view
 
 
 def _raise_if_failed(op: Operation, result: RunResult, engine: Engine, verb: str) -> RunResult:
@@ -302,7 +335,8 @@ def execute_phase(engine: Engine, operation_id: str | None, phase_id: str, *,
     graph = load_graph(engine.store, op)
     whole = phase_id.strip().strip("/") == ""
     pid = "/" if whole else require_phase(graph, op, phase_id)
-    view = plan_view(engine.store, op, graph)
+    seen = _look(engine, op, graph)
+    view = seen.view
     decision = (fsm.check_execute_subtree(pid, view.leaf_states(), {}, force) if whole
                 else _decide(engine, view, pid, rollback=False, force=force))
     if not _gate(decision, op, pid, rollback=False):
@@ -312,7 +346,7 @@ def execute_phase(engine: Engine, operation_id: str | None, phase_id: str, *,
     if dry_run:
         return dry_run_order(graph, targets, backward=False)
     options = RunOptions(action=Action.EXECUTE, force=force, max_parallel=engine.max_parallel)
-    result = _run(engine, op, targets, options, scope_label=pid, graph=graph)
+    result = _run(engine, op, targets, options, scope_label=pid, seen=seen)
     return _raise_if_failed(op, result, engine, f"execute {pid}")
 
 
@@ -322,7 +356,8 @@ def rollback_phase(engine: Engine, operation_id: str | None, phase_id: str | Non
     op = resolve_operation(engine.store, operation_id)
     graph = load_graph(engine.store, op)
     pid = require_phase(graph, op, phase_id) if phase_id else None
-    view = plan_view(engine.store, op, graph)
+    seen = _look(engine, op, graph)
+    view = seen.view
     if pid is not None and not _gate(_decide(engine, view, pid, rollback=True, force=force),
                                      op, pid, rollback=True):
         return [] if dry_run else RunResult(skipped=[pid])
@@ -330,7 +365,7 @@ def rollback_phase(engine: Engine, operation_id: str | None, phase_id: str | Non
     if dry_run:
         return dry_run_order(graph, targets, backward=True)
     options = RunOptions(action=Action.ROLLBACK, force=force, max_parallel=engine.max_parallel)
-    result = _run(engine, op, targets, options, scope_label=pid or "/", graph=graph)
+    result = _run(engine, op, targets, options, scope_label=pid or "/", seen=seen)
     return _raise_if_failed(op, result, engine, f"rollback {pid or 'of the operation'}")
 
 
@@ -341,18 +376,18 @@ def resume(engine: Engine, operation_id: str | None, *, keep_going: bool = False
     op = resolve_operation(engine.store, operation_id)
     fsm.check_active(op.state, operation_id=op.id, note=op.note, verb="resume")
     graph = load_graph(engine.store, op)
-    view = plan_view(engine.store, op, graph)
-    targets = [p for p, s in view.leaf_states().items() if s is not State.COMPLETED]
+    seen = _look(engine, op, graph)
+    targets = [p for p, s in seen.view.leaf_states().items() if s is not State.COMPLETED]
     if dry_run:
         return dry_run_order(graph, targets, backward=False)
     if not targets:  # every phase completed: close it, unless a racing driver just did
         current = engine.store.get_operation(op.id)
         fsm.check_active(current.state, operation_id=op.id, note=current.note, verb="resume")
-        finish(engine.store, op, OpState.COMPLETED, None)
-        return RunResult()
+        op = finish(engine.store, op, OpState.COMPLETED, None)
+        return RunResult(view=replace(seen.view, operation=op))
     options = RunOptions(action=Action.EXECUTE, keep_going=keep_going,
                          max_parallel=engine.max_parallel)
-    result = _run(engine, op, targets, options, scope_label="/", graph=graph)
+    result = _run(engine, op, targets, options, scope_label="/", seen=seen)
     return _raise_if_failed(op, result, engine, "resume")
 
 

@@ -79,6 +79,12 @@ def plan_view(store: Store, op: Operation, graph: PlanGraph | None = None, *,
     states = store.load_states(op.id)
     # After the states: a note written by a driver that has gone since reads as stale.
     driven = operation_driver(store, op.id) is not None if with_driver else None
+    return derive_view(op, graph, states, driven)
+
+
+def derive_view(op: Operation, graph: PlanGraph, states: dict[str, PhaseState],
+                driven: bool | None = None) -> PlanView:
+    """The view of leaf states already in hand (a run's own, as it ended)."""
     derived: dict[str, State] = {}
     leaf_states: dict[str, list[State]] = {}
     for pid in reversed(graph.order):
@@ -185,6 +191,7 @@ def require_phase(graph: PlanGraph, op: Operation, phase_id: str) -> str:
 __all__ = [
     "IDLE",
     "PlanView",
+    "derive_view",
     "failure_message",
     "follow_changes",
     "load_graph",

@@ -19,6 +19,7 @@ from engine.cli.progress import TtyProgress
 if TYPE_CHECKING:  # typing only: the service is imported when a command runs
     from engine.scheduler import RunResult
     from engine.service import Engine
+    from engine.views import PlanView
 
 OP_OPTION = click.option(
     "--operation-id", default=None,
@@ -54,15 +55,18 @@ def engine_for(obj: CliContext, max_parallel: int = 8, local: bool = False,
                   dispatch="local" if local else dispatch_mode(obj.store()), serve=obj.serve)
 
 
-def summary(obj: CliContext, operation_id: str | None, verb: str) -> None:
-    """The line a finished run ends with: the operation's state and its progress."""
+def summary(obj: CliContext, operation_id: str | None, verb: str, view: PlanView | None = None
+            ) -> None:
+    """The line a finished run ends with: the operation's state and its progress (from
+    `view`, the operation as the run left it, when the run handed one back)."""
     from engine.presentation import progress_line
     from engine.views import plan_view, resolve_operation
 
-    store = obj.store()
-    op = resolve_operation(store, operation_id)
-    progress = progress_line(plan_view(store, op))
-    click.echo(f"{verb}: operation {op.id} is {op.state.value}; {progress}")
+    if view is None:
+        store = obj.store()
+        view = plan_view(store, resolve_operation(store, operation_id))
+    op = view.operation
+    click.echo(f"{verb}: operation {op.id} is {op.state.value}; {progress_line(view)}")
 
 
 def show_order(order: list[str], verb: str) -> None:
@@ -85,7 +89,7 @@ def report(obj: CliContext, operation_id: str | None, result: RunResult | list[s
     if nothing is not None and not result.completed and result.skipped:
         click.echo(nothing)
         return
-    summary(obj, operation_id, done)
+    summary(obj, operation_id, done, result.view)
 
 
 def drive_to_end(obj: CliContext, spec: DriveSpec) -> None:

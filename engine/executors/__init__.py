@@ -12,12 +12,21 @@ class Registry:
 
     def __init__(self) -> None:
         self._executors: dict[str, Executor] | None = None
+        self._simple: dict[str, Executor] = {}
+
+    def _builtin(self) -> dict[str, Executor]:
+        """`noop` and `command`, without scanning the installed packages' entry points or
+        importing the cluster executors: a built-in wins over a plug-in anyway."""
+        if not self._simple:
+            from engine.executors.builtin import CommandExecutor, NoopExecutor
+
+            self._simple = {cls.name: cls() for cls in (NoopExecutor, CommandExecutor)}
+        return self._simple
 
     def _load(self) -> dict[str, Executor]:
         if self._executors is None:
             from importlib.metadata import entry_points
 
-            from engine.executors.builtin import CommandExecutor, NoopExecutor
             from engine.executors.cluster import EXECUTORS as CLUSTER_EXECUTORS
 
             found: dict[str, Executor] = {}
@@ -27,7 +36,8 @@ class Registry:
                     found[ep.name] = cls()
                 except Exception:
                     continue
-            for cls in (NoopExecutor, CommandExecutor, *CLUSTER_EXECUTORS):
+            found.update(self._builtin())
+            for cls in CLUSTER_EXECUTORS:
                 found[cls.name] = cls()
             self._executors = found
         return self._executors
@@ -36,6 +46,8 @@ class Registry:
         return set(self._load())
 
     def get(self, name: str) -> Executor:
+        if self._executors is None and name in self._builtin():
+            return self._simple[name]
         return self._load()[name]
 
     def register(self, executor: Executor) -> None:

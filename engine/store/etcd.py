@@ -48,9 +48,7 @@ from engine.store.etcd_keys import (
     SLOTS,
     Keys,
     decode,
-    encode,
     log_record,
-    log_value,
     seq_floor,
     span,
 )
@@ -58,6 +56,7 @@ from engine.store.etcd_limits import max_transitions
 from engine.store.etcd_locks import LeasesAndLocks
 from engine.store.etcd_ops import OperationRecords
 from engine.store.etcd_root import open_root
+from engine.store.rows import etcd_values
 
 T = TypeVar("T")
 Client = MultiEndpointEtcd3Client
@@ -153,11 +152,11 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
         op_key = keys.op(op_id)
         state_keys = [keys.state(op_id, t.phase_id) for t in batch]
         log_keys = [keys.log(op_id, t.new.node, t.phase_id, t.new.version) for t in batch]
-        values = [log_value(ChangeRecord.of(op_id, t), i) for i, t in enumerate(batch)]
+        encoded = [etcd_values(op_id, t, i) for i, t in enumerate(batch)]
+        values = [record for _, record in encoded]
         compare = [tx.Version(op_key) > 0]
         compare += [tx.Version(k) == t.expected for k, t in zip(state_keys, batch, strict=True)]
-        success = [tx.Put(k, encode(t.new.to_dict()))
-                   for k, t in zip(state_keys, batch, strict=True)]
+        success = [tx.Put(k, state) for k, (state, _) in zip(state_keys, encoded, strict=True)]
         success += [tx.Put(k, v) for k, v in zip(log_keys, values, strict=True)]
         failure = [tx.Get(op_key), *(tx.Get(k) for k in state_keys)]
         if fence is not None:  # the writer's lease record lives exactly as long as its lease
@@ -177,7 +176,8 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
                 revision = int(responses[0].response_put.header.revision)
                 if revision <= 0:  # not every etcd fills inner headers: read it back
                     revision = int(client.get_response(log_keys[0]).kvs[0].mod_revision)
-                return [log_record(v, revision) for v in values]
+                return [ChangeRecord.of(op_id, t, seq=revision * SLOTS + i)
+                        for i, t in enumerate(batch)]
             if not responses[0]:
                 raise no_operation(op_id)
             if unsure:  # an earlier attempt may have committed after all

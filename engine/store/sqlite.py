@@ -36,6 +36,7 @@ from engine.store.base import (
     no_operation,
     operation_exists,
 )
+from engine.store.rows import transition_rows
 from engine.store.sqlite_errors import Cause, diagnose, open_failure
 from engine.store.sqlite_errors import translate as _translate
 from engine.store.sqlite_locks import LeasesAndLocks
@@ -316,20 +317,18 @@ class SQLiteStore(LeasesAndLocks, Store):
                             operation_id=operation_id, phase_id=t.phase_id,
                             hint="check `gravity plan` and retry",
                         )
+                first = db.execute("SELECT COALESCE(MAX(seq), 0) FROM changelog").fetchone()[0]
+                states, log = [], []
+                for seq, t in enumerate(transitions, start=first + 1):
+                    state, record = transition_rows(operation_id, t, seq)
+                    states.append((operation_id, t.phase_id, t.new.version, state))
+                    log.append((seq, operation_id, record))
                 db.executemany(
                     "INSERT OR REPLACE INTO states(op_id, phase_id, version, data) "
-                    "VALUES(?, ?, ?, ?)",
-                    [(operation_id, t.phase_id, t.new.version, json.dumps(t.new.to_dict()))
-                     for t in transitions],
-                )
-                first = db.execute("SELECT COALESCE(MAX(seq), 0) FROM changelog").fetchone()[0]
-                out = [ChangeRecord.of(operation_id, t, seq=first + i)
-                       for i, t in enumerate(transitions, start=1)]
-                db.executemany(
-                    "INSERT INTO changelog(seq, op_id, data) VALUES(?, ?, ?)",
-                    [(r.seq, operation_id, json.dumps(r.to_dict())) for r in out],
-                )
-                return out
+                    "VALUES(?, ?, ?, ?)", states)
+                db.executemany("INSERT INTO changelog(seq, op_id, data) VALUES(?, ?, ?)", log)
+                return [ChangeRecord.of(operation_id, t, seq=seq)
+                        for seq, t in enumerate(transitions, start=first + 1)]
         except sqlite3.Error as exc:
             raise _translate(exc, what) from exc
 
