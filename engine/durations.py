@@ -5,7 +5,10 @@ Used by plan files, CLI options and messages alike; no I/O and no engine imports
 from __future__ import annotations
 
 import math
+import os
 import re
+
+from engine.errors import InputError
 
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -50,4 +53,24 @@ def format_duration(seconds: float) -> str:
     return text if frac < 0.05 else f"{seconds:.1f}s"
 
 
-__all__ = ["format_duration", "parse_duration"]
+
+def env_duration(name: str, default: float, *, minimum: float = 0.0) -> float:
+    """The duration in environment variable `name` (`10s`, `2m` or seconds), else `default`.
+    A value that does not parse, or is under `minimum`, is bad input (exit 2) naming the
+    variable and the forms it takes."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        seconds = float(text) if re.fullmatch(r"\d+(\.\d+)?", text) else parse_duration(text)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds < minimum or seconds < 0:
+        least = f" of at least {format_duration(minimum)}" if minimum else ""
+        raise InputError(f"environment variable {name}={text!r} is not a duration{least}",
+                         hint=f"write it like {name}=10s, 2m, 1h30m or a number of seconds, "
+                         "or unset it for the default")
+    return seconds
+
+
+__all__ = ["env_duration", "format_duration", "parse_duration"]

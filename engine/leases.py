@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from engine.durations import env_duration
 from engine.errors import EngineError, LeaseExpired, StoreError
 from engine.executors.fence import ChildFence, term_window
 from engine.model import Lease
@@ -22,7 +23,7 @@ def lease_grace() -> float:
     """Seconds a taker-over waits after a lease is gone before it re-runs that lease's phases
     (env GRAVITY_LEASE_GRACE, default 1): the holder's guard has killed its phase processes
     before the lease ran out; the grace covers the guard's polling and the kill itself."""
-    return float(os.environ.get("GRAVITY_LEASE_GRACE", str(DEFAULT_GRACE)))
+    return env_duration("GRAVITY_LEASE_GRACE", DEFAULT_GRACE)
 
 
 def pid_exists(pid: int) -> bool:

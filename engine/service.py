@@ -15,6 +15,7 @@ from typing import Any
 
 from engine import agent_protocol, fsm
 from engine.dispatch import make_dispatcher
+from engine.durations import env_duration
 from engine.errors import (
     LockHeld,
     OperationFailed,
@@ -24,7 +25,7 @@ from engine.errors import (
 )
 from engine.events import EventLog
 from engine.graph import PlanGraph
-from engine.leases import LeaseKeeper, lease_alive, wait_out_fencing
+from engine.leases import LeaseKeeper, lease_alive, lease_grace, wait_out_fencing
 from engine.model import Action, Operation, OpState, PhaseState, Plan, State
 from engine.scheduler import RunOptions, RunResult, Scheduler
 from engine.serving import ServeOptions, serving
@@ -41,8 +42,8 @@ from engine.views import (
 
 
 def lease_ttl() -> float:
-    """Lease TTL in seconds (env GRAVITY_LEASE_TTL, default 10)."""
-    return float(os.environ.get("GRAVITY_LEASE_TTL", "10"))
+    """Lease TTL in seconds (env GRAVITY_LEASE_TTL: 10s, 1m or seconds; default 10)."""
+    return env_duration("GRAVITY_LEASE_TTL", 10.0, minimum=1.0)
 
 
 @dataclass
@@ -120,7 +121,8 @@ def coordinating(engine: Engine, op: Operation) -> Iterator[LeaseKeeper]:
     The keeper fences this process when the lease cannot be renewed in time: its phase
     processes are killed and the scheduler stops recording (LeaseExpired)."""
     store = engine.store
-    lease = store.grant_lease(f"coordinator:{op.id}", lease_ttl())
+    ttl, _ = lease_ttl(), lease_grace()  # both settings checked before anything is written
+    lease = store.grant_lease(f"coordinator:{op.id}", ttl)
     try:
         name = coordinator_lock(op.id)
         try:

@@ -305,6 +305,18 @@ def test_bad_agent_timeout_from_the_environment_is_exit_2(gravity: Gravity) -> N
     gravity("plan", "resume", GRAVITY_AGENT_TIMEOUT="2m", check=0)
 
 
+@pytest.mark.parametrize("name", ["GRAVITY_LEASE_TTL", "GRAVITY_LEASE_GRACE"])
+def test_lease_settings_from_the_environment_take_durations(gravity: Gravity, name: str) -> None:
+    """A lease TTL or grace written as a duration works; one that is not is exit 2 naming the
+    variable, and no phase is started."""
+    gravity.create(TWO_PHASES)
+    proc = gravity("plan", "resume", **{name: "ten"}, check=2)
+    assert f"{name}='ten' is not a duration" in proc.stderr and "Traceback" not in proc.stderr
+    assert set(gravity.states().values()) == {"unstarted"}
+    gravity("plan", "resume", **{name: "3s"}, check=0)
+    assert gravity.node_file("local", "ran").read_text() == "one\ntwo\n"
+
+
 def test_agent_unit_keeps_the_durations_as_written(gravity: Gravity) -> None:
     unit = gravity("agent", "install", "--node", "node-2", "--dry-run", "--ttl", "1m30s",
                    "--grace", "2m", "--store", "etcd://10.0.0.1:2379", check=0).stdout
