@@ -233,6 +233,17 @@ def test_execute_phase_root_runs_the_whole_plan(gravity: Gravity) -> None:
     assert gravity.node_file("local", "ran").read_text() == "one\ntwo\n"
 
 
+
+def test_plan_rollback_of_the_root_points_to_gravity_rollback(gravity: Gravity) -> None:
+    """`--phase /` runs the whole plan forward; backward, the whole operation is `gravity
+    rollback`'s (it asks first), so `plan rollback --phase /` says so and undoes nothing."""
+    gravity.create(TWO_PHASES)
+    gravity("plan", "resume", check=0)
+    proc = gravity("plan", "rollback", "--phase", "/", check=2)
+    assert "--phase / names the whole operation" in proc.stderr
+    assert "`gravity rollback`" in proc.stderr
+    assert set(gravity.states().values()) == {"completed"}
+
 # -- -m, --tail -----------------------------------------------------------------------------------
 
 def test_m_is_short_for_manual(gravity: Gravity, tmp_path: Path) -> None:

@@ -158,10 +158,18 @@ def rollback_cmd(obj: CliContext, operation_id: str | None, phase_id: str, force
     """Roll back one phase (or a composite's attempted phases, in reverse order).
 
     Refused (exit 3, naming them) while phases that depend on it are completed,
-    failed or running, unless --force.
+    failed or running, unless --force. `--phase /` (the whole operation) is
+    `gravity rollback`'s, which asks first.
     """
+    from engine.errors import InputError
     from engine.service import rollback_phase
 
+    if phase_id.strip().strip("/") == "":
+        raise InputError("--phase / names the whole operation; `gravity plan rollback` undoes "
+                         "one phase (or one composite)", operation_id=operation_id,
+                         hint="roll back the whole operation with `gravity rollback` (it says "
+                         "how many phases and hooks it undoes and asks first; --confirm skips "
+                         "the question)")
     result = rollback_phase(engine_for(obj, max_parallel, local, agent_timeout), operation_id,
                             phase_id, force=force, dry_run=dry_run)
     report(obj, operation_id, result, dry="roll back", done=f"rolled back {phase_id}",
