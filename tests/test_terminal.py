@@ -137,3 +137,40 @@ def test_sigterm_and_sighup_stop_the_driver_like_ctrl_c(gravity: Gravity, write_
     wait_for(running.exists, proc=again, what="/one to run again")
     again.send_signal(signal.SIGINT)
     again.wait(timeout=30)
+
+
+def screen(raw: str) -> list[str]:
+    """The lines a terminal shows at the end of `raw`, for the escapes the progress block uses:
+    `ESC[nF` (up n lines, to column 0) and `ESC[J` (erase to the end of the screen)."""
+    import re
+
+    lines: list[str] = [""]
+    row = 0
+    for token in re.split(r"(\x1b\[\d*F|\x1b\[J|\r?\n)", raw.replace("\r\n", "\n")):
+        if token.startswith("\x1b[") and token.endswith("F"):
+            row = max(0, row - int(token[2:-1] or 1))
+            lines[row] = ""
+        elif token == "\x1b[J":
+            del lines[row + 1:]
+            lines[row] = ""
+        elif token == "\n":
+            row += 1
+            if row == len(lines):
+                lines.append("")
+        else:
+            lines[row] += token
+    return lines
+
+
+def test_debug_lines_stay_whole_above_the_live_block(gravity: Gravity, write_plan) -> None:
+    """--debug on a terminal: each log line is printed above the progress block, which is
+    drawn again below it, so none is erased by a redraw (every line printed stays on the
+    screen)."""
+    gravity("operation", "create", "--plan", str(write_plan(PLAN)), check=0)
+    code, out = run_in_pty(gravity, "--debug", "plan", "resume", "--block")
+    assert code == 0, out
+    printed = out.count(" DEBUG gravity.")
+    shown = [line for line in screen(out) if " DEBUG gravity." in line]
+    assert printed > 10 and "\x1b[" in out  # a live block and many debug lines
+    assert len(shown) == printed
+    assert screen(out)[-1] == "" and "3/3 phases completed" in screen(out)[-2]

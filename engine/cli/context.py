@@ -27,10 +27,22 @@ def default_state_dir() -> Path:
 DEBUG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s [%(threadName)s] %(message)s"
 
 
+class _AboveProgress(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record above the live progress block, when one is on the terminal."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from engine.cli.progress import print_above
+
+        try:
+            print_above(self.format(record), self.stream)
+        except Exception:  # logging must never end the command
+            self.handleError(record)
+
+
 def debug_logging() -> None:
     """--debug: the engine's loggers (`gravity.store`, `gravity.scheduler`, `gravity.agent`,
     `gravity.blobs`) at DEBUG on stderr, times in UTC; stdout is left to the command."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _AboveProgress(sys.stderr)
     formatter = logging.Formatter(DEBUG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S")
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)

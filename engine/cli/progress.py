@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 BAR_WIDTH = 30
 MAX_RUNNING_SHOWN = 6
+_SHOWN: list[TtyProgress] = []  # the block on the terminal now, if any
 
 
 class TtyProgress:
@@ -30,6 +31,7 @@ class TtyProgress:
         self.stop = threading.Event()
         self.ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
         self.ticker.start()
+        _SHOWN.append(self)
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
         with self.lock:
@@ -114,8 +116,27 @@ class TtyProgress:
 
     def close(self) -> None:
         self.stop.set()
+        if self in _SHOWN:
+            _SHOWN.remove(self)
         with self.lock:
             self._clear()
             if self.total:
                 self.stream.write("\n".join(self.summary()) + "\n")
             self.stream.flush()
+
+
+def print_above(line: str, stream: TextIO) -> None:
+    """A line another writer prints to `stream` (`--debug`'s log): above the live block when
+    one is drawn there, which is then drawn again below it, so the two never interleave."""
+    block = next((b for b in reversed(_SHOWN) if b.stream is stream), None)
+    if block is None:
+        stream.write(line + "\n")
+        stream.flush()
+        return
+    with block.lock:
+        drawn = block.drawn
+        block._above(line)
+        if drawn:
+            block._draw()
+        else:
+            block.stream.flush()
