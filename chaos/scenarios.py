@@ -321,7 +321,7 @@ def disk_full(t: Trial) -> Staged:
     coord = t.spawn("plan", "resume")
     if _sleep_unless_exit(coord, t.rng.uniform(0.1, 2.0)):
         t.note("the coordinator finished before the disk filled")
-    subprocess.run(f"head -c 64M /dev/zero > {logs}/filler; "
+    subprocess.run(f"head -c 64M /dev/zero 2>/dev/null > {logs}/filler; "
                    f"yes '' | head -c 16384 >> {logs}/{OP}.jsonl", shell=True, check=False)
     t.note("the log disk is full")
     wait_exit(t, coord)
