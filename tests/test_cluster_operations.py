@@ -355,3 +355,15 @@ def test_a_failed_preflight_does_not_block_the_next_upgrade(gravity, images) -> 
     manifest.write_text(original)
     gravity("upgrade", str(images / "v2"), "--id", "real", check=0)
     assert runtime(gravity, "node-3") == "2.0.0"
+
+
+def test_an_install_with_a_bad_manifest_leaves_a_fresh_state_dir_empty(gravity, images) -> None:
+    """A new user's first install with a broken manifest: exit 2 naming the file and field,
+    and the state dir is not even created — no empty database is left behind to confuse the
+    next command."""
+    app = images / "v1" / "app.yaml"
+    app.write_text(app.read_text().replace("nodeProfiles:", "nodeProfile:", 1))
+    proc = gravity("install", str(images / "v1"), "--nodes", str(images / "nodes.yaml"),
+                   check=2)
+    assert str(app) in proc.stderr and "Traceback" not in proc.stderr
+    assert not gravity.state_dir.exists()

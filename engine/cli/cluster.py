@@ -95,15 +95,16 @@ def install(ctx: click.Context, image_dir: Path, nodes_file: Path, flavor: str |
       gravity install ./image --nodes nodes.yaml --values prod.yaml
       gravity install ./image --nodes nodes.yaml --set replicas=3 --manual
     """
-    from engine.operations.ops import start_install
+    from engine.operations.ops import check_install, start_install
 
     obj: CliContext = ctx.obj
     values = values_from_params(ctx)
-    op = start_install(obj.store(), obj.blobs(), image_dir, nodes_file, flavor=flavor,
+    inputs = check_install(image_dir, nodes_file, flavor=flavor, license_file=license_file,
+                           accept_eula=accept_eula)  # before the store exists: bad input
+    op = start_install(obj.store(), obj.blobs(), inputs,  # writes nothing
                        values=values, service_uid=service_uid, service_gid=service_gid,
-                       kubeconfig=kubeconfig,
-                       parallel_workers=parallel_workers, license_file=license_file,
-                       accept_eula=accept_eula, operation_id=operation_id)
+                       kubeconfig=kubeconfig, parallel_workers=parallel_workers,
+                       operation_id=operation_id)
     _drive(obj, op.id, manual, "install", block)
 
 

@@ -68,14 +68,21 @@ def require_cluster(store: Store) -> Cluster:
     return cluster
 
 
-def start_install(store: Store, cache: BlobCache, image_dir: Path, nodes_file: Path, *,
-                  flavor: str | None, values: Mapping[str, Any],
-                  service_uid: int | None = None, service_gid: int | None = None,
-                  kubeconfig: str | None = None, parallel_workers: int = 1,
-                  license_file: Path | None = None, accept_eula: bool = False,
-                  operation_id: str | None = None) -> Operation:
-    """Validate image + inventory + flavor (+ EULA and license when the image asks for
-    them), publish the image, create the install."""
+@dataclass(frozen=True)
+class InstallInputs:
+    """An install's image, inventory, flavor and license, checked against each other before
+    any store is opened: bad input writes nothing, not even an empty database."""
+
+    image: Image
+    nodes: list[Node]
+    flavor: str | None
+    granted: License | None
+
+
+def check_install(image_dir: Path, nodes_file: Path, *, flavor: str | None,
+                  license_file: Path | None = None,
+                  accept_eula: bool = False) -> InstallInputs:
+    """Validate image + inventory + flavor (+ EULA and license when the image asks for them)."""
     image = load_image(image_dir)
     nodes = load_inventory(nodes_file)
     chosen = check_against_manifest(nodes, image.facts, flavor, file=str(nodes_file))
@@ -84,21 +91,32 @@ def start_install(store: Store, cache: BlobCache, image_dir: Path, nodes_file: P
                       "agreement that must be accepted first",
                       hint=f"read it with `gravity manifest eula {image.dir}`, then pass "
                       "--accept-eula; nothing was written")
-    granted = licensed(image, license_file, nodes=len(nodes))
+    return InstallInputs(image, list(nodes), chosen, licensed(image, license_file,
+                                                              nodes=len(nodes)))
+
+
+def start_install(store: Store, cache: BlobCache, inputs: InstallInputs, *,
+                  values: Mapping[str, Any],
+                  service_uid: int | None = None, service_gid: int | None = None,
+                  kubeconfig: str | None = None, parallel_workers: int = 1,
+                  operation_id: str | None = None) -> Operation:
+    """Publish the checked image and create the install, unless a cluster is installed."""
     existing = cluster_state(store)
     if existing is not None:
         raise Refused(f"a cluster ({existing.app} {existing.version}) is already installed "
                       f"in this store by {existing.installed_by}",
                       hint="use `gravity upgrade` or `gravity expand`, or another --state-dir")
-    image = image.published(cache)
+    nodes, granted = inputs.nodes, inputs.granted
+    image = inputs.image.published(cache)
     ctx = context(image, nodes, parallel_workers=parallel_workers, service_uid=service_uid,
                   service_gid=service_gid)
     plan = build_plan("install", ctx)
-    data = operation_data("install", image, nodes=[n.to_dict() for n in nodes], flavor=chosen,
+    data = operation_data("install", image, nodes=[n.to_dict() for n in nodes],
+                          flavor=inputs.flavor,
                           license=granted.to_dict() if granted else None,
-                 service_uid=service_uid, service_gid=service_gid,
-                 service_from=ctx["cluster"]["master"], kubeconfig=kubeconfig,
-                 values=dict(values))
+                          service_uid=service_uid, service_gid=service_gid,
+                          service_from=ctx["cluster"]["master"], kubeconfig=kubeconfig,
+                          values=dict(values))
     return create_operation(store, plan, operation_id=operation_id, op_type="install",
                             data=data)
 
