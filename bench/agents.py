@@ -105,7 +105,7 @@ def agent_starts(state_dir: Path, nodes: Iterable[str]) -> dict[str, float]:
     """Phase -> wall time its agent logged "phase started" (first attempt only)."""
     starts: dict[str, float] = {}
     for node in nodes:
-        path = state_dir / "logs" / f"agent-{node}.jsonl"
+        path = state_dir / "logs" / "agents" / f"{node}.jsonl"
         if not path.exists():
             continue
         for line in path.read_text().splitlines():

@@ -107,7 +107,9 @@ class Agent:
         # dispatch can arrive twice (read at `_switch` and seen again by the watch).
         self.attempts: set[tuple[str, int]] = set()
         self.op_data: dict[str, Any] = {}
-        self.events = EventLog(self.state_dir / "logs", f"agent-{self.node}",
+        # logs/agents/<node>.jsonl: apart from the operations' logs/<operation>.jsonl, so no
+        # operation ID (even "agent-node-1") can share an agent's file
+        self.events = EventLog(self.state_dir / "logs" / "agents", self.node,
                                console_format=self.log_format)
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -214,7 +214,7 @@ def test_a_stale_agents_late_result_is_fenced(cluster: Gravity, write_plan) -> N
         os.kill(old.pid, signal.SIGCONT)
     # The old agent wakes up: its guard stopped the attempt when its lease ran out, so the
     # result is dropped (or, if it reported before noticing, rejected by the fenced write).
-    log = cluster.state_dir / "logs" / "agent-node-1.jsonl"
+    log = cluster.state_dir / "logs" / "agents" / "node-1.jsonl"
     wait_for(lambda: "result dropped" in log.read_text()
              or "result rejected" in log.read_text(), timeout=20,
              what="the stale result to be dropped")

@@ -206,7 +206,7 @@ def test_a_frozen_agent_is_fenced_and_the_phase_runs_once_at_a_time(
             assert coordinator.returncode == 0, err
         finally:
             os.kill(old.pid, signal.SIGCONT)
-        log = gravity.state_dir / "logs" / "agent-node-1.jsonl"
+        log = gravity.state_dir / "logs" / "agents" / "node-1.jsonl"
         wait_for(lambda: old.poll() is not None, timeout=30,
                  what="the thawed agent to step aside")
         text = log.read_text()
