@@ -89,6 +89,9 @@ class Agent:
 
     def __post_init__(self) -> None:
         self.running: dict[str, _Running] = {}
+        # A dispatch that arrived while an older attempt of the same phase was still winding
+        # down (fenced, not yet reported): started as soon as that one is gone.
+        self.deferred: dict[str, PhaseState] = {}
         self.workers = _Workers()
         self.lock = threading.Lock()
         self.lease: Lease | None = None
@@ -273,7 +276,7 @@ class Agent:
         self.operation = operation
         self.specs, self.op_data, self.after = {}, {}, 0
         with self.lock:
-            self.attempts = set()
+            self.attempts, self.deferred = set(), {}
         if operation is None:
             return
         self.after = self.store.last_seq(operation)
@@ -288,8 +291,12 @@ class Agent:
             return  # a dispatch to a lease we no longer hold
         with self.lock:
             attempt = (st.phase_id, st.version)
-            if (st.phase_id in self.running or st.phase_id not in self.specs
-                    or attempt in self.attempts):
+            if st.phase_id not in self.specs or attempt in self.attempts:
+                return
+            older = self.running.get(st.phase_id)
+            if older is not None:
+                if older.state.version < st.version:  # never dropped: started after it
+                    self.deferred[st.phase_id] = st
                 return
             self.attempts.add(attempt)
         log.debug("agent %s runs %s (attempt %d, version %d)", self.node, st.phase_id,
@@ -365,8 +372,7 @@ class Agent:
             self.events.emit("result dropped", phase=st.phase_id, version=st.version,
                              reason="this agent lost the lease it ran under")
             entry.reported = True
-            with self.lock:
-                self.running.pop(st.phase_id, None)
+            self._gone(entry)
             return
         if error is None and res is None:
             error = f"the agent on {self.node} could not run the phase (its runner crashed)"
@@ -392,8 +398,20 @@ class Agent:
             self.events.emit("result could not be recorded", phase=st.phase_id,
                              error=exc.message)
         entry.reported = True
+        self._gone(entry)
+
+    def _gone(self, entry: _Running) -> None:
+        """The attempt is reported (or dropped): forget it, and start a newer dispatch of the
+        same phase that arrived meanwhile (after a lease loss the coordinator may retry the
+        phase on this agent before the fenced attempt's thread has ended)."""
+        phase_id = entry.state.phase_id
         with self.lock:
-            self.running.pop(st.phase_id, None)
+            if self.running.get(phase_id) is entry:
+                del self.running[phase_id]
+            newer = self.deferred.pop(phase_id, None)
+        if (newer is not None and entry.operation == self.operation
+                and self._mine(newer.owner) and not self.stopping.is_set()):
+            self._start(newer)
 
     def _shutdown(self) -> None:
         """SIGTERM: finish running phases within the grace period, else hand them back.

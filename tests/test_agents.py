@@ -358,3 +358,56 @@ def test_a_dispatch_seen_twice_runs_once(tmp_path: Path) -> None:
     agent.stopping.set()
     agent._retire()
     store.close()
+
+
+def test_a_retry_dispatched_while_the_fenced_attempt_winds_down_is_not_lost(
+        tmp_path: Path) -> None:
+    """An agent frozen past its lease thaws: its guard stops the phase, it announces itself
+    with a new lease, and the coordinator retries the phase on it at once — before the fenced
+    attempt's thread has been reported. That dispatch must start once the old attempt is gone,
+    not be dropped (found by `python -m chaos`, scenario agent_pause: the retry waited
+    forever)."""
+    from engine import fsm
+    from engine.agent import Agent
+    from engine.model import Action, PhaseState, State
+    from engine.planfile import plan_from_mapping
+    from engine.service import create_operation
+    from engine.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "gravity.db")
+    run = 'echo "$GRAVITY_ATTEMPT" >> ran; if [ "$GRAVITY_ATTEMPT" = 1 ]; then sleep 30; fi'
+    plan = plan_from_mapping({"kind": "Plan", "metadata": {"name": "retry"}, "phases": [
+        {"id": "p", "node": "node-1", "executor": "command", "data": {"run": run}}]})
+    create_operation(store, plan, operation_id="op1")
+    ran = tmp_path / "nodes" / "node-1" / "ran"
+    agent = Agent(store=store, node="node-1", state_dir=tmp_path, log_format="json", grace=1)
+    agent._announce()
+    assert agent.lease is not None
+    first = store.apply("op1", [fsm.transition(
+        PhaseState("/p"), State.IN_PROGRESS, action=Action.EXECUTE, owner=agent.lease.id,
+        attempt=1, node="node-1")])[0].state_after()
+    agent._switch("op1")
+    wait_for(lambda: ran.exists(), what="attempt 1 to start", interval=0.02)
+    assert agent.keeper is not None
+    agent.keeper.lost.set()  # as the watchdog does when the lease ran out during the freeze
+    agent._recover_lease()  # attempt 1 fenced and stopped, a new lease announced
+    # The coordinator records attempt 1 interrupted and dispatches attempt 2 to the new lease.
+    failed = store.apply("op1", [fsm.transition(first, State.FAILED,
+                                                error="interrupted: agent on node-1 lost")])
+    retry = store.apply("op1", [fsm.transition(
+        failed[0].state_after(), State.IN_PROGRESS, action=Action.EXECUTE,
+        owner=agent.lease.id, attempt=2, node="node-1")])[0].state_after()
+    agent._start(retry)  # the watch delivers it: attempt 1 is still being wound down
+    assert agent.running["/p"].state.version == first.version  # not alongside attempt 1
+    wait_for(lambda: agent.running["/p"].done.is_set(), what="attempt 1 to be stopped")
+    agent._report_finished()  # attempt 1's result dropped; attempt 2 starts now
+    wait_for(lambda: store.get_state("op1", "/p").state is State.COMPLETED, timeout=30,
+             what="attempt 2 to run and be recorded", interval=0.05)
+    assert ran.read_text() == "1\n2\n"
+    assert store.get_state("op1", "/p").attempt == 2
+    agent.stopping.set()
+    agent._shutdown()
+    agent.keeper.stop()
+    agent._retire()
+    agent.fence.close()
+    store.close()
