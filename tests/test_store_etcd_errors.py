@@ -93,6 +93,9 @@ CASES: list[tuple[str, BaseException, type[EngineError]]] = [
      StoreConfigError),
     ("cut handshake", StatusError(grpc.StatusCode.UNAVAILABLE,
                                   "Handshake read failed (Socket closed)"), StoreUnavailable),
+    ("handshake timeout", StatusError(  # a plain channel whose connect deadline passed
+        grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; last error: UNKNOWN: "
+        "ipv4:127.0.0.1:47407: handshaker shutdown"), StoreUnavailable),
     ("too many ops", StatusError(grpc.StatusCode.INVALID_ARGUMENT,
                                  "etcdserver: too many operations in txn request"), StoreError),
     ("too large", StatusError(grpc.StatusCode.INVALID_ARGUMENT,

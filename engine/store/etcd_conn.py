@@ -31,6 +31,7 @@ from engine.store.etcd_errors import (
     channel_gone,
     code_and_details,
     is_cut_handshake,
+    is_handshake_timeout,
     is_token_expired,
     translate,
 )
@@ -290,6 +291,9 @@ class Connection:
             return self.call("connecting", probe,
                              patience=min(OPEN_PATIENCE, self.config.patience))
         except StoreUnavailable as exc:
+            if is_handshake_timeout(exc.message) and self.config.patience > OPEN_PATIENCE:
+                # slow, not wrong: the server is there but busy; wait as for any outage
+                return self.call("connecting", probe, patience=self.config.patience)
             if not is_cut_handshake(exc.message):
                 raise
             raise StoreConfigError(

@@ -39,6 +39,9 @@ TLS_WORDS = ("handshake", "ssl", "certificate", "tls", "security handshaker")
 # A handshake cut short by the peer: a TLS/plain mismatch, or just a server going down.
 # Retried like any outage; opening the store reports it as a TLS problem if it persists.
 CUT_HANDSHAKE = ("handshake read failed", "handshake write failed")
+# gRPC gave up on a connection's handshake (its connect deadline passed: a loaded machine or
+# a slow server), on plain and TLS channels alike: an outage, never a TLS setup problem.
+HANDSHAKE_TIMEOUT = ("handshaker shutdown",)
 # etcd answers these while a leader is being elected or it is overloaded: worth waiting for.
 TRANSIENT_TEXTS = ("not leader", "leader changed", "no leader", "too many requests",
                    "request timed out", "server stopped", "not capable")
@@ -108,7 +111,14 @@ def is_compacted(exc: BaseException) -> bool:
 def is_tls_problem(details: str) -> bool:
     """The details name a TLS failure that retrying cannot fix (bad certificate, CA, files)."""
     text = details.lower()
-    return not is_cut_handshake(text) and any(word in text for word in TLS_WORDS)
+    return (not is_cut_handshake(text) and not is_handshake_timeout(text)
+            and any(word in text for word in TLS_WORDS))
+
+
+def is_handshake_timeout(details: str) -> bool:
+    """gRPC abandoned the connection's handshake (deadline): transient, plain or TLS."""
+    text = details.lower()
+    return any(word in text for word in HANDSHAKE_TIMEOUT)
 
 
 def is_cut_handshake(details: str) -> bool:
@@ -147,6 +157,10 @@ def translate(exc: BaseException, what: str, url: str) -> EngineError:
     if channel_gone(exc):
         return StoreUnavailable(f"etcd at {url} is unavailable while {what}: {details}",
                                 hint="gravity reconnects and retries")
+    if is_handshake_timeout(details):
+        return StoreUnavailable(
+            f"etcd at {url} did not finish connecting while {what}: {details}",
+            hint="etcd or this machine may be overloaded; gravity retries")
     if is_cut_handshake(details):
         return StoreUnavailable(
             f"etcd at {url} cut the TLS handshake while {what}: {details}",
@@ -192,6 +206,7 @@ __all__ = [
     "code_and_details",
     "is_compacted",
     "is_cut_handshake",
+    "is_handshake_timeout",
     "is_lease_not_found",
     "is_permission_denied",
     "is_token_expired",
