@@ -202,7 +202,7 @@ class AgentDispatcher(LocalDispatcher):
         self._lost_checked = now
         out = {}
         owners: dict[int, bool] = {}
-        for pid, st in running.items():
+        for phase_id, st in running.items():
             if st.owner is None or st.owner == self.lease.id:
                 continue
             if st.owner not in owners:
@@ -212,23 +212,23 @@ class AgentDispatcher(LocalDispatcher):
                 # the kill itself. Only then may the phase run again elsewhere.
                 if now - self._gone_since.setdefault(st.owner, now) < lease_grace():
                     continue
-                out[pid] = f"agent on {st.node}"
+                out[phase_id] = f"agent on {st.node}"
                 with self._lock:
-                    self.remote.pop(pid, None)
-                    self.since.pop(pid, None)
+                    self.remote.pop(phase_id, None)
+                    self.since.pop(phase_id, None)
         with self._lock:
             stale = [(p, v) for p, v in self.remote.items()
                      if now - self.since.get(p, now) > STALE_RESULT and p not in out]
-        for pid, version in stale:
-            current = self.store.get_state(self.op, pid)
+        for phase_id, version in stale:
+            current = self.store.get_state(self.op, phase_id)
             with self._lock:
-                if self.remote.get(pid) != version:
+                if self.remote.get(phase_id) != version:
                     continue
-                self.since[pid] = now
+                self.since[phase_id] = now
                 if current.version == version + 1 and current.state is not State.IN_PROGRESS:
-                    del self.remote[pid]
-                    del self.since[pid]
-                    self.results.put(PhaseResult(pid, version, recorded=current))
+                    del self.remote[phase_id]
+                    del self.since[phase_id]
+                    self.results.put(PhaseResult(phase_id, version, recorded=current))
         return out
 
     def close(self) -> None:

@@ -41,15 +41,15 @@ def transition_rows(operation: str, t: Transition, seq: int) -> tuple[str, str]:
     `json.dumps` of `t.new.to_dict()` and of `ChangeRecord.of(operation, t, seq).to_dict()`,
     sharing the escaped texts (tests/test_store_rows.py holds them equal)."""
     n = t.new
-    pid, version, attempt = json_str(n.phase_id), json_int(n.version), json_int(n.attempt)
+    phase_id, version, attempt = json_str(n.phase_id), json_int(n.version), json_int(n.attempt)
     action, owner, node = n.action.value, json_int(n.owner), json_text(n.node)
     error, note, at = json_text(n.error), json_text(n.note), json_float(n.updated)
     to = n.state.value
-    state = (f'{{"phase_id": {pid}, "state": "{to}", "version": {version}, '
+    state = (f'{{"phase_id": {phase_id}, "state": "{to}", "version": {version}, '
              f'"attempt": {attempt}, "action": "{action}", "owner": {owner}, "node": {node}, '
              f'"error": {error}, "note": {note}, "updated": {at}}}')
     record = (f'{{"seq": {json_int(seq)}, "operation_id": {json_str(operation)}, '
-              f'"phase_id": {pid}, "version": {version}, "from_state": '
+              f'"phase_id": {phase_id}, "version": {version}, "from_state": '
               f'"{t.from_state.value}", "to_state": "{to}", "action": "{action}", '
               f'"attempt": {attempt}, "owner": {owner}, "node": {node}, "error": {error}, '
               f'"note": {note}, "at": {at}}}')
@@ -61,17 +61,17 @@ def etcd_values(operation: str, t: Transition, index: int) -> tuple[bytes, bytes
     sorted; the record without its seq, with its `index` in the transaction): etcd_keys'
     `encode(t.new.to_dict())` and `log_value(ChangeRecord.of(operation, t), index)`."""
     n = t.new
-    pid, version, attempt = json_str(n.phase_id), json_int(n.version), json_int(n.attempt)
+    phase_id, version, attempt = json_str(n.phase_id), json_int(n.version), json_int(n.attempt)
     action, owner, node = n.action.value, json_int(n.owner), json_text(n.node)
     error, note, at = json_text(n.error), json_text(n.note), json_float(n.updated)
     to = n.state.value
     state = (f'{{"action":"{action}","attempt":{attempt},"error":{error},"node":{node},'
-             f'"note":{note},"owner":{owner},"phase_id":{pid},"state":"{to}",'
+             f'"note":{note},"owner":{owner},"phase_id":{phase_id},"state":"{to}",'
              f'"updated":{at},"version":{version}}}')
     record = (f'{{"action":"{action}","at":{at},"attempt":{attempt},"error":{error},'
               f'"from_state":"{t.from_state.value}","index":{json_int(index)},"node":{node},'
               f'"note":{note},"operation_id":{json_str(operation)},"owner":{owner},'
-              f'"phase_id":{pid},"to_state":"{to}","version":{version}}}')
+              f'"phase_id":{phase_id},"to_state":"{to}","version":{version}}}')
     return state.encode(), record.encode()
 
 
