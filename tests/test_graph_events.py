@@ -72,7 +72,7 @@ def test_plan_graph_dot_colours_states_and_draws_every_edge(ran) -> None:
     out = ran("plan", "graph", check=0).stdout
     nodes, clusters, edges = dot_parts(out)
     assert out.count("{") == out.count("}")
-    assert {pid: n["fillcolor"] for pid, n in nodes.items()} == {
+    assert {phase_id: n["fillcolor"] for phase_id, n in nodes.items()} == {
         "/init": COLOURS["completed"][0],
         "/masters/node-1/drain": COLOURS["failed"][0],
         "/masters/node-1/upgrade": COLOURS["unstarted"][0],
