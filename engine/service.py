@@ -154,9 +154,9 @@ def _recover(engine: Engine, op: Operation, view: PlanView, scope: list[str],
     transitions, adopted, gone = [], [], []
     for phase_id in scope:
         st = view.state(phase_id)
-        owner = lease_alive(engine.store, st.owner) if st.state is State.IN_PROGRESS else None
-        verdict = fsm.recovery(st, owner_alive=owner is not None,
-                               owner_is_agent=owner is not None and agent_protocol.is_agent(owner),
+        live = lease_alive(engine.store, st.owner) if st.state is State.IN_PROGRESS else None
+        verdict = fsm.recovery(st, owner_alive=live is not None,
+                               owner_is_agent=live is not None and agent_protocol.is_agent(live),
                                can_adopt=engine.dispatch == "agents")
         if verdict is fsm.Recovery.ADOPT:
             adopted.append(phase_id)
