@@ -73,21 +73,21 @@ def latency_figures(records: list[Any], starts: dict[str, float], phases: int,
 
 
 def agents_run(url: str, state: Path, pool: AgentPool, phases_per_node: int,
-               op: str = "bench") -> dict[str, Any]:
+               op_id: str = "bench") -> dict[str, Any]:
     """One operation of `phases_per_node` chained phases on each of the pool's nodes, driven
     by a whole `gravity plan resume` process (agents dispatch) with max-parallel = nodes.
     The pool is running and announced; returns wall, CPU and dispatch latency figures."""
     nodes = len(pool.nodes)
     phases = phases_per_node * nodes
-    plan = write_plan(state / f"plan-{op}.yaml", plan_doc(phases, nodes=nodes, parallel=nodes))
+    plan = write_plan(state / f"plan-{op_id}.yaml", plan_doc(phases, nodes=nodes, parallel=nodes))
     store = open_store(url)
     try:
-        made = create(url, state, plan, op)
-        pool.wait_following(store, op)
+        made = create(url, state, plan, op_id)
+        pool.wait_following(store, op_id)
         agents_cpu = pool.cpu_seconds()
-        ran = resume(url, state, op, "--max-parallel", str(nodes))
+        ran = resume(url, state, op_id, "--max-parallel", str(nodes))
         agents_cpu = pool.cpu_seconds() - agents_cpu
-        records = store.changelog(op)
+        records = store.changelog(op_id)
     finally:
         store.close()
     starts = agent_starts(state, pool.nodes)

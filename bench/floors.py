@@ -39,17 +39,17 @@ def phases(count: int, nodes: int) -> list[tuple[str, str]]:
     return [(f"/n{i % nodes:04d}/p{i:05d}", f"node-{i % nodes + 1}") for i in range(count)]
 
 
-def state_doc(pid: str, node: str, state: str, version: int) -> str:
+def state_doc(phase_id: str, node: str, state: str, version: int) -> str:
     """A state value as the engine writes it (~190 bytes), formatted, not encoded: the floor
     pays for the bytes, not for building them."""
-    return (f'{{"phase_id": "{pid}", "state": "{state}", "version": {version}, "attempt": 1, '
+    return (f'{{"phase_id": "{phase_id}", "state": "{state}", "version": {version}, "attempt": 1, '
             f'"action": "execute", "owner": 1, "node": "{node}", "error": null, '
             f'"note": null, "updated": {time.time()!r}}}')
 
 
-def record_doc(pid: str, node: str, before: str, after: str, version: int) -> str:
+def record_doc(phase_id: str, node: str, before: str, after: str, version: int) -> str:
     """A changelog value as the engine writes it (~250 bytes)."""
-    return (f'{{"operation_id": "{OP}", "phase_id": "{pid}", "version": {version}, '
+    return (f'{{"operation_id": "{OP}", "phase_id": "{phase_id}", "version": {version}, '
             f'"from_state": "{before}", "to_state": "{after}", "action": "execute", '
             f'"attempt": 1, "owner": 1, "node": "{node}", "error": null, "note": null, '
             f'"at": {time.time()!r}}}')
@@ -70,8 +70,8 @@ def sqlite_setup(path: str, count: int, nodes: int) -> None:
     db.execute("BEGIN IMMEDIATE")
     db.execute("INSERT INTO operations VALUES(?, ?, ?)", (OP, time.time(), "{}"))
     db.executemany("INSERT INTO states VALUES(?, ?, 0, ?)",
-                   [(OP, pid, state_doc(pid, node, "unstarted", 0))
-                    for pid, node in phases(count, nodes)])
+                   [(OP, phase_id, state_doc(phase_id, node, "unstarted", 0))
+                    for phase_id, node in phases(count, nodes)])
     db.execute("COMMIT")
     db.close()
 
@@ -79,17 +79,17 @@ def sqlite_setup(path: str, count: int, nodes: int) -> None:
 def sqlite_run(path: str, count: int, nodes: int) -> float:
     db = sqlite_connect(path)
     started = time.perf_counter()
-    for pid, node in phases(count, nodes):
+    for phase_id, node in phases(count, nodes):
         for version, (before, after) in enumerate(STEPS):
             db.execute("BEGIN IMMEDIATE")
             cur = db.execute("UPDATE states SET version=?, data=? WHERE op_id=? AND "
                              "phase_id=? AND version=?",
-                             (version + 1, state_doc(pid, node, after, version + 1), OP, pid,
-                              version))
+                             (version + 1, state_doc(phase_id, node, after, version + 1), OP,
+                              phase_id, version))
             if cur.rowcount != 1:
-                raise SystemExit(f"floor: {pid} was not at version {version}")
+                raise SystemExit(f"floor: {phase_id} was not at version {version}")
             db.execute("INSERT INTO changelog(op_id, data) VALUES(?, ?)",
-                       (OP, record_doc(pid, node, before, after, version + 1)))
+                       (OP, record_doc(phase_id, node, before, after, version + 1)))
             db.execute("COMMIT")
     elapsed = time.perf_counter() - started
     db.close()
@@ -103,11 +103,11 @@ def etcd_client(endpoint: str) -> Any:
     return pyetcd.client(host=host, port=int(port), timeout=30)
 
 
-def etcd_keys(prefix: str, pid: str, node: str, version: int) -> tuple[str, str]:
+def etcd_keys(prefix: str, phase_id: str, node: str, version: int) -> tuple[str, str]:
     """The state key and the log record key, laid out as the engine's (docs/storage.md)."""
     base = f"{prefix}/data/{OP}"
-    return (f"{base}/state/{quote(pid, safe='')}",
-            f"{base}/log/{node}/{quote(pid, safe='')}/{version:08d}")
+    return (f"{base}/state/{quote(phase_id, safe='')}",
+            f"{base}/log/{node}/{quote(phase_id, safe='')}/{version:08d}")
 
 
 def etcd_setup(endpoint: str, prefix: str) -> None:
@@ -122,16 +122,16 @@ def etcd_run(endpoint: str, prefix: str, count: int, nodes: int) -> float:
     client = etcd_client(endpoint)
     op_key = f"{prefix}/op/{OP}"
     started = time.perf_counter()
-    for pid, node in phases(count, nodes):
+    for phase_id, node in phases(count, nodes):
         for version, (before, after) in enumerate(STEPS):
-            state_key, log_key = etcd_keys(prefix, pid, node, version + 1)
+            state_key, log_key = etcd_keys(prefix, phase_id, node, version + 1)
             ok, _ = client.transaction(
                 compare=[tx.Version(op_key) > 0, tx.Version(state_key) == version],
-                success=[tx.Put(state_key, state_doc(pid, node, after, version + 1)),
-                         tx.Put(log_key, record_doc(pid, node, before, after, version + 1))],
+                success=[tx.Put(state_key, state_doc(phase_id, node, after, version + 1)),
+                         tx.Put(log_key, record_doc(phase_id, node, before, after, version + 1))],
                 failure=[tx.Get(op_key), tx.Get(state_key)])
             if not ok:
-                raise SystemExit(f"floor: {pid} was not at version {version}")
+                raise SystemExit(f"floor: {phase_id} was not at version {version}")
     elapsed = time.perf_counter() - started
     client.close()
     return elapsed

@@ -45,18 +45,18 @@ def sqlite_url(state_dir: Path) -> str:
     return f"sqlite://{(state_dir / 'gravity.db').resolve()}"
 
 
-def create(url: str, state_dir: Path, plan: Path, op: str, *,
+def create(url: str, state_dir: Path, plan: Path, op_id: str, *,
            sizes: Path | None = None) -> proc.Run:
     state_dir.mkdir(parents=True, exist_ok=True)
-    return proc.gravity(["operation", "create", "--plan", str(plan), "--id", op], url,
+    return proc.gravity(["operation", "create", "--plan", str(plan), "--id", op_id], url,
                         state_dir, sizes=sizes)
 
 
-def resume(url: str, state_dir: Path, op: str, *extra: str, sizes: Path | None = None,
+def resume(url: str, state_dir: Path, op_id: str, *extra: str, sizes: Path | None = None,
            **env: str) -> proc.Run:
     """`gravity plan resume` (console output on, into a file), its first transition watched."""
-    return proc.gravity(["plan", "resume", "--operation-id", op, *extra], url, state_dir,
-                        watch=state_dir / "logs" / f"{op}.jsonl", sizes=sizes, **env)
+    return proc.gravity(["plan", "resume", "--operation-id", op_id, *extra], url, state_dir,
+                        watch=state_dir / "logs" / f"{op_id}.jsonl", sizes=sizes, **env)
 
 
 def sqlite_floor(where: Path, phases: int, nodes: int = NODES) -> dict[str, float]:
@@ -138,9 +138,9 @@ def startup(workdir: Path, runs: int) -> dict[str, float]:
     counter = iter(range(10**6))
 
     def one_phase() -> proc.Run:
-        op = f"one-{next(counter)}"
-        create(url, state, one, op)
-        return resume(url, state, op, GRAVITY_DISPATCH="local")
+        op_id = f"one-{next(counter)}"
+        create(url, state, one, op_id)
+        return resume(url, state, op_id, GRAVITY_DISPATCH="local")
 
     one_run = median_of(runs, one_phase)
     thousand = write_plan(workdir / "plan-1000.yaml", plan_doc(1000))

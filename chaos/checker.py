@@ -61,12 +61,12 @@ def check_changelog(records: list[ChangeRecord], states: dict[str, PhaseState],
     if seqs != sorted(set(seqs)):
         v.violations.append(f"changelog seqs are not strictly increasing: {seqs[:20]}…")
     rebuilt = replay(records)
-    for pid in sorted(set(rebuilt) | set(states)):
-        a, b = rebuilt.get(pid), states.get(pid)
+    for phase_id in sorted(set(rebuilt) | set(states)):
+        a, b = rebuilt.get(phase_id), states.get(phase_id)
         if a is None or b is None:
-            v.violations.append(f"{pid}: in {'states' if a is None else 'the changelog'} only")
+            v.violations.append(f"{phase_id}: in {'states' if a is None else 'the changelog'} only")
         elif (a.state, a.version, a.attempt) != (b.state, b.version, b.attempt):
-            v.violations.append(f"{pid}: changelog replays to {a.state.value} v{a.version} "
+            v.violations.append(f"{phase_id}: changelog replays to {a.state.value} v{a.version} "
                                 f"attempt {a.attempt}, store holds {b.state.value} "
                                 f"v{b.version} attempt {b.attempt}")
     last: dict[str, ChangeRecord] = {}
@@ -116,7 +116,7 @@ def pid_running(pid: int) -> bool:
 def check_effects(eff: Effects, recs: list[ChangeRecord], v: Verdict) -> None:
     """One phase's effects against its changelog: no phantom, concurrent or repeated run,
     no completion without its effect."""
-    pid = eff.phase_id
+    phase_id = eff.phase_id
     v.violations.extend(eff.problems)
     v.concurrent.extend(eff.overlaps)
     started = {r.attempt for r in recs if r.to_state is State.IN_PROGRESS}
@@ -127,41 +127,41 @@ def check_effects(eff: Effects, recs: list[ChangeRecord], v: Verdict) -> None:
     seen: set[int] = set()
     for att in eff.attempts:
         if att.attempt in seen:
-            v.duplicated.append(f"{pid}: attempt {att.attempt} ran twice")
+            v.duplicated.append(f"{phase_id}: attempt {att.attempt} ran twice")
         seen.add(att.attempt)
         if att.attempt not in started:
-            v.violations.append(f"{pid}: attempt {att.attempt} ran but was never recorded "
+            v.violations.append(f"{phase_id}: attempt {att.attempt} ran but was never recorded "
                                 "in progress")
         if att.ended is None and pid_running(att.pid):
-            v.stuck.append(f"{pid}: attempt {att.attempt} (pid {att.pid}) is still running")
+            v.stuck.append(f"{phase_id}: attempt {att.attempt} (pid {att.pid}) is still running")
     completed = [r for r in recs if r.to_state is State.COMPLETED]
     for rec in completed:
         att = next((a for a in eff.attempts if a.attempt == rec.attempt), None)
         if att is None or att.ended is None:
-            v.lost.append(f"{pid}: recorded completed (attempt {rec.attempt}) but its effect "
+            v.lost.append(f"{phase_id}: recorded completed (attempt {rec.attempt}) but its effect "
                           "did not finish")
     if completed:
         first = completed[0]
         again = [r for r in recs if r.seq > first.seq and r.to_state is State.IN_PROGRESS]
         if again:
-            v.duplicated.append(f"{pid}: completed at seq {first.seq}, then started again "
+            v.duplicated.append(f"{phase_id}: completed at seq {first.seq}, then started again "
                                 f"(attempt {again[0].attempt})")
         later = [a for a in eff.attempts if a.attempt > first.attempt]
         if later and not again:
-            v.duplicated.append(f"{pid}: ran attempt {later[0].attempt} after completing")
+            v.duplicated.append(f"{phase_id}: ran attempt {later[0].attempt} after completing")
     finished = eff.finished
     for att in finished:
         close = closing.get(att.attempt)
         if close is None or close.to_state is State.COMPLETED:
             continue
         if not (close.error or "").startswith(LOST_MARKERS):
-            v.duplicated.append(f"{pid}: attempt {att.attempt} ran to its end but was "
+            v.duplicated.append(f"{phase_id}: attempt {att.attempt} ran to its end but was "
                                 f"recorded {close.to_state.value}: {close.error!r}")
     ordered = sorted(eff.attempts, key=lambda a: a.started)
     for a, b in itertools.pairwise(ordered):
         end = _attempt_end(a, recs)
         if end is None or b.started < end:
-            v.concurrent.append(f"{pid}: attempt {b.attempt} started at {b.started:.3f} while "
+            v.concurrent.append(f"{phase_id}: attempt {b.attempt} started at {b.started:.3f} while "
                                 f"attempt {a.attempt} was still running (until "
                                 f"{'?' if end is None else f'{end:.3f}'})")
 
@@ -213,18 +213,18 @@ def check_trial(store: Store, operation_id: str, leaves: Iterable[str], state_di
                       and state_of.get(expect.failed_phase or "") is State.FAILED
                       and [p for p, s in state_of.items() if s is State.FAILED]
                       == [expect.failed_phase])
-    for pid, st in sorted(state_of.items()):
+    for phase_id, st in sorted(state_of.items()):
         if st is State.IN_PROGRESS:
-            v.stuck.append(f"{pid}: left in progress")
+            v.stuck.append(f"{phase_id}: left in progress")
     if op.state is OpState.ACTIVE:
         v.stuck.append(f"operation {operation_id} is still active")
     if store.active_operation_id() is not None:
         v.stuck.append(f"cluster lock still held by {store.active_operation_id()}")
     v.stuck.extend(leftovers(store, operation_id, agent_nodes, settle))
     effects = read_effects(state_dir, leaves)
-    for pid in leaves:
-        check_effects(effects[pid], by_phase.get(pid, []), v)
-    for pid in expect.never_run:
-        if by_phase.get(pid) or effects[pid].attempts:
-            v.violations.append(f"{pid}: ran although a phase it requires failed for good")
+    for phase_id in leaves:
+        check_effects(effects[phase_id], by_phase.get(phase_id, []), v)
+    for phase_id in expect.never_run:
+        if by_phase.get(phase_id) or effects[phase_id].attempts:
+            v.violations.append(f"{phase_id}: ran although a phase it requires failed for good")
     return v

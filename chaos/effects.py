@@ -72,9 +72,9 @@ class Effects:
 def read_effects(state_dir: Path, phase_ids: Iterable[str]) -> dict[str, Effects]:
     """Parse each phase's effect file (absent = never ran)."""
     out = {}
-    for pid in phase_ids:
-        eff = Effects(pid)
-        path = effects_file(state_dir, pid)
+    for phase_id in phase_ids:
+        eff = Effects(phase_id)
+        path = effects_file(state_dir, phase_id)
         lines = path.read_text().splitlines() if path.exists() else []
         open_by_pid: dict[int, Attempt] = {}
         for line in lines:
@@ -84,15 +84,15 @@ def read_effects(state_dir: Path, phase_ids: Iterable[str]) -> dict[str, Effects
                 eff.attempts.append(a)
                 open_by_pid[a.pid] = a
             elif len(parts) == 4 and parts[0] == "overlap":
-                eff.overlaps.append(f"{pid}: attempt {parts[1]} (pid {parts[3]}) started at "
+                eff.overlaps.append(f"{phase_id}: attempt {parts[1]} (pid {parts[3]}) started at "
                                     f"{parts[2]} while another attempt's processes lived")
             elif len(parts) == 4 and parts[0] == "end":
                 a = open_by_pid.pop(int(parts[3]), None)
                 if a is None or a.attempt != int(parts[1]):
-                    eff.problems.append(f"{pid}: end line without its start: {line!r}")
+                    eff.problems.append(f"{phase_id}: end line without its start: {line!r}")
                     continue
                 a.ended = float(parts[2])
             else:
-                eff.problems.append(f"{pid}: torn or unknown effect line {line!r}")
-        out[pid] = eff
+                eff.problems.append(f"{phase_id}: torn or unknown effect line {line!r}")
+        out[phase_id] = eff
     return out

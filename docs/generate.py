@@ -21,10 +21,11 @@ How it works:
   transcripts.py): the state dirs become `$GRAVITY_STATE_DIR`, the repository root `$PWD`,
   other scratch files their bare names, dates `Mon Jan 01 12:00:00 UTC`, clock times
   `12:00:00`, ISO times `2024-01-01T12:00:00.000Z`, JSON times `1704110400.0`, durations
-  `in 0.01s`, pids `pid 4242`, lease IDs `lease 7`, digests `sha256:0123456789ab`, archive
-  sizes `(1234 bytes)`; the host name is fixed with GRAVITY_HOSTNAME. Phases that finish
-  together (consecutive "in_progress -> completed/failed/rolled_back" lines, e.g. the children
-  of a parallel composite) are listed in phase-ID order, since their real order is a race.
+  `in 0.01s` (`"duration": 0.01` in JSON), pids `pid 4242`, lease IDs `lease 7`, digests
+  `sha256:0123456789ab`, archive sizes `(1234 bytes)`; the host name is fixed with
+  GRAVITY_HOSTNAME. Phases that finish together (consecutive "in_progress ->
+  completed/failed/rolled_back" lines, e.g. the children of a parallel composite) are listed
+  in phase-ID order, since their real order is a race.
   Long transition logs may be shortened to their first and last lines, with a marker saying
   how many were left out.
 

@@ -220,10 +220,11 @@ def tools(base: Path, paths: dict[str, str]) -> dict[str, str]:
     records = [json.loads(line) for line in s.run(("events", "-o", "json"), 0).splitlines()]
     since = str(records[-3]["seq"])
     last = s.gravity("events", "--since", since, "-o", "json")
-    fields = ("seq", "operation_id", "phase_id", "version", "from_state", "to_state", "action",
-              "attempt", "owner", "node", "error", "note", "at")
+    fields = ("seq", "phase", "version", "node", "attempt", "action", "from", "to", "owner",
+              "error", "note", "duration", "operation", "event", "ts")
     shown = [json.loads(line) for line in last.output.splitlines()]
-    if [tuple(r) for r in shown] != [fields, fields] or shown[0]["owner"] is None:
+    if (len(shown) != 2 or any(set(r) - set(fields) for r in shown)
+            or "owner" not in shown[0] or "duration" not in shown[1]):
         raise GenerationError(f"tools/events-json: the page lists the fields {fields} and "
                               f"an owner while in progress; the CLI printed {last.output}")
     out["tools/events-json"] = block(last)

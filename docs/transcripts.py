@@ -31,6 +31,7 @@ DIGEST = re.compile(r"\bsha256:[0-9a-f]{12,64}\b")
 BYTES = re.compile(r"\(\d+ bytes\)")
 JSON_AT = re.compile(r'"at": \d+(?:\.\d+)?')
 JSON_OWNER = re.compile(r'"owner": \d+')
+JSON_DURATION = re.compile(r'"duration": \d+(?:\.\d+)?(?:e-?\d+)?')
 TRANSITION = re.compile(r"^\d\d:\d\d:\d\d /\S*: \w+ -> \w+ ")
 FINISHED = re.compile(r"^\d\d:\d\d:\d\d (/\S*): in_progress -> (?:completed|failed|rolled_back) ")
 
@@ -90,6 +91,7 @@ def normalize(text: str, paths: dict[str, str]) -> str:
     text = BYTES.sub("(1234 bytes)", text)
     text = JSON_AT.sub('"at": 1704110400.0', text)
     text = JSON_OWNER.sub('"owner": 7', text)
+    text = JSON_DURATION.sub('"duration": 0.01', text)
     return sort_simultaneous(text)
 
 

@@ -165,7 +165,7 @@ class Agent:
         the heartbeat or published where a coordinator would dispatch to it.
         """
         previous = self.lease
-        lease = self.store.grant_lease(proto.lease_owner(self.node), self.ttl)
+        lease = self.store.grant_lease(proto.lease_name(self.node), self.ttl)
         name = proto.lock_name(self.node)
         try:
             holder = self.store.lock_holder(name)

@@ -32,13 +32,13 @@ def lock_name(node: str) -> str:
     return f"agent/{node}"
 
 
-def lease_owner(node: str) -> str:
-    """The owner name an agent's lease carries (shown in refusals and `gravity plan`)."""
+def lease_name(node: str) -> str:
+    """The name an agent's lease carries (shown in refusals and `gravity plan`)."""
     return f"{LEASE_PREFIX}{node}"
 
 
 def is_agent(lease: Lease) -> bool:
-    return lease.owner.startswith(LEASE_PREFIX)
+    return lease.name.startswith(LEASE_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ __all__ = [
     "agent",
     "agents",
     "is_agent",
-    "lease_owner",
+    "lease_name",
     "lock_name",
     "pending_stop",
     "publish",

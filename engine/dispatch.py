@@ -73,7 +73,7 @@ class LocalDispatcher(Dispatcher):
         super().__init__()
         self.store, self.lease, self.fence = store, lease, fence
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="phase")
-        self.op, self.state_dir, self.data = operation_id, state_dir, operation_data
+        self.op_id, self.state_dir, self.data = operation_id, state_dir, operation_data
         # This host published the image: its blobs are in this state dir's cache.
         self.content = CachedContent(BlobCache(state_dir))
 
@@ -83,7 +83,7 @@ class LocalDispatcher(Dispatcher):
     def launch(self, spec: PhaseSpec, st: PhaseState, deadline: float | None,
                cancel: threading.Event) -> None:
         def work() -> None:
-            self.results.put(run_phase(spec, st, operation_id=self.op,
+            self.results.put(run_phase(spec, st, operation_id=self.op_id,
                                        state_dir=self.state_dir, operation_data=self.data,
                                        cancel=cancel, deadline=deadline, fence=self.fence,
                                        content=self.content,
@@ -172,7 +172,7 @@ class AgentDispatcher(LocalDispatcher):
     def _watch(self) -> None:
         while not self._stop.is_set():
             try:
-                records = self.store.wait_changes(self.op, self._after, timeout=1.0)
+                records = self.store.wait_changes(self.op_id, self._after, timeout=1.0)
             except EngineError:
                 time.sleep(0.5)
                 continue
@@ -202,7 +202,7 @@ class AgentDispatcher(LocalDispatcher):
         self._lost_checked = now
         out = {}
         owners: dict[int, bool] = {}
-        for pid, st in running.items():
+        for phase_id, st in running.items():
             if st.owner is None or st.owner == self.lease.id:
                 continue
             if st.owner not in owners:
@@ -212,23 +212,23 @@ class AgentDispatcher(LocalDispatcher):
                 # the kill itself. Only then may the phase run again elsewhere.
                 if now - self._gone_since.setdefault(st.owner, now) < lease_grace():
                     continue
-                out[pid] = f"agent on {st.node}"
+                out[phase_id] = f"agent on {st.node}"
                 with self._lock:
-                    self.remote.pop(pid, None)
-                    self.since.pop(pid, None)
+                    self.remote.pop(phase_id, None)
+                    self.since.pop(phase_id, None)
         with self._lock:
             stale = [(p, v) for p, v in self.remote.items()
                      if now - self.since.get(p, now) > STALE_RESULT and p not in out]
-        for pid, version in stale:
-            current = self.store.get_state(self.op, pid)
+        for phase_id, version in stale:
+            current = self.store.get_state(self.op_id, phase_id)
             with self._lock:
-                if self.remote.get(pid) != version:
+                if self.remote.get(phase_id) != version:
                     continue
-                self.since[pid] = now
+                self.since[phase_id] = now
                 if current.version == version + 1 and current.state is not State.IN_PROGRESS:
-                    del self.remote[pid]
-                    del self.since[pid]
-                    self.results.put(PhaseResult(pid, version, recorded=current))
+                    del self.remote[phase_id]
+                    del self.since[phase_id]
+                    self.results.put(PhaseResult(phase_id, version, recorded=current))
         return out
 
     def close(self) -> None:
@@ -236,7 +236,7 @@ class AgentDispatcher(LocalDispatcher):
         deadline = time.monotonic() + 3
         while self._watcher.is_alive() and time.monotonic() < deadline:
             # Its wait returns now, not at its timeout; again, in case it was not yet waiting.
-            self.store.wake(self.op)
+            self.store.wake(self.op_id)
             self._watcher.join(timeout=0.01)
         super().close()
 

@@ -49,22 +49,33 @@ def _number(value: float) -> str:
 
 def transition_fields(rec: ChangeRecord, duration: float | None) -> dict[str, Any]:
     """A transition event's fields, in the order its line lists them (None left out)."""
-    fields: dict[str, Any] = {"phase": rec.phase_id, "node": rec.node, "attempt": rec.attempt,
+    fields: dict[str, Any] = {"seq": rec.seq, "phase": rec.phase_id, "version": rec.version,
+                              "node": rec.node, "attempt": rec.attempt,
                               "action": rec.action.value, "from": rec.from_state.value,
-                              "to": rec.to_state.value, "error": rec.error, "note": rec.note,
+                              "to": rec.to_state.value, "owner": rec.owner, "error": rec.error,
+                              "note": rec.note,
                               "duration": round(duration, 3) if duration is not None else None}
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def transition_event(rec: ChangeRecord, duration: float | None) -> dict[str, Any]:
+    """A stored transition as the event log's event (what `gravity events -o json` prints):
+    the same fields, its `ts` the time the store recorded it."""
+    return {**transition_fields(rec, duration), "operation": rec.operation_id,
+            "event": "transition", "ts": stamp(rec.at)}
 
 
 def transition_line(rec: ChangeRecord, duration: float | None, operation: str, ts: str) -> str:
     """The JSON line of one transition, written out field by field: the same bytes as
     `_json` of its event (tests/test_events.py holds the two equal), at a third of the cost —
     a run writes one per transition."""
-    parts = [f'{{"phase": {_str(rec.phase_id)}']
+    parts = [f'{{"seq": {rec.seq:d}, "phase": {_str(rec.phase_id)}, "version": {rec.version:d}']
     if rec.node is not None:
         parts.append(f'"node": {_str(rec.node)}')
     parts.append(f'"attempt": {rec.attempt:d}, "action": "{rec.action.value}", '
                  f'"from": "{rec.from_state.value}", "to": "{rec.to_state.value}"')
+    if rec.owner is not None:
+        parts.append(f'"owner": {rec.owner:d}')
     if rec.error is not None:
         parts.append(f'"error": {_str(rec.error)}')
     if rec.note is not None:

@@ -130,15 +130,15 @@ class PlanGraph:
     def children_of(self) -> dict[str, tuple[str, ...]]:
         """Children per parent, the top level under ROOT."""
         out: dict[str, list[str]] = {ROOT: []}
-        for pid in self.order:
-            s = self.specs[pid]
+        for phase_id in self.order:
+            s = self.specs[phase_id]
             out.setdefault(s.id, [])
             out.setdefault(s.parent, []).append(s.id)
         return {k: tuple(v) for k, v in out.items()}
 
     @cached_property
     def leaves(self) -> tuple[str, ...]:
-        return tuple(pid for pid in self.order if self.specs[pid].is_leaf)
+        return tuple(phase_id for phase_id in self.order if self.specs[phase_id].is_leaf)
 
     def ancestors(self, phase_id: str) -> list[str]:
         """Composite ancestors, nearest first."""
@@ -174,7 +174,7 @@ class PlanGraph:
         if self.specs[phase_id].is_leaf:
             return [phase_id]
         prefix = phase_id + "/"
-        return [pid for pid in self.leaves if pid.startswith(prefix)]
+        return [phase_id for phase_id in self.leaves if phase_id.startswith(prefix)]
 
     def find_cycle(self) -> list[str] | None:
         """Phase IDs along one cycle (first repeated at the end), or None when acyclic.
@@ -189,9 +189,9 @@ class PlanGraph:
             return None
         path: list[str] = []
         for u, _v in edges:
-            pid = phase_of(u)
-            if not path or path[-1] != pid:
-                path.append(pid)
+            phase_id = phase_of(u)
+            if not path or path[-1] != phase_id:
+                path.append(phase_id)
         if path and path[0] != path[-1]:
             path.append(path[0])
         return path
@@ -214,16 +214,16 @@ class PlanGraph:
 
         given: set[str] = set()
         reach: set[str] = set()
-        for pid in phase_ids:
-            given.update(self.leaves_under(pid))
-            reach |= nx.descendants(self.dag, self.node_out(pid))
+        for phase_id in phase_ids:
+            given.update(self.leaves_under(phase_id))
+            reach |= nx.descendants(self.dag, self.node_out(phase_id))
         return {n for n in reach if n in self.specs and self.specs[n].is_leaf} - given
 
     def leaf_topological_order(self) -> list[str]:
         """Leaves in an order that respects every dependency (written order breaks ties)."""
         import networkx as nx
 
-        rank = {pid: i for i, pid in enumerate(self.order)}
+        rank = {phase_id: i for i, phase_id in enumerate(self.order)}
 
         def key(node: str) -> int:
             return rank.get(phase_of(node), -1)

@@ -390,14 +390,14 @@ class Lease:
     """A liveness token: held by a process, alive while renewed before `expires`."""
 
     id: int
-    owner: str
+    name: str  # who holds it, e.g. coordinator:<op> (stored as `owner`)
     host: str
     pid: int
     ttl: float
     expires: float
 
     def describe(self) -> str:
-        return f"{self.owner} (pid {self.pid} on {self.host}, lease {self.id})"
+        return f"{self.name} (pid {self.pid} on {self.host}, lease {self.id})"
 
 
 def replay(records: list[ChangeRecord]) -> dict[str, PhaseState]:

@@ -39,9 +39,9 @@ class _Reader:
             return []
         ids = []
         for i, item in enumerate(items):
-            pid = self.phase(item, parent, f"{field}[{i}]")
-            if pid is not None:
-                ids.append(pid)
+            phase_id = self.phase(item, parent, f"{field}[{i}]")
+            if phase_id is not None:
+                ids.append(phase_id)
         return ids
 
     def phase(self, item: object, parent: str, field: str) -> str | None:
@@ -57,18 +57,18 @@ class _Reader:
         if bad is not None:
             self.problem(f"{field}.id", bad)
             return None
-        pid = f"{parent}/{segment}"
-        if pid in self.seen:
+        phase_id = f"{parent}/{segment}"
+        if phase_id in self.seen:
             self.problem(f"{field}.id", f"duplicate phase ID (first defined at "
-                         f"{self.seen[pid]})", pid)
+                         f"{self.seen[phase_id]})", phase_id)
             return None
-        self.seen[pid] = field
+        self.seen[phase_id] = field
         index = len(self.specs)
-        self.specs.append(PhaseSpec(id=pid, parent=parent))  # placeholder keeps pre-order
+        self.specs.append(PhaseSpec(id=phase_id, parent=parent))  # placeholder keeps pre-order
 
         description = item.get("description", "")
         if not isinstance(description, str):
-            self.problem(f"{field}.description", "expected a string", pid)
+            self.problem(f"{field}.description", "expected a string", phase_id)
             description = str(description)
         children: list[str] = []
         executor = item.get("executor")
@@ -76,37 +76,38 @@ class _Reader:
         if "phases" in item:
             if executor is not None or "data" in item:
                 self.problem(field, "a phase has either `phases` (composite) or `executor` "
-                             "and `data` (leaf), not both", pid)
-            children = self.phases(item["phases"], pid, f"{field}.phases")
+                             "and `data` (leaf), not both", phase_id)
+            children = self.phases(item["phases"], phase_id, f"{field}.phases")
             executor, data = None, {}
         else:
             if executor is None:
                 self.problem(f"{field}.executor", "a leaf phase needs an executor "
-                             "(or `phases` to be a composite)", pid)
+                             "(or `phases` to be a composite)", phase_id)
             elif not isinstance(executor, str):
-                self.problem(f"{field}.executor", "expected an executor name", pid)
+                self.problem(f"{field}.executor", "expected an executor name", phase_id)
                 executor = None
             if data is None:
                 data = {}
             if not isinstance(data, Mapping):
-                self.problem(f"{field}.data", "expected a mapping", pid)
+                self.problem(f"{field}.data", "expected a mapping", phase_id)
                 data = {}
         requires = item.get("requires", [])
         if isinstance(requires, str):
             requires = [requires]
         if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
-            self.problem(f"{field}.requires", "expected a list of absolute phase IDs", pid)
+            self.problem(f"{field}.requires", "expected a list of absolute phase IDs", phase_id)
             requires = []
         for j, req in enumerate(requires):
             if not req.startswith("/"):
                 self.problem(f"{field}.requires[{j}]",
-                             f"expected an absolute phase ID starting with '/', got {req!r}", pid)
+                             f"expected an absolute phase ID starting with '/', got {req!r}",
+                             phase_id)
         node = item.get("node")
         if node is not None and (bad := node_name_problem(node)) is not None:
-            self.problem(f"{field}.node", bad, pid)
+            self.problem(f"{field}.node", bad, phase_id)
             node = None
-        parallel = self.parallel(item.get("parallel", 1), f"{field}.parallel", pid)
-        retry = self.retry(item.get("retry"), f"{field}.retry", pid)
+        parallel = self.parallel(item.get("parallel", 1), f"{field}.parallel", phase_id)
+        retry = self.retry(item.get("retry"), f"{field}.retry", phase_id)
         timeout = None
         if item.get("timeout") is not None:
             try:
@@ -114,58 +115,58 @@ class _Reader:
                 if timeout <= 0:
                     raise ValueError("expected a positive duration like 30s or 5m")
             except ValueError as exc:
-                self.problem(f"{field}.timeout", str(exc), pid)
+                self.problem(f"{field}.timeout", str(exc), phase_id)
         self.specs[index] = PhaseSpec(
-            id=pid, parent=parent, description=description, children=tuple(children),
+            id=phase_id, parent=parent, description=description, children=tuple(children),
             executor=executor, data=dict(data), requires=tuple(requires), node=node,
             parallel=parallel, retry=retry, timeout=timeout,
         )
-        return pid
+        return phase_id
 
-    def parallel(self, value: object, field: str, pid: str | None) -> int:
+    def parallel(self, value: object, field: str, phase_id: str | None) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            self.problem(field, f"expected a whole number >= 1, got {value!r}", pid)
+            self.problem(field, f"expected a whole number >= 1, got {value!r}", phase_id)
             return 1
         return value
 
-    def retry(self, value: object, field: str, pid: str) -> RetryPolicy:
+    def retry(self, value: object, field: str, phase_id: str) -> RetryPolicy:
         if value is None:
             return RetryPolicy()
         if not isinstance(value, Mapping):
             self.problem(field, "expected a mapping with attempts, initial, factor, max, jitter",
-                         pid)
+                         phase_id)
             return RetryPolicy()
         for key in value:
             if key not in RETRY_KEYS:
                 self.problem(f"{field}.{key}", "unknown field; expected one of "
-                             f"{', '.join(sorted(RETRY_KEYS))}", pid)
+                             f"{', '.join(sorted(RETRY_KEYS))}", phase_id)
         base = RetryPolicy()
         attempts = value.get("attempts", base.attempts)
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             self.problem(f"{field}.attempts", f"expected a whole number >= 1, got {attempts!r}",
-                         pid)
+                         phase_id)
             attempts = base.attempts
         durations = {}
         for key in ("initial", "max"):
             try:
                 durations[key] = parse_duration(value.get(key, getattr(base, key)))
             except ValueError as exc:
-                self.problem(f"{field}.{key}", str(exc), pid)
+                self.problem(f"{field}.{key}", str(exc), phase_id)
                 durations[key] = getattr(base, key)
         factor = value.get("factor", base.factor)
         if isinstance(factor, bool) or not isinstance(factor, int | float) or \
                 not math.isfinite(factor) or factor < 1:
-            self.problem(f"{field}.factor", f"expected a number >= 1, got {factor!r}", pid)
+            self.problem(f"{field}.factor", f"expected a number >= 1, got {factor!r}", phase_id)
             factor = base.factor
         jitter = value.get("jitter", base.jitter)
         if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not (
             0 <= jitter <= 1
         ):
             self.problem(f"{field}.jitter", f"expected a fraction between 0 and 1, got "
-                         f"{jitter!r}", pid)
+                         f"{jitter!r}", phase_id)
             jitter = base.jitter
         if durations["max"] < durations["initial"]:
-            self.problem(f"{field}.max", "expected max >= initial", pid)
+            self.problem(f"{field}.max", "expected max >= initial", phase_id)
         return RetryPolicy(attempts=attempts, initial=durations["initial"], factor=float(factor),
                            max=durations["max"], jitter=float(jitter))
 

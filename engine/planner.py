@@ -69,14 +69,14 @@ class Planner:
         # Composites limiting concurrency (parallel > 1) that each leaf passes through, with
         # the child of each composite on the way down to the leaf.
         self.throttles: dict[str, list[tuple[str, str]]] = {}
-        for pid in self.targets:
+        for phase_id in self.targets:
             chain = []
-            child = pid
-            for anc in [*self.g.ancestors(pid), ROOT]:
+            child = phase_id
+            for anc in [*self.g.ancestors(phase_id), ROOT]:
                 if self._limit(anc) > 1:
                     chain.append((anc, child))
                 child = anc
-            self.throttles[pid] = chain
+            self.throttles[phase_id] = chain
 
     def _limit(self, composite: str) -> int:
         return self.g.root_parallel if composite == ROOT else self.g.specs[composite].parallel
@@ -93,69 +93,69 @@ class Planner:
         starts: list[tuple[str, int]] = []
         deferred: list[str] = []
         while self.ready and len(starts) < budget:
-            pid = self.ready.popleft()
-            blocker = self._throttled(pid)
+            phase_id = self.ready.popleft()
+            blocker = self._throttled(phase_id)
             if blocker is not None:
-                self.throttle_waits.setdefault(blocker, deque()).append(pid)
+                self.throttle_waits.setdefault(blocker, deque()).append(phase_id)
                 continue
-            node = self.g.node_of(pid)
-            if self.exclusive(pid) and self.node_busy.get(node, 0) > 0:
-                deferred.append(pid)
+            node = self.g.node_of(phase_id)
+            if self.exclusive(phase_id) and self.node_busy.get(node, 0) > 0:
+                deferred.append(phase_id)
                 continue
             owner = runner(node)
             if owner is None:
-                park(pid)
+                park(phase_id)
                 continue
-            self.occupy(pid)
-            starts.append((pid, owner))
+            self.occupy(phase_id)
+            starts.append((phase_id, owner))
         self.ready.extendleft(reversed(deferred))
         return starts
 
-    def occupy(self, pid: str) -> None:
-        """Count `pid` as running: its composites' slots and, if exclusive, its node."""
-        for composite, child in self.throttles.get(pid, ()):
+    def occupy(self, phase_id: str) -> None:
+        """Count `phase_id` as running: its composites' slots and, if exclusive, its node."""
+        for composite, child in self.throttles.get(phase_id, ()):
             self.active_children.setdefault(composite, set()).add(child)
-        if self.exclusive(pid):
-            node = self.g.node_of(pid)
+        if self.exclusive(phase_id):
+            node = self.g.node_of(phase_id)
             self.node_busy[node] = self.node_busy.get(node, 0) + 1
 
-    def exclusive(self, pid: str) -> bool:
+    def exclusive(self, phase_id: str) -> bool:
         """A named node runs one phase at a time unless a parallel composite pinned to that
         node says its children may overlap there. Phases without a node follow only the
         plan's parallelism."""
-        cached = self._exclusive.get(pid)
+        cached = self._exclusive.get(phase_id)
         if cached is not None:
             return cached
-        exclusive = any(self.g.specs[p].node for p in (pid, *self.g.ancestors(pid)))
-        node = self.g.node_of(pid)
-        for composite, _ in self.throttles.get(pid, ()):
+        exclusive = any(self.g.specs[p].node for p in (phase_id, *self.g.ancestors(phase_id)))
+        node = self.g.node_of(phase_id)
+        for composite, _ in self.throttles.get(phase_id, ()):
             if composite != ROOT and self.g.specs[composite].node == node:
                 exclusive = False
-        self._exclusive[pid] = exclusive
+        self._exclusive[phase_id] = exclusive
         return exclusive
 
-    def _throttled(self, pid: str) -> str | None:
-        for composite, child in self.throttles.get(pid, ()):
+    def _throttled(self, phase_id: str) -> str | None:
+        for composite, child in self.throttles.get(phase_id, ()):
             active = self.active_children.setdefault(composite, set())
             if child not in active and len(active) >= self._limit(composite):
                 return composite
         return None
 
     # -- how attempts ended ------------------------------------------------------------------
-    def stopped(self, pid: str) -> None:
-        """An attempt of `pid` ended (any way): its node is free again."""
-        node = self.g.node_of(pid)
-        if self.exclusive(pid) and self.node_busy.get(node, 0) > 0:
+    def stopped(self, phase_id: str) -> None:
+        """An attempt of `phase_id` ended (any way): its node is free again."""
+        node = self.g.node_of(phase_id)
+        if self.exclusive(phase_id) and self.node_busy.get(node, 0) > 0:
             self.node_busy[node] -= 1
 
-    def again(self, pid: str) -> None:
-        """`pid` may be tried again now (its retry is due, or its node's runner appeared)."""
-        self.ready.append(pid)
+    def again(self, phase_id: str) -> None:
+        """`phase_id` may be tried again now (its retry is due, or its node's runner appeared)."""
+        self.ready.append(phase_id)
 
-    def completed(self, pid: str) -> None:
-        """`pid` is where the run wants it: walk only its dependents; newly unblocked target
+    def completed(self, phase_id: str) -> None:
+        """`phase_id` is where the run wants it: walk only its dependents; newly unblocked target
         leaves become ready; composite slots it held are freed once its child is done."""
-        stack = [pid]
+        stack = [phase_id]
         specs = self.g.specs
         while stack:
             node = stack.pop()
@@ -170,25 +170,25 @@ class Planner:
                             self.ready.append(nxt)
                     else:
                         stack.append(nxt)
-        self._release(pid, given_up=False)
+        self._release(phase_id, given_up=False)
 
-    def given_up(self, pid: str) -> None:
-        """`pid` failed for good: the composite slots it held are freed."""
-        self._release(pid, given_up=True)
+    def given_up(self, phase_id: str) -> None:
+        """`phase_id` failed for good: the composite slots it held are freed."""
+        self._release(phase_id, given_up=True)
 
-    def _release(self, pid: str, given_up: bool) -> None:
-        for composite, child in self.throttles.get(pid, ()):
+    def _release(self, phase_id: str, given_up: bool) -> None:
+        for composite, child in self.throttles.get(phase_id, ()):
             if given_up or self.g.node_out(child) in self.done:
                 active = self.active_children.get(composite)
                 if active is not None and child in active:
                     active.discard(child)
                     self.ready.extend(self.throttle_waits.pop(composite, ()))
 
-    def adopt(self, pid: str) -> None:
-        """`pid` is already running (an agent runs it): never start it, count it running."""
-        if pid in self.ready:
-            self.ready.remove(pid)
-        self.occupy(pid)
+    def adopt(self, phase_id: str) -> None:
+        """`phase_id` is already running (an agent runs it): never start it, count it running."""
+        if phase_id in self.ready:
+            self.ready.remove(phase_id)
+        self.occupy(phase_id)
 
     def not_done(self) -> list[str]:
         """Targets this run did not bring where it wanted them, sorted."""

@@ -39,13 +39,13 @@ def _latest_updates(view: PlanView) -> dict[str, float]:
     """Last update time of every phase: a leaf's own, a composite's newest leaf's (one pass)."""
     g = view.graph
     latest: dict[str, float] = {}
-    for pid in reversed(g.order):
-        spec = g.specs[pid]
+    for phase_id in reversed(g.order):
+        spec = g.specs[phase_id]
         if spec.is_leaf:
-            st = view.states.get(pid)
-            latest[pid] = st.updated if st else 0.0
+            st = view.states.get(phase_id)
+            latest[phase_id] = st.updated if st else 0.0
         else:
-            latest[pid] = max((latest[c] for c in spec.children), default=0.0)
+            latest[phase_id] = max((latest[c] for c in spec.children), default=0.0)
     return latest
 
 
@@ -103,24 +103,24 @@ def plan_text(view: PlanView, *, short: bool = False,
     g = view.graph
     latest = _latest_updates(view)
     rows = []
-    for pid in g.order:
-        spec = g.specs[pid]
+    for phase_id in g.order:
+        spec = g.specs[phase_id]
         if short and spec.parent:
             continue
-        state = view.derived[pid]
+        state = view.derived[phase_id]
         label = LABELS[state]
-        st = view.states.get(pid)
+        st = view.states.get(phase_id)
         if spec.is_leaf and st is not None and st.state is State.FAILED and st.note and \
                 st.note.startswith("attempt"):
             if not retry_stale(view, st):
                 label = f"{label} (retrying)"
             elif not op.state.finished:
                 label = f"{label} (idle)"
-        node = spec.node or ("" if not spec.is_leaf else g.node_of(pid))
+        node = spec.node or ("" if not spec.is_leaf else g.node_of(phase_id))
         requires = ",".join(spec.requires) or "-"
-        updated = latest[pid]
+        updated = latest[phase_id]
         rows.append([
-            "  " * spec.depth + f"{MARKERS[state]} {pid}",
+            "  " * spec.depth + f"{MARKERS[state]} {phase_id}",
             spec.description or "-",
             label,
             node or "-",
@@ -134,19 +134,19 @@ def plan_text(view: PlanView, *, short: bool = False,
         head += f"; {idle}"
     out = [head, ""]
     out.append(table(rows, ["Phase", "Description", "State", "Node", "Requires", "Updated"]))
-    rank = {pid: i for i, pid in enumerate(g.order)}
+    rank = {phase_id: i for i, phase_id in enumerate(g.order)}
     failed = sorted(((p, s) for p, s in view.states.items()
                      if s.state is State.FAILED and s.error), key=lambda kv: rank[kv[0]])
     if failed:
         out.append("")
-        for pid, st in failed:
-            out.append(f"Phase {pid} failed (attempt {st.attempt}) on node {st.node or '-'}:")
+        for phase_id, st in failed:
+            out.append(f"Phase {phase_id} failed (attempt {st.attempt}) on node {st.node or '-'}:")
             out.extend(f"    {line}" for line in st.error.splitlines()[-12:])
             note = phase_note(view, st)
             if note:
                 out.append(f"    ({note})")
-            if logs and pid in logs:
-                out.append(f"    full output: {logs[pid]}")
+            if logs and phase_id in logs:
+                out.append(f"    full output: {logs[phase_id]}")
     notes = sorted(((p, s) for p, s in view.states.items()
                     if s.note and s.state is State.COMPLETED and s.note.startswith("skipped")),
                    key=lambda kv: rank[kv[0]])
@@ -156,19 +156,19 @@ def plan_text(view: PlanView, *, short: bool = False,
     return "\n".join(out)
 
 
-def _phase_dict(view: PlanView, pid: str) -> dict[str, Any]:
+def _phase_dict(view: PlanView, phase_id: str) -> dict[str, Any]:
     g = view.graph
-    spec = g.specs[pid]
+    spec = g.specs[phase_id]
     d: dict[str, Any] = {
-        "id": pid,
+        "id": phase_id,
         "description": spec.description,
-        "state": view.derived[pid].value,
+        "state": view.derived[phase_id].value,
         # Where a leaf runs; a composite only has the node it declares (as the plan table).
-        "node": g.node_of(pid) if spec.is_leaf else spec.node,
+        "node": g.node_of(phase_id) if spec.is_leaf else spec.node,
         "requires": list(spec.requires),
     }
     if spec.is_leaf:
-        st = view.states.get(pid, PhaseState(pid))
+        st = view.states.get(phase_id, PhaseState(phase_id))
         d.update(executor=spec.executor, attempt=st.attempt, version=st.version,
                  action=st.action.value, updated=st.updated or None, error=st.error,
                  note=phase_note(view, st), owner=st.owner)

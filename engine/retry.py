@@ -72,6 +72,6 @@ class RetryTimers:
 
     def drain(self) -> list[str]:
         """Every phase still waiting (the run is ending), removed from the timers."""
-        out = [pid for _, pid in self._heap]
+        out = [phase_id for _, phase_id in self._heap]
         self._heap.clear()
         return out

@@ -95,8 +95,8 @@ class Scheduler:
         self.stopping = False
         self.planner: Planner | None = None
 
-    def _state(self, pid: str) -> PhaseState:
-        return self.states.get(pid) or PhaseState(pid)
+    def _state(self, phase_id: str) -> PhaseState:
+        return self.states.get(phase_id) or PhaseState(phase_id)
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, targets: Iterable[str]) -> RunResult:
@@ -106,10 +106,10 @@ class Scheduler:
         log.debug("run %s: %s of %d phase(s), up to %d at once, dispatched by %s",
                   self.op_id, self.opt.action.value, len(planner.targets),
                   self.opt.max_parallel, type(self.dispatcher).__name__)
-        for pid in self.adopted:  # running on an agent already: wait for it, never restart it
-            planner.adopt(pid)
-            self._track(self._state(pid))
-            self.dispatcher.adopt(self._state(pid))
+        for phase_id in self.adopted:  # running on an agent already: wait for it, never restart it
+            planner.adopt(phase_id)
+            self._track(self._state(phase_id))
+            self.dispatcher.adopt(self._state(phase_id))
         outbox: list[Outcome] = []
         try:
             while True:
@@ -142,8 +142,8 @@ class Scheduler:
             raise
         finally:
             self.dispatcher.close()
-        for pid in self.timers.drain():
-            self.result.failed[pid] = self._state(pid).error or "failed"
+        for phase_id in self.timers.drain():
+            self.result.failed[phase_id] = self._state(phase_id).error or "failed"
         if not self.stopping:
             self.result.blocked = [p for p in planner.not_done()
                                    if p not in self.result.failed]
@@ -265,16 +265,16 @@ class Scheduler:
         assert self.planner is not None
         budget = self.opt.max_parallel - len(self.running)
         picked = self.planner.pick(budget, self.dispatcher.owner_for, self._park)
-        return [self._start_transition(pid, owner) for pid, owner in picked]
+        return [self._start_transition(phase_id, owner) for phase_id, owner in picked]
 
-    def _park(self, pid: str) -> None:
-        self.parked.setdefault(pid, time.monotonic())
+    def _park(self, phase_id: str) -> None:
+        self.parked.setdefault(phase_id, time.monotonic())
 
-    def _start_transition(self, pid: str, owner: int) -> Transition:
-        self.tries[pid] = self.tries.get(pid, 0) + 1
-        cur = self._state(pid)
+    def _start_transition(self, phase_id: str, owner: int) -> Transition:
+        self.tries[phase_id] = self.tries.get(phase_id, 0) + 1
+        cur = self._state(phase_id)
         return fsm.transition(cur, State.IN_PROGRESS, action=self.opt.action, owner=owner,
-                              attempt=cur.attempt + 1, node=self.g.node_of(pid))
+                              attempt=cur.attempt + 1, node=self.g.node_of(phase_id))
 
     def _track(self, st: PhaseState) -> _Attempt:
         spec = self.g.specs[st.phase_id]
@@ -297,32 +297,32 @@ class Scheduler:
         assert self.planner is not None
         out: list[Outcome] = []
         now = time.monotonic()
-        for pid, since in list(self.parked.items()):
-            node = self.g.node_of(pid)
+        for phase_id, since in list(self.parked.items()):
+            node = self.g.node_of(phase_id)
             if self.dispatcher.owner_for(node) is not None:
-                del self.parked[pid]
-                self.planner.again(pid)
+                del self.parked[phase_id]
+                self.planner.again(phase_id)
             elif self.stopping or self.dispatcher.waited_too_long(node, now - since):
-                del self.parked[pid]
+                del self.parked[phase_id]
                 error = self.dispatcher.no_runner(node)
-                cur = self._state(pid)
+                cur = self._state(phase_id)
                 if cur.state is not State.IN_PROGRESS:
-                    self._record([], [self._start_transition(pid, self.lease.id)])
-                    cur = self._state(pid)
-                self.result.failed[pid] = error
-                self.planner.given_up(pid)
+                    self._record([], [self._start_transition(phase_id, self.lease.id)])
+                    cur = self._state(phase_id)
+                self.result.failed[phase_id] = error
+                self.planner.given_up(phase_id)
                 if not self.opt.keep_going:
-                    self._stop(f"phase {pid} failed")
+                    self._stop(f"phase {phase_id} failed")
                 out.append((fsm.transition(cur, State.FAILED, error=error), None))
         return out
 
     def _due_retries(self) -> None:
         assert self.planner is not None
-        for pid in self.timers.due(time.monotonic()):
+        for phase_id in self.timers.due(time.monotonic()):
             if self.stopping:
-                self.result.failed[pid] = self._state(pid).error or "failed"
+                self.result.failed[phase_id] = self._state(phase_id).error or "failed"
             else:
-                self.planner.again(pid)
+                self.planner.again(phase_id)
 
     # -- results -------------------------------------------------------------------------------
     def _next_wakeup(self) -> float:
@@ -361,32 +361,33 @@ class Scheduler:
         """Phases whose runner is gone (a dead agent) or ignored the deadline: fail them."""
         now = time.monotonic()
         out = []
-        running_states = {pid: self._state(pid) for pid in self.running}
-        for pid, who in self.dispatcher.lost(running_states).items():
+        running_states = {phase_id: self._state(phase_id) for phase_id in self.running}
+        for phase_id, who in self.dispatcher.lost(running_states).items():
             err = ExecutionError(f"interrupted: {who} lost")
-            out.append(self._finish(PhaseResult(pid, self._state(pid).version, err, None,
-                                                now - self.running[pid].started)))
-        for pid, attempt in list(self.running.items()):
+            out.append(self._finish(PhaseResult(phase_id, self._state(phase_id).version, err, None,
+                                                now - self.running[phase_id].started)))
+        for phase_id, attempt in list(self.running.items()):
             if attempt.deadline is not None and now > attempt.deadline + TIMEOUT_GRACE:
                 attempt.cancel.set()
-                timeout = self.g.specs[pid].timeout or 0
+                timeout = self.g.specs[phase_id].timeout or 0
                 err = PhaseTimeout(f"timed out after {format_duration(timeout)}")
-                out.append(self._finish(PhaseResult(pid, self._state(pid).version, err, None,
+                version = self._state(phase_id).version
+                out.append(self._finish(PhaseResult(phase_id, version, err, None,
                                                     now - attempt.started)))
         return out
 
     def _finish(self, res: PhaseResult) -> Outcome:
         """Record how an attempt ended (unless its runner did) and decide what comes next."""
         assert self.planner is not None
-        pid = res.phase_id
+        phase_id = res.phase_id
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("result of %s after %.2fs: %s", pid, res.duration, _said(res))
-        self.running.pop(pid, None)
-        self.planner.stopped(pid)
-        cur = self._state(pid)
+            log.debug("result of %s after %.2fs: %s", phase_id, res.duration, _said(res))
+        self.running.pop(phase_id, None)
+        self.planner.stopped(phase_id)
+        cur = self._state(phase_id)
         retryable = True
         if res.recorded is not None:
-            self.states[pid] = res.recorded
+            self.states[phase_id] = res.recorded
             error = (res.recorded.error or "failed") if res.recorded.state is State.FAILED \
                 else None
         elif cur.state is not State.IN_PROGRESS or cur.version != res.version:
@@ -397,32 +398,32 @@ class Scheduler:
             if error is not None and self.backward:
                 error = f"rollback failed: {error}"
         if error is None:
-            self.planner.completed(pid)
-            self.result.completed.append(pid)
+            self.planner.completed(phase_id)
+            self.result.completed.append(phase_id)
             if res.recorded is not None:
                 return None, res.duration
             return fsm.result_transition(cur, error=None, note=res.note), res.duration
-        retry_note = self._retry_or_give_up(pid, cur, error, retryable)
+        retry_note = self._retry_or_give_up(phase_id, cur, error, retryable)
         if res.recorded is not None:
             return None, res.duration
         return fsm.result_transition(cur, error=error, note=retry_note), res.duration
 
-    def _retry_or_give_up(self, pid: str, cur: PhaseState, error: str,
+    def _retry_or_give_up(self, phase_id: str, cur: PhaseState, error: str,
                           retryable: bool) -> str | None:
         """Schedule the next attempt under the phase's retry policy (the note says when), or
         give the phase up: fail-fast stops the run unless keep_going."""
         assert self.planner is not None
-        policy = self.g.specs[pid].retry
-        tries = self.tries.get(pid, 1)
+        policy = self.g.specs[phase_id].retry
+        tries = self.tries.get(phase_id, 1)
         if retryable and not self.stopping and should_retry(policy, tries):
             delay = delay_after(policy, tries)
-            self.timers.push(pid, time.monotonic() + delay)
+            self.timers.push(phase_id, time.monotonic() + delay)
             return (f"attempt {cur.attempt} of {policy.attempts} failed; retrying in "
                     f"{format_duration(delay)}")
-        self.result.failed[pid] = error
-        self.planner.given_up(pid)
+        self.result.failed[phase_id] = error
+        self.planner.given_up(phase_id)
         if not self.opt.keep_going:
-            self._stop(f"phase {pid} failed")
+            self._stop(f"phase {phase_id} failed")
         return None
 
 

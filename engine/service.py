@@ -152,22 +152,22 @@ def _recover(engine: Engine, op: Operation, view: PlanView, scope: list[str],
     """What a previous run left in progress: phases of a dead owner become failed
     (interrupted) and retryable; phases a live agent still runs are adopted (returned)."""
     transitions, adopted, gone = [], [], []
-    for pid in scope:
-        st = view.state(pid)
-        owner = lease_alive(engine.store, st.owner) if st.state is State.IN_PROGRESS else None
-        verdict = fsm.recovery(st, owner_alive=owner is not None,
-                               owner_is_agent=owner is not None and agent_protocol.is_agent(owner),
+    for phase_id in scope:
+        st = view.state(phase_id)
+        live = lease_alive(engine.store, st.owner) if st.state is State.IN_PROGRESS else None
+        verdict = fsm.recovery(st, owner_alive=live is not None,
+                               owner_is_agent=live is not None and agent_protocol.is_agent(live),
                                can_adopt=engine.dispatch == "agents")
         if verdict is fsm.Recovery.ADOPT:
-            adopted.append(pid)
+            adopted.append(phase_id)
         elif verdict is fsm.Recovery.REFUSE:
             raise PhaseConflict(
-                f"phase {pid} is being run by lease {st.owner}; --force does not override "
-                "a live owner", operation_id=op.id, phase_id=pid,
+                f"phase {phase_id} is being run by lease {st.owner}; --force does not override "
+                "a live owner", operation_id=op.id, phase_id=phase_id,
                 hint="wait for it to finish, or stop that process and retry")
         elif verdict is fsm.Recovery.INTERRUPT:
             who = (f"agent on {st.node}" if st.node and st.node != "local"
-                   else f"owner (lease {st.owner}) of {pid}")
+                   else f"owner (lease {st.owner}) of {phase_id}")
             transitions.append(fsm.interrupt(st, who))
             if st.owner is not None:
                 gone.append(st.owner)
@@ -256,18 +256,18 @@ def _maybe_finish(engine: Engine, op: Operation, action: Action, graph: PlanGrap
 
 def _raise_if_failed(op: Operation, result: RunResult, engine: Engine, verb: str) -> RunResult:
     if result.failed:
-        pid, error = next(iter(result.failed.items()))
-        message = failure_message(engine.store, engine.state_dir, op.id, pid, error)
-        others = [p for p in result.failed if p != pid]
+        phase_id, error = next(iter(result.failed.items()))
+        message = failure_message(engine.store, engine.state_dir, op.id, phase_id, error)
+        others = [p for p in result.failed if p != phase_id]
         if others:
             message += f"\n  also failed: {', '.join(others[:5])}" + \
                 (f" and {len(others) - 5} more" if len(others) > 5 else "") + \
                 " (see `gravity plan`)"
         raise OperationFailed(
             message,
-            operation_id=op.id, phase_id=pid,
+            operation_id=op.id, phase_id=phase_id,
             hint=f"fix the cause, then `gravity plan resume` (or `gravity plan execute "
-            f"--phase {pid} --force`); to undo, `gravity rollback`",
+            f"--phase {phase_id} --force`); to undo, `gravity rollback`",
         )
     if result.dropped:
         raise OperationFailed(
@@ -294,38 +294,38 @@ def dry_run_order(graph: PlanGraph, targets: list[str], backward: bool) -> list[
     return list(reversed(order)) if backward else order
 
 
-def _decide(engine: Engine, view: PlanView, pid: str, *, rollback: bool,
+def _decide(engine: Engine, view: PlanView, phase_id: str, *, rollback: bool,
             force: bool) -> fsm.Decision:
-    """Ask the rules whether `pid` (a leaf, with its owner, or a subtree) may run now."""
+    """Ask the rules whether `phase_id` (a leaf, with its owner, or a subtree) may run now."""
     graph = view.graph
     if rollback:
-        related = {p: view.derived[p] for p in graph.dependents([pid])}
+        related = {p: view.derived[p] for p in graph.dependents([phase_id])}
     else:
-        related = {p: view.derived[p] for p in graph.prerequisites(pid)
+        related = {p: view.derived[p] for p in graph.prerequisites(phase_id)
                    if view.derived[p] is not State.COMPLETED}
-    if graph.specs[pid].is_leaf:
-        st = view.state(pid)
+    if graph.specs[phase_id].is_leaf:
+        st = view.state(phase_id)
         alive = lease_alive(engine.store, st.owner) is not None
         leaf_check = fsm.check_rollback if rollback else fsm.check_execute
         return leaf_check(st, alive, related, force)
     subtree_check = fsm.check_rollback_subtree if rollback else fsm.check_execute_subtree
-    return subtree_check(pid, view.leaf_states(pid), related, force)
+    return subtree_check(phase_id, view.leaf_states(phase_id), related, force)
 
 
-def _gate(decision: fsm.Decision, op: Operation, pid: str, *, rollback: bool) -> bool:
+def _gate(decision: fsm.Decision, op: Operation, phase_id: str, *, rollback: bool) -> bool:
     """Raise the refusal the operator reads, with the next command; False for a no-op."""
     if decision.verdict is fsm.Verdict.SKIP:
         return False
     if decision.verdict is fsm.Verdict.RUN:
         return True
     if not decision.blockers:
-        raise PhaseConflict(decision.reason, operation_id=op.id, phase_id=pid,
+        raise PhaseConflict(decision.reason, operation_id=op.id, phase_id=phase_id,
                             hint="wait for the running phase to finish")
     hint = ("roll back those phases first (or the whole operation with `gravity rollback`), "
             "or pass --force" if rollback else
             f"execute {decision.blockers[0]} first, or pass --force to run anyway")
     raise PreconditionFailed(decision.reason, blockers=decision.blockers, operation_id=op.id,
-                             phase_id=pid, hint=hint)
+                             phase_id=phase_id, hint=hint)
 
 
 def execute_phase(engine: Engine, operation_id: str | None, phase_id: str, *,
@@ -336,20 +336,20 @@ def execute_phase(engine: Engine, operation_id: str | None, phase_id: str, *,
     op = resolve_operation(engine.store, operation_id)
     graph = load_graph(engine.store, op)
     whole = phase_id.strip().strip("/") == ""
-    pid = "/" if whole else require_phase(graph, op, phase_id)
+    phase_id = "/" if whole else require_phase(graph, op, phase_id)
     seen = _look(engine, op, graph)
     view = seen.view
-    decision = (fsm.check_execute_subtree(pid, view.leaf_states(), {}, force) if whole
-                else _decide(engine, view, pid, rollback=False, force=force))
-    if not _gate(decision, op, pid, rollback=False):
-        return [] if dry_run else RunResult(skipped=[pid])
-    leaves = view.leaf_states(None if whole else pid)
+    decision = (fsm.check_execute_subtree(phase_id, view.leaf_states(), {}, force) if whole
+                else _decide(engine, view, phase_id, rollback=False, force=force))
+    if not _gate(decision, op, phase_id, rollback=False):
+        return [] if dry_run else RunResult(skipped=[phase_id])
+    leaves = view.leaf_states(None if whole else phase_id)
     targets = [p for p, s in leaves.items() if force or s is not State.COMPLETED]
     if dry_run:
         return dry_run_order(graph, targets, backward=False)
     options = RunOptions(action=Action.EXECUTE, force=force, max_parallel=engine.max_parallel)
-    result = _run(engine, op, targets, options, scope_label=pid, seen=seen)
-    return _raise_if_failed(op, result, engine, f"execute {pid}")
+    result = _run(engine, op, targets, options, scope_label=phase_id, seen=seen)
+    return _raise_if_failed(op, result, engine, f"execute {phase_id}")
 
 
 def rollback_phase(engine: Engine, operation_id: str | None, phase_id: str | None, *,
@@ -357,18 +357,19 @@ def rollback_phase(engine: Engine, operation_id: str | None, phase_id: str | Non
     """`plan rollback --phase` (one phase or subtree) and `gravity rollback` (phase_id None)."""
     op = resolve_operation(engine.store, operation_id)
     graph = load_graph(engine.store, op)
-    pid = require_phase(graph, op, phase_id) if phase_id else None
+    phase_id = require_phase(graph, op, phase_id) if phase_id else None
     seen = _look(engine, op, graph)
     view = seen.view
-    if pid is not None and not _gate(_decide(engine, view, pid, rollback=True, force=force),
-                                     op, pid, rollback=True):
-        return [] if dry_run else RunResult(skipped=[pid])
-    targets = fsm.rollback_targets(view.leaf_states(pid))
+    if phase_id is not None and not _gate(
+            _decide(engine, view, phase_id, rollback=True, force=force), op, phase_id,
+            rollback=True):
+        return [] if dry_run else RunResult(skipped=[phase_id])
+    targets = fsm.rollback_targets(view.leaf_states(phase_id))
     if dry_run:
         return dry_run_order(graph, targets, backward=True)
     options = RunOptions(action=Action.ROLLBACK, force=force, max_parallel=engine.max_parallel)
-    result = _run(engine, op, targets, options, scope_label=pid or "/", seen=seen)
-    return _raise_if_failed(op, result, engine, f"rollback {pid or 'of the operation'}")
+    result = _run(engine, op, targets, options, scope_label=phase_id or "/", seen=seen)
+    return _raise_if_failed(op, result, engine, f"rollback {phase_id or 'of the operation'}")
 
 
 def resume(engine: Engine, operation_id: str | None, *, keep_going: bool = False,

@@ -87,16 +87,16 @@ def derive_view(op: Operation, graph: PlanGraph, states: dict[str, PhaseState],
     """The view of leaf states already in hand (a run's own, as it ended)."""
     derived: dict[str, State] = {}
     leaf_states: dict[str, list[State]] = {}
-    for pid in reversed(graph.order):
-        spec = graph.specs[pid]
+    for phase_id in reversed(graph.order):
+        spec = graph.specs[phase_id]
         if spec.is_leaf:
-            st = states.get(pid, PhaseState(pid)).state
-            derived[pid] = st
-            leaf_states[pid] = [st]
+            st = states.get(phase_id, PhaseState(phase_id)).state
+            derived[phase_id] = st
+            leaf_states[phase_id] = [st]
         else:
             below = [s for c in spec.children for s in leaf_states[c]]
-            leaf_states[pid] = below
-            derived[pid] = fsm.derive(below)
+            leaf_states[phase_id] = below
+            derived[phase_id] = fsm.derive(below)
     return PlanView(op, graph, states, derived, driven)
 
 
@@ -180,12 +180,12 @@ def failure_message(store: Store, state_dir: Path, operation_id: str, phase_id: 
 
 def require_phase(graph: PlanGraph, op: Operation, phase_id: str) -> str:
     """The absolute phase ID the operator meant (`drain` or `/drain/` for `/drain`)."""
-    pid = phase_id if phase_id.startswith("/") else "/" + phase_id
-    pid = pid.rstrip("/") or "/"
-    if pid not in graph.specs:
-        raise NotFound(f"operation {op.id} has no phase {pid}", operation_id=op.id,
-                       phase_id=pid, hint="see the phase IDs with `gravity plan`")
-    return pid
+    phase_id = phase_id if phase_id.startswith("/") else "/" + phase_id
+    phase_id = phase_id.rstrip("/") or "/"
+    if phase_id not in graph.specs:
+        raise NotFound(f"operation {op.id} has no phase {phase_id}", operation_id=op.id,
+                       phase_id=phase_id, hint="see the phase IDs with `gravity plan`")
+    return phase_id
 
 
 __all__ = [

@@ -105,7 +105,7 @@ def test_a_dropped_session_leaves_the_run_going_in_the_background(gravity: Gravi
     console = gravity.state_dir / "logs" / "op1.console.log"
     assert "/after: in_progress -> completed" in console.read_text()
     changelog = gravity.changelog("op1")
-    assert [r["phase_id"] for r in changelog if r["to_state"] == "completed"] == \
+    assert [r["phase"] for r in changelog if r["to"] == "completed"] == \
         ["/hold", "/after"]
 
 
@@ -124,7 +124,7 @@ def test_ctrl_c_stops_following_and_plan_stop_stops_the_run(gravity: Gravity,
     stopped = gravity("plan", "stop", check=0).stdout
     assert "stopped the driver of operation op1" in stopped
     last = gravity.changelog("op1")[-1]
-    assert (last["phase_id"], last["to_state"]) == ("/hold", "failed")
+    assert (last["phase"], last["to"]) == ("/hold", "failed")
     assert last["error"] == "interrupted: SIGTERM"
     assert "nothing to stop" in gravity("plan", "stop", check=0).stdout
     result = json.loads((gravity.state_dir / "logs" / "op1.result.json").read_text())

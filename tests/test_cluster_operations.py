@@ -91,8 +91,8 @@ def test_install_expand_upgrade_with_a_failing_hook_then_resume(gravity, images)
     assert history[3] == "updated to 2.0.0"
     assert history[4].startswith("post-update at ")
     log = gravity.changelog("upgrade")
-    upgrades = [r for r in log if r["phase_id"] == "/masters/node-1/system-upgrade"
-                and r["to_state"] == "completed"]
+    upgrades = [r for r in log if r["phase"] == "/masters/node-1/system-upgrade"
+                and r["to"] == "completed"]
     assert len(upgrades) == 1
     status = gravity("status", check=0).stdout
     assert "Cluster:    quickstart 2.0.0 (flavor three)" in status
@@ -145,8 +145,8 @@ def test_failed_upgrade_rolls_back_every_node_to_v1(gravity, images) -> None:
     history = app_file(gravity, "history").splitlines()
     assert history[-2:] == ["rolled back to 1.0.0", "post-rollback"]
     assert ops(gravity)["upgrade"]["state"] == "rolled_back"
-    rolled = [r["phase_id"] for r in gravity.changelog("upgrade")
-              if r["to_state"] == "rolled_back"]
+    rolled = [r["phase"] for r in gravity.changelog("upgrade")
+              if r["to"] == "rolled_back"]
     assert rolled[0] == "/app/quickstart" and rolled[-1] == "/init"
     assert rolled.index("/nodes/node-2/system-upgrade") < rolled.index(
         "/masters/node-1/system-upgrade")

@@ -57,8 +57,8 @@ def test_kill_9_mid_phase_then_resume_finishes_without_rerunning_completed(
     assert lines(gravity.node_file("local", "slow.done")) == 1
     assert lines(gravity.node_file("local", "last.count")) == 1
     log = gravity.changelog("op1")
-    slow_log = [(r["from_state"], r["to_state"], r["error"]) for r in log
-                if r["phase_id"] == "/slow"]
+    slow_log = [(r["from"], r["to"], r.get("error")) for r in log
+                if r["phase"] == "/slow"]
     assert slow_log[0][:2] == ("unstarted", "in_progress")
     assert slow_log[1][0:2] == ("in_progress", "failed")
     assert slow_log[1][2].startswith("interrupted:")

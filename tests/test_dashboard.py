@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -193,7 +194,7 @@ def test_bad_listen_address_is_bad_input(gravity) -> None:
 
 def phase_ids(phases: list[dict]) -> list[str]:
     """Every phase ID of a plan document's tree, composites too, in written order."""
-    return [pid for p in phases for pid in [p["id"], *phase_ids(p.get("phases", []))]]
+    return [phase_id for p in phases for phase_id in [p["id"], *phase_ids(p.get("phases", []))]]
 
 
 def test_values_are_never_served_not_even_their_password(gravity, dashboards,
@@ -208,7 +209,7 @@ def test_values_are_never_served_not_even_their_password(gravity, dashboards,
              "/api/operations", "/api/plan", "/api/plan?op=install",
              "/api/events?op=install&after=0", "/api/plan?op=nope",
              "/api/log?op=install&phase=/nope",
-             *[f"/api/log?op=install&phase={pid}" for pid in phases]]
+             *[f"/api/log?op=install&phase={phase_id}" for phase_id in phases]]
     bodies = {path: dash.get(path)[2] for path in paths}
     assert "/app/quickstart" in phases  # the hooks, which read the values, have run
     assert [path for path, body in bodies.items() if b"s3cret" in body] == []
@@ -248,8 +249,8 @@ def test_page_shows_the_tree_and_updates_a_phase_live(dashboard, gravity, browse
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    def state(pid: str) -> str | None:
-        rows = browser.find_elements(By.CSS_SELECTOR, f'li.phase[data-phase="{pid}"]')
+    def state(phase_id: str) -> str | None:
+        rows = browser.find_elements(By.CSS_SELECTOR, f'li.phase[data-phase="{phase_id}"]')
         return rows[0].get_attribute("data-state") if rows else None
 
     wait = WebDriverWait(browser, 15)
@@ -278,9 +279,9 @@ def test_page_shows_the_tree_and_updates_a_phase_live(dashboard, gravity, browse
     assert browser.find_element(By.ID, "d-title").text == "/masters/node-1/drain"
 
     # A composite has no node of its own unless it declares one, as in `gravity plan`.
-    nodes = {pid: browser.find_element(By.CSS_SELECTOR,
-                                       f'li.phase[data-phase="{pid}"] > .row .node').text
-             for pid in ("/init", "/masters", "/masters/node-1", "/masters/node-1/drain")}
+    nodes = {phase_id: browser.find_element(By.CSS_SELECTOR,
+                                       f'li.phase[data-phase="{phase_id}"] > .row .node').text
+             for phase_id in ("/init", "/masters", "/masters/node-1", "/masters/node-1/drain")}
     assert nodes == {"/init": "local", "/masters": "-", "/masters/node-1": "node-1",
                      "/masters/node-1/drain": "node-1"}
 
@@ -304,13 +305,14 @@ def test_page_times_are_the_clis_utc_and_updated_follows_the_last_transition(
     wait_for(lambda: int(time.time()) > int(op["updated"]), "the clock to pass that second")
     gravity("plan", "execute", "--phase", "/masters/node-1/drain", check=0)
     last = gravity.changelog("op1")[-1]
+    at = datetime.fromisoformat(last["ts"]).timestamp()
     status = gravity("status", check=0).stdout
-    assert f"Updated:    {when(last['at'])}\n" in status
+    assert f"Updated:    {when(at)}\n" in status
     # Live, without a reload: the operation's "updated" is its last transition's, as status.
-    wait.until(lambda d: f"updated {when(last['at'])}" in d.find_element(By.ID, "op-meta").text)
-    assert when(last["at"]) != when(op["updated"])
+    wait.until(lambda d: f"updated {when(at)}" in d.find_element(By.ID, "op-meta").text)
+    assert when(at) != when(op["updated"])
     newest = browser.find_element(By.CSS_SELECTOR, "#event-list li").text
-    assert newest.startswith(f"{when(last['at'])} /masters/node-1/drain: in_progress → "
+    assert newest.startswith(f"{when(at)} /masters/node-1/drain: in_progress → "
                              "completed"), newest
 
     browser.find_element(By.CSS_SELECTOR, 'li.phase[data-phase="/init"] > .row').click()
@@ -360,13 +362,13 @@ def test_page_scrolls_the_running_phase_into_view(gravity, dashboards, browser,
                                                   tmp_path) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
-    def shows(pid: str) -> bool:
+    def shows(phase_id: str) -> bool:
         """Whether the phase's row is in progress and wholly inside the window."""
         return browser.execute_script(
             "const li = document.querySelector(`li.phase[data-phase='${arguments[0]}']`);"
             "if (!li || li.dataset.state !== 'in_progress') return false;"
             "const r = li.querySelector(':scope > .row').getBoundingClientRect();"
-            "return r.top >= 0 && r.bottom <= window.innerHeight;", pid)
+            "return r.top >= 0 && r.bottom <= window.innerHeight;", phase_id)
 
     go = {30: tmp_path / "go-30", 55: tmp_path / "go-55"}
     gravity.create(long_plan(60, go))

@@ -47,7 +47,7 @@ def test_etcd_restart_mid_operation_pauses_then_completes_once(
     assert len(log) == 16
     seqs = [r["seq"] for r in log]
     assert seqs == sorted(set(seqs))  # in order, nothing written twice
-    assert sorted((r["phase_id"], r["to_state"]) for r in log) == sorted(
+    assert sorted((r["phase"], r["to"]) for r in log) == sorted(
         (f"/p{i}", to) for i in range(8) for to in ("in_progress", "completed"))
 
 
@@ -92,7 +92,7 @@ def test_a_phase_failing_with_megabytes_of_output_is_recorded_failed(
     assert error.startswith("command exited with status 3\nxxx")
     assert "characters cut ...]\nxxx" in error and error.endswith("xxx\nthe last line")
     assert json_size(phase["error"]) <= MAX_ERROR_BYTES
-    assert [r["to_state"] for r in gravity.changelog("loud")] == ["in_progress", "failed"]
+    assert [r["to"] for r in gravity.changelog("loud")] == ["in_progress", "failed"]
 
 
 def test_more_transitions_due_at_once_than_one_etcd_write_takes(

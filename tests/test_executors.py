@@ -22,12 +22,12 @@ from engine.executors import ExecContext, registry
 from engine.executors.content import CachedContent
 
 
-def ctx(tmp_path: Path, data: dict, *, op: str = "op1", node: str = "node-1",
+def ctx(tmp_path: Path, data: dict, *, op_id: str = "op1", node: str = "node-1",
         operation_data: dict | None = None) -> ExecContext:
     state = tmp_path / "state"
-    return ExecContext(operation_id=op, phase_id="/x", node=node, attempt=1, data=data,
+    return ExecContext(operation_id=op_id, phase_id="/x", node=node, attempt=1, data=data,
                        workdir=state / "nodes" / node, state_dir=state,
-                       log_path=state / "logs" / op / "x.log",
+                       log_path=state / "logs" / op_id / "x.log",
                        operation_data=operation_data or {})
 
 
@@ -90,7 +90,7 @@ def test_package_switches_atomically_is_idempotent_and_rolls_back(tmp_path: Path
                         "source": str(package_image(tmp_path, "1.0"))}], "activate": True}
     v2 = {"packages": [{"package": "runtime", "version": "2.0",
                         "source": str(package_image(tmp_path, "2.0"))}], "activate": True}
-    install, upgrade = ctx(tmp_path, v1, op="install"), ctx(tmp_path, v2, op="upgrade")
+    install, upgrade = ctx(tmp_path, v1, op_id="install"), ctx(tmp_path, v2, op_id="upgrade")
     current = install.workdir / "packages" / "runtime" / "current"
     assert pkg.execute(install) == "runtime none -> 1.0"
     assert pkg.execute(install) == "runtime 1.0 already current"
@@ -141,10 +141,10 @@ def test_bootstrap_creates_volumes_with_mode_and_undoes_only_empty_ones(tmp_path
     assert boot.rollback(c) is None
     assert (vol / "keep").exists()
     # An empty volume this operation created is removed on rollback.
-    boot.execute(ctx(tmp_path, data, op="op2", node="node-2"))
+    boot.execute(ctx(tmp_path, data, op_id="op2", node="node-2"))
     empty = tmp_path / "state/nodes/node-2/rootfs/var/lib/app"
     assert empty.is_dir()
-    assert boot.rollback(ctx(tmp_path, data, op="op2", node="node-2")) == \
+    assert boot.rollback(ctx(tmp_path, data, op_id="op2", node="node-2")) == \
         "1 empty volume dir(s) removed"
     assert not empty.exists()
 

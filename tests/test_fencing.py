@@ -99,7 +99,7 @@ def start_ticking(g: Gravity, write_plan, ticks: Path) -> subprocess.Popen[str]:
 def tick_history(g: Gravity) -> list[tuple[str, int | None]]:
     """(to_state, owner) of /tick's records, oldest first."""
     records = [json.loads(x) for x in g("events", "-o", "json", check=0).stdout.splitlines()]
-    return [(r["to_state"], r["owner"]) for r in records if r["phase_id"] == "/tick"]
+    return [(r["to"], r.get("owner")) for r in records if r["phase"] == "/tick"]
 
 
 @pytest.mark.slow

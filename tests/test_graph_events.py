@@ -72,7 +72,7 @@ def test_plan_graph_dot_colours_states_and_draws_every_edge(ran) -> None:
     out = ran("plan", "graph", check=0).stdout
     nodes, clusters, edges = dot_parts(out)
     assert out.count("{") == out.count("}")
-    assert {pid: n["fillcolor"] for pid, n in nodes.items()} == {
+    assert {phase_id: n["fillcolor"] for phase_id, n in nodes.items()} == {
         "/init": COLOURS["completed"][0],
         "/masters/node-1/drain": COLOURS["failed"][0],
         "/masters/node-1/upgrade": COLOURS["unstarted"][0],
@@ -156,6 +156,26 @@ def test_events_text_json_and_since_a_sequence_number(ran) -> None:
     assert ran("events", "--since", "1h", check=0).stdout.splitlines() == lines
 
 
+def test_events_json_has_the_event_logs_fields_for_the_same_transitions(ran) -> None:
+    """A script reading `gravity events -o json` and one reading the event log
+    `<state-dir>/logs/<op>.jsonl` see the same field names with the same values (only the
+    clock readings differ: the log stamps when it wrote, events when the store recorded)."""
+    logged = [json.loads(line) for line in
+              (ran.state_dir / "logs" / "op1.jsonl").read_text().splitlines()]
+    logged = sorted((e for e in logged if e["event"] == "transition"), key=lambda e: e["seq"])
+    printed = [json.loads(line) for line in ran("events", "-o", "json", check=0)
+               .stdout.splitlines()]
+    assert [set(e) for e in logged] == [set(r) for r in printed]
+    assert {k for e in logged for k in e} == {
+        "seq", "phase", "version", "node", "attempt", "action", "from", "to", "owner", "error",
+        "duration", "operation", "event", "ts"}
+
+    def same(e: dict) -> dict:
+        return {k: v for k, v in e.items() if k not in ("ts", "duration")}
+
+    assert [same(e) for e in logged] == [same(r) for r in printed]
+
+
 def test_events_since_rejects_what_is_neither_seq_nor_duration(ran) -> None:
     proc = ran("events", "--since", "yesterday", check=2)
     assert "expected a sequence number (e.g. 42) or a duration" in proc.stderr
@@ -203,7 +223,7 @@ def test_events_follow_prints_records_as_they_come_until_the_operation_ends(
     assert follower.returncode == 0, err
     printed = [json.loads(line) for line in out.splitlines()]
     assert printed == gravity.changelog("op1")
-    assert [(r["phase_id"], r["to_state"]) for r in printed] == [
+    assert [(r["phase"], r["to"]) for r in printed] == [
         ("/wait", "in_progress"), ("/wait", "completed"),
         ("/after", "in_progress"), ("/after", "completed")]
     assert "operation op1 completed" in err

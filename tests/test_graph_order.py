@@ -17,16 +17,16 @@ from engine.model import PhaseSpec
 def networkx_dag(g: PlanGraph) -> nx.DiGraph:
     """The DAG as the engine built it with networkx edge by edge before (the reference)."""
     dag = nx.DiGraph()
-    for pid in g.order:
-        s = g.specs[pid]
-        dag.add_node(g.node_in(pid))
-        dag.add_node(g.node_out(pid))
+    for phase_id in g.order:
+        s = g.specs[phase_id]
+        dag.add_node(g.node_in(phase_id))
+        dag.add_node(g.node_out(phase_id))
         for child in s.children:
-            dag.add_edge(g.node_in(pid), g.node_in(child))
-            dag.add_edge(g.node_out(child), g.node_out(pid))
+            dag.add_edge(g.node_in(phase_id), g.node_in(child))
+            dag.add_edge(g.node_out(child), g.node_out(phase_id))
         for req in s.requires:
             if req in g.specs:
-                dag.add_edge(g.node_out(req), g.node_in(pid))
+                dag.add_edge(g.node_out(req), g.node_in(phase_id))
     for parent, children in g.children_of.items():
         parallel = g.root_parallel if parent == ROOT else g.specs[parent].parallel
         if parallel == 1:
@@ -44,16 +44,16 @@ def plans(draw: st.DrawFn) -> tuple[list[PhaseSpec], int]:
     def grow(parent: str, depth: int) -> list[str]:
         ids = []
         for i in range(draw(st.integers(1, 4))):
-            pid = f"{parent}/p{i}"
-            ids.append(pid)
+            phase_id = f"{parent}/p{i}"
+            ids.append(phase_id)
             at = len(specs)
-            specs.append(PhaseSpec(pid, parent))
+            specs.append(PhaseSpec(phase_id, parent))
             if depth < 2 and draw(st.booleans()):
-                children = grow(pid, depth + 1)
-                specs[at] = PhaseSpec(pid, parent, children=tuple(children),
+                children = grow(phase_id, depth + 1)
+                specs[at] = PhaseSpec(phase_id, parent, children=tuple(children),
                                       parallel=draw(st.sampled_from([1, 2])))
             else:
-                specs[at] = PhaseSpec(pid, parent, executor="noop")
+                specs[at] = PhaseSpec(phase_id, parent, executor="noop")
         return ids
 
     grow("", 0)

@@ -254,7 +254,7 @@ phases:
     runs = sorted((min(v), max(v)) for v in spans.values())
     assert len(runs) == 2, runs
     assert runs[0][1] < runs[1][0], f"the two runs overlapped: {runs}"
-    states = [json.loads(x)["to_state"] for x in
+    states = [json.loads(x)["to"] for x in
               coordinator("events", "-o", "json").stdout.splitlines()]
     assert states == ["in_progress", "failed", "in_progress", "completed"]
 
@@ -291,8 +291,8 @@ def test_an_unreachable_blob_service_fails_the_phase_naming_node_blob_and_cause(
     assert "on node node-1" in error and "blob sha256:" in error and "unreachable" in error
     attempts = [json.loads(x) for x in coordinator(
         "events", "-o", "json", "--operation-id", "unreachable-1").stdout.splitlines()]
-    assert sum(1 for r in attempts if r["phase_id"] == "/pull/node-1"
-               and r["to_state"] == "in_progress") == 3  # the retry policy applied
+    assert sum(1 for r in attempts if r["phase"] == "/pull/node-1"
+               and r["to"] == "in_progress") == 3  # the retry policy applied
     assert not list((host.state_dir / "blobs" / "tmp").glob("*.partial"))
 
 

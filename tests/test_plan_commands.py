@@ -62,7 +62,7 @@ def test_execute_one_phase_then_composite_then_noop_then_force(gravity) -> None:
     gravity("plan", "execute", "--phase", "/init", "--force", check=0)
     assert count(gravity, "local", "init.count") == 2
     log = gravity.changelog("op1")
-    assert [(r["phase_id"], r["from_state"], r["to_state"]) for r in log] == [
+    assert [(r["phase"], r["from"], r["to"]) for r in log] == [
         ("/init", "unstarted", "in_progress"),
         ("/init", "in_progress", "completed"),
         ("/masters/node-1/drain", "unstarted", "in_progress"),
@@ -126,7 +126,7 @@ def test_retry_succeeds_on_the_third_attempt(gravity) -> None:
     attempts = gravity.node_file("local", "attempts").read_text().split("\n")
     assert attempts[:3] == ["attempt 1", "attempt 2", "attempt 3"]
     log = gravity.changelog("op1")
-    assert [(r["to_state"], r["attempt"]) for r in log] == [
+    assert [(r["to"], r["attempt"]) for r in log] == [
         ("in_progress", 1), ("failed", 1), ("in_progress", 2), ("failed", 2),
         ("in_progress", 3), ("completed", 3)]
     assert "retrying in 100ms" in log[1]["note"]
@@ -165,7 +165,7 @@ def test_timeout_stops_the_work_and_fails_the_phase(gravity) -> None:
     assert "timed out after 1s" in proc.stderr
     assert not gravity.node_file("local", "finished").exists()
     log = gravity.changelog("op1")
-    assert log[-1]["to_state"] == "failed"
+    assert log[-1]["to"] == "failed"
     assert log[-1]["error"].startswith("timed out after 1s")
 
 
@@ -308,8 +308,8 @@ def test_whole_rollback_in_reverse_order(gravity) -> None:
     assert dry[-4:] == ["/app", "/masters/node-1/upgrade", "/masters/node-1/drain", "/init"]
     gravity("rollback", "--confirm", check=0)
     assert set(gravity.states().values()) == {"rolled_back"}
-    log = [r for r in gravity.changelog("op2") if r["to_state"] == "rolled_back"]
-    assert [r["phase_id"] for r in log] == ["/app", "/masters/node-1/upgrade",
+    log = [r for r in gravity.changelog("op2") if r["to"] == "rolled_back"]
+    assert [r["phase"] for r in log] == ["/app", "/masters/node-1/upgrade",
                                            "/masters/node-1/drain", "/init"]
     ops = {o["id"]: o["state"] for o in json.loads(
         gravity("operation", "list", "-o", "json", check=0).stdout)}

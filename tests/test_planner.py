@@ -28,28 +28,28 @@ def drain(p: Planner, budget: int = 100) -> list[str]:
     """Run the plan to its end one wave at a time; the order phases were started in."""
     order: list[str] = []
     while True:
-        wave = [pid for pid, _ in p.pick(budget, always, lambda pid: None)]
+        wave = [phase_id for phase_id, _ in p.pick(budget, always, lambda phase_id: None)]
         if not wave:
             return order
         order += wave
-        for pid in wave:
-            p.stopped(pid)
-            p.completed(pid)
+        for phase_id in wave:
+            p.stopped(phase_id)
+            p.completed(phase_id)
 
 
 def test_a_chain_starts_one_phase_at_a_time_in_written_order() -> None:
     g = graph(leaf("a"), leaf("b"), leaf("c"))
     p = Planner(g, {}, g.leaves, backward=False, force=False)
-    assert [pid for pid, _ in p.pick(10, always, lambda _: None)] == ["/a"]
+    assert [phase_id for phase_id, _ in p.pick(10, always, lambda _: None)] == ["/a"]
     assert p.pick(10, always, lambda _: None) == []  # /b waits for /a
     p.stopped("/a")
     p.completed("/a")
-    assert [pid for pid, _ in p.pick(10, always, lambda _: None)] == ["/b"]
+    assert [phase_id for phase_id, _ in p.pick(10, always, lambda _: None)] == ["/b"]
 
 
 def test_a_rollback_walks_the_dag_backwards() -> None:
     g = graph(leaf("a"), leaf("b"), leaf("c"))
-    done = {pid: PhaseState(pid, state=State.COMPLETED) for pid in g.leaves}
+    done = {phase_id: PhaseState(phase_id, state=State.COMPLETED) for phase_id in g.leaves}
     p = Planner(g, done, g.leaves, backward=True, force=False)
     assert drain(p) == ["/c", "/b", "/a"]
 
@@ -58,14 +58,14 @@ def test_a_parallel_composite_runs_at_most_its_limit() -> None:
     g = graph({"id": "g", "parallel": 2, "phases": [leaf(f"p{i}") for i in range(5)]},
               leaf("after"))
     p = Planner(g, {}, g.leaves, backward=False, force=False)
-    first = [pid for pid, _ in p.pick(10, always, lambda _: None)]
+    first = [phase_id for phase_id, _ in p.pick(10, always, lambda _: None)]
     assert first == ["/g/p0", "/g/p1"]
     p.stopped("/g/p0")
     p.completed("/g/p0")
-    assert [pid for pid, _ in p.pick(10, always, lambda _: None)] == ["/g/p2"]
-    for pid in ("/g/p1", "/g/p2"):
-        p.stopped(pid)
-        p.completed(pid)
+    assert [phase_id for phase_id, _ in p.pick(10, always, lambda _: None)] == ["/g/p2"]
+    for phase_id in ("/g/p1", "/g/p2"):
+        p.stopped(phase_id)
+        p.completed(phase_id)
     assert drain(p) == ["/g/p3", "/g/p4", "/after"]
 
 
@@ -75,12 +75,12 @@ def test_a_named_node_runs_one_phase_at_a_time_unless_its_composite_says_otherwi
               {"id": "m", "node": "n3", "parallel": 2, "phases": [leaf("x"), leaf("y")]},
               parallel=2)
     p = Planner(g, {}, g.leaves, backward=False, force=False)
-    wave = [pid for pid, _ in p.pick(10, always, lambda _: None)]
+    wave = [phase_id for phase_id, _ in p.pick(10, always, lambda _: None)]
     # /n/b waits for /n/a (same node); /m's children may overlap on n3, as /m says.
     assert wave == ["/n/a", "/n/c", "/m/x", "/m/y"]
     p.stopped("/n/a")
     p.completed("/n/a")
-    assert [pid for pid, _ in p.pick(10, always, lambda _: None)] == ["/n/b"]
+    assert [phase_id for phase_id, _ in p.pick(10, always, lambda _: None)] == ["/n/b"]
 
 
 def test_a_node_without_a_runner_is_parked_and_its_slot_kept_free() -> None:
@@ -112,10 +112,11 @@ def test_a_phase_given_up_frees_its_composite_slot_but_not_its_dependents() -> N
               {"id": "h", "parallel": 2, "phases": [leaf("x"), leaf("y"), leaf("z")]},
               parallel=2)
     p = Planner(g, {}, g.leaves, backward=False, force=False)
-    assert [pid for pid, _ in p.pick(10, always, lambda _: None)] == ["/g/a", "/h/x", "/h/y"]
+    wave = [phase_id for phase_id, _ in p.pick(10, always, lambda _: None)]
+    assert wave == ["/g/a", "/h/x", "/h/y"]
     p.stopped("/h/x")
     p.given_up("/h/x")
-    assert [pid for pid, _ in p.pick(10, always, lambda _: None)] == ["/h/z"]
+    assert [phase_id for phase_id, _ in p.pick(10, always, lambda _: None)] == ["/h/z"]
     assert "/g/b" in p.not_done() and "/h/x" in p.not_done()
 
 

@@ -437,9 +437,9 @@ def test_wait_changes_wakes_on_a_write_from_another_thread(store: Store) -> None
 # -- leases and locks ----------------------------------------------------------------------
 def test_lease_grant_renew_revoke(store: Store) -> None:
     lease = store.grant_lease("coordinator:op-1", ttl=30)
-    assert (lease.owner, lease.host, lease.pid) == ("coordinator:op-1", this_host(), this_pid())
+    assert (lease.name, lease.host, lease.pid) == ("coordinator:op-1", this_host(), this_pid())
     assert lease.ttl >= 30 and lease.expires > time.time() + 25
-    assert store.get_lease(lease.id).owner == "coordinator:op-1"
+    assert store.get_lease(lease.id).name == "coordinator:op-1"
     renewed = store.keepalive(lease.id)
     assert renewed.id == lease.id and renewed.expires >= lease.expires - 1
     store.revoke_lease(lease.id)

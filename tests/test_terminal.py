@@ -101,7 +101,7 @@ def test_ctrl_c_leaves_the_operation_resumable(gravity: Gravity, write_plan) -> 
     assert "gravity plan resume" in out
     assert "Traceback" not in out
     log = gravity.changelog("op1")
-    assert log[-1]["phase_id"] == "/one" and log[-1]["to_state"] == "failed"
+    assert log[-1]["phase"] == "/one" and log[-1]["to"] == "failed"
     assert log[-1]["error"] == "interrupted by the operator (Ctrl-C)"
     # The coordinator lock was released: resuming works at once.
     running.unlink()
@@ -129,7 +129,7 @@ def test_sigterm_and_sighup_stop_the_driver_like_ctrl_c(gravity: Gravity, write_
     assert f"interrupted by {sig.name}: the operation is left resumable" in err
     assert "Traceback" not in err
     log = gravity.changelog("op1")
-    assert (log[-1]["phase_id"], log[-1]["to_state"]) == ("/one", "failed")
+    assert (log[-1]["phase"], log[-1]["to"]) == ("/one", "failed")
     assert log[-1]["error"] == f"interrupted: {sig.name}"
     # Nothing is left held: the next resume drives at once (and is refused by nobody).
     running.unlink()

@@ -93,8 +93,8 @@ class BlobHandler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         """A node hands a blob back (a backup, a report's logs): stored under its digest,
         which the bytes must match; 201 when stored, 200 when already there."""
-        owner = self.server.owner
-        if not owner.accepts(self.headers.get("Authorization")):
+        blobs = self.server.blobs
+        if not blobs.accepts(self.headers.get("Authorization")):
             self.close_connection = True
             self._empty(401, {"WWW-Authenticate": 'Bearer realm="gravity-blobs"'})
             return
@@ -105,7 +105,7 @@ class BlobHandler(BaseHTTPRequestHandler):
             self._empty(400)
             return
         ref = BlobRef(f"sha256:{match[1]}", int(length))
-        cache = owner.cache
+        cache = blobs.cache
         if cache.has(ref):
             self._drain(ref.size)
             self._empty(200)
@@ -141,13 +141,13 @@ class BlobHandler(BaseHTTPRequestHandler):
             length -= len(chunk)
 
     def _answer(self, *, body: bool) -> None:
-        owner = self.server.owner
+        blobs = self.server.blobs
         range_header = self.headers.get("Range")
-        if not owner.accepts(self.headers.get("Authorization")):
+        if not blobs.accepts(self.headers.get("Authorization")):
             self._empty(401, {"WWW-Authenticate": 'Bearer realm="gravity-blobs"'})
             return
         match = BLOB_PATH.fullmatch(self.path)
-        found = owner.cache.lookup(match[1]) if match else None
+        found = blobs.cache.lookup(match[1]) if match else None
         if found is None:
             self._empty(404)
             return
@@ -203,7 +203,7 @@ class BlobHandler(BaseHTTPRequestHandler):
         self._record(status, self.headers.get("Range"), 0)
 
     def _record(self, status: int, range_header: str | None, sent: int) -> None:
-        self.server.owner.record(Served(self.command, self.path, status, range_header, sent,
+        self.server.blobs.record(Served(self.command, self.path, status, range_header, sent,
                                         self.client_address[0]))
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -215,24 +215,24 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128  # every node of a cluster may connect at once
 
-    def __init__(self, owner: BlobServer, host: str, port: int) -> None:
-        self.owner = owner
+    def __init__(self, blobs: BlobServer, host: str, port: int) -> None:
+        self.blobs = blobs
         if ":" in host:
             self.address_family = socket.AF_INET6
-        super().__init__((host, port), owner.handler_class)
+        super().__init__((host, port), blobs.handler_class)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         conn = request
         try:
-            if self.owner.tls is not None:
+            if self.blobs.tls is not None:
                 request.settimeout(HANDSHAKE_TIMEOUT)
-                conn = self.owner.tls.wrap_socket(request, server_side=True)
-            self.owner.track(conn, True)
+                conn = self.blobs.tls.wrap_socket(request, server_side=True)
+            self.blobs.track(conn, True)
             super().finish_request(conn, client_address)
         except (OSError, ssl.SSLError) as exc:
             log.debug("blob service: connection from %s: %s", client_address[0], exc)
         finally:
-            self.owner.track(conn, False)
+            self.blobs.track(conn, False)
             if conn is not request:
                 with contextlib.suppress(OSError):
                     conn.close()

@@ -75,8 +75,8 @@ def show_order(order: list[str], verb: str) -> None:
         click.echo(f"dry run: nothing to {verb}")
         return
     click.echo(f"dry run: would {verb} {len(order)} phase(s) in this order:")
-    for pid in order:
-        click.echo(f"  {pid}")
+    for phase_id in order:
+        click.echo(f"  {phase_id}")
 
 
 def report(obj: CliContext, operation_id: str | None, result: RunResult | list[str], *,

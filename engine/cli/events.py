@@ -1,5 +1,5 @@
-"""`gravity events`: the operation's changelog — every phase transition — as text or JSON lines.
-Selects records after a sequence number or within a recent duration, and can follow new ones.
+"""`gravity events`: the operation's changelog — every phase transition — as text, or as JSON
+lines with the event log's fields. Selects records after a seq or within a recent duration, follows.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from engine.durations import parse_duration
-from engine.model import ChangeRecord
+from engine.model import ChangeRecord, State
 from engine.store.base import MAX_SEQ, parse_seq
 from engine.views import follow_changes as follow
 
@@ -32,6 +32,23 @@ class Since:
             cutoff = now - self.seconds
             return [r for r in records if r.at >= cutoff]
         return list(records)
+
+
+class Durations:
+    """How long each attempt ran, from the changelog: from the record that put it in progress
+    to the one that took it out (unknown when the first was not read)."""
+
+    def __init__(self) -> None:
+        self.started: dict[tuple[str, int], float] = {}
+
+    def of(self, rec: ChangeRecord) -> float | None:
+        """The duration to show with `rec`; every record read must pass here, in order."""
+        key = (rec.phase_id, rec.attempt)
+        if rec.to_state is State.IN_PROGRESS:
+            self.started[key] = rec.at
+            return None
+        start = self.started.pop(key, None) if rec.from_state is State.IN_PROGRESS else None
+        return None if start is None else rec.at - start
 
 
 class SinceType(click.ParamType):
@@ -66,7 +83,8 @@ class SinceType(click.ParamType):
               help="Keep printing records as they are written, until the operation ends or "
               "nobody drives it.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Readable lines, or one JSON object per line.")
+              show_default=True,
+              help="Readable lines, or one JSON object per line (the event log's fields).")
 @click.pass_obj
 def events(obj: Any, operation_id: str | None, since: Since | None, follow_: bool,
            output: str) -> None:
@@ -78,6 +96,7 @@ def events(obj: Any, operation_id: str | None, since: Since | None, follow_: boo
     """
     import json
 
+    from engine.events import transition_event
     from engine.presentation import record_line
     from engine.views import resolve_operation
 
@@ -85,17 +104,19 @@ def events(obj: Any, operation_id: str | None, since: Since | None, follow_: boo
     op = resolve_operation(store, operation_id)
     since = since or Since()
     records = store.changelog(op.id, since.seq or 0)
+    durations = Durations()
+    took = {rec.seq: durations.of(rec) for rec in records}
 
-    def emit(rec: ChangeRecord) -> None:
-        click.echo(json.dumps(rec.to_dict(), ensure_ascii=False) if output == "json"
-                   else record_line(rec))
+    def show(rec: ChangeRecord, duration: float | None) -> None:
+        click.echo(json.dumps(transition_event(rec, duration), ensure_ascii=False)
+                   if output == "json" else record_line(rec))
 
     for rec in since.select(records, time.time()):
-        emit(rec)
+        show(rec, took[rec.seq])
     if not follow_:
         return
     last = records[-1].seq if records else (since.seq or 0)
-    why = follow(store, op.id, last, emit)
+    why = follow(store, op.id, last, lambda rec: show(rec, durations.of(rec)))
     if why == "finished":
         final = store.get_operation(op.id)
         click.echo(f"operation {op.id} {final.state.value}", err=True)

@@ -40,19 +40,20 @@ def phase_digraph(view: PlanView) -> nx.DiGraph:
 
     g = view.graph
     out = nx.DiGraph(children=g.children_of)
-    for pid in g.order:
-        spec = g.specs[pid]
-        out.add_node(pid, state=view.derived[pid].value, leaf=spec.is_leaf, parent=spec.parent,
-                     label=pid.rsplit("/", 1)[-1], description=spec.description)
+    for phase_id in g.order:
+        spec = g.specs[phase_id]
+        out.add_node(phase_id, state=view.derived[phase_id].value, leaf=spec.is_leaf,
+                     parent=spec.parent, label=phase_id.rsplit("/", 1)[-1],
+                     description=spec.description)
     for parent, children in g.children_of.items():
         parallel = g.root_parallel if parent == ROOT else g.specs[parent].parallel
         if parallel == 1:
             for prev, nxt in itertools.pairwise(children):
                 out.add_edge(prev, nxt, kind="order")
-    for pid in g.order:
-        for req in g.specs[pid].requires:
+    for phase_id in g.order:
+        for req in g.specs[phase_id].requires:
             if req in g.specs:
-                out.add_edge(req, pid, kind="requires")
+                out.add_edge(req, phase_id, kind="requires")
     return out
 
 
@@ -69,16 +70,16 @@ def _children(dg: nx.DiGraph, parent: str) -> tuple[str, ...]:
     return dg.graph["children"].get(parent, ())
 
 
-def _first_leaf(dg: nx.DiGraph, pid: str) -> str:
-    while not dg.nodes[pid]["leaf"]:
-        pid = _children(dg, pid)[0]
-    return pid
+def _first_leaf(dg: nx.DiGraph, phase_id: str) -> str:
+    while not dg.nodes[phase_id]["leaf"]:
+        phase_id = _children(dg, phase_id)[0]
+    return phase_id
 
 
-def _last_leaf(dg: nx.DiGraph, pid: str) -> str:
-    while not dg.nodes[pid]["leaf"]:
-        pid = _children(dg, pid)[-1]
-    return pid
+def _last_leaf(dg: nx.DiGraph, phase_id: str) -> str:
+    while not dg.nodes[phase_id]["leaf"]:
+        phase_id = _children(dg, phase_id)[-1]
+    return phase_id
 
 
 def to_dot(view: PlanView) -> str:
@@ -102,22 +103,22 @@ def to_dot(view: PlanView) -> str:
     ]
 
     def emit(parent: str, indent: str) -> None:
-        for pid in _children(dg, parent):
-            d = dg.nodes[pid]
+        for phase_id in _children(dg, parent):
+            d = dg.nodes[phase_id]
             fill, border = COLOURS[d["state"]]
-            tooltip = f"{pid}: {d['description']}" if d["description"] else pid
+            tooltip = f"{phase_id}: {d['description']}" if d["description"] else phase_id
             if d["leaf"]:
-                lines.append(f"{indent}{_q(pid)} " + _attrs(
+                lines.append(f"{indent}{_q(phase_id)} " + _attrs(
                     label=f"{d['label']}\n{d['state']}", fillcolor=fill, color=border,
                     tooltip=tooltip, state=d["state"]) + ";")
                 continue
-            lines.append(f"{indent}subgraph {_q('cluster_' + pid)} {{")
+            lines.append(f"{indent}subgraph {_q('cluster_' + phase_id)} {{")
             inner = indent + "  "
-            frame = f"{pid} ({d['state']})"
+            frame = f"{phase_id} ({d['state']})"
             lines.append(f"{inner}label={_q(frame)};")
             lines.append(f'{inner}style="rounded,filled"; fillcolor="#fafafa";')
             lines.append(f"{inner}color={_q(border)}; penwidth=2; tooltip={_q(tooltip)};")
-            emit(pid, inner)
+            emit(phase_id, inner)
             lines.append(f"{indent}}}")
 
     emit("", "  ")
@@ -142,14 +143,14 @@ def mermaid_ids(dg: nx.DiGraph) -> dict[str, str]:
 
     ids: dict[str, str] = {}
     used: set[str] = set()
-    for pid in dg.nodes:
-        base = "p" + re.sub(r"[^A-Za-z0-9]", "_", pid)
+    for phase_id in dg.nodes:
+        base = "p" + re.sub(r"[^A-Za-z0-9]", "_", phase_id)
         name, n = base, 1
         while name in used:
             n += 1
             name = f"{base}_{n}"
         used.add(name)
-        ids[pid] = name
+        ids[phase_id] = name
     return ids
 
 
@@ -165,13 +166,14 @@ def to_mermaid(view: PlanView) -> str:
         return '"' + text.replace('"', "#quot;") + '"'
 
     def emit(parent: str, indent: str) -> None:
-        for pid in _children(dg, parent):
-            d = dg.nodes[pid]
+        for phase_id in _children(dg, parent):
+            d = dg.nodes[phase_id]
             if d["leaf"]:
-                lines.append(f"{indent}{ids[pid]}[{label(d['label'] + ' · ' + d['state'])}]")
+                lines.append(f"{indent}{ids[phase_id]}[{label(d['label'] + ' · ' + d['state'])}]")
                 continue
-            lines.append(f"{indent}subgraph {ids[pid]} [{label(pid + ' · ' + d['state'])}]")
-            emit(pid, indent + "  ")
+            title = label(phase_id + ' · ' + d['state'])
+            lines.append(f"{indent}subgraph {ids[phase_id]} [{title}]")
+            emit(phase_id, indent + "  ")
             lines.append(f"{indent}end")
 
     emit("", "  ")
@@ -181,12 +183,12 @@ def to_mermaid(view: PlanView) -> str:
     for state, (fill, border) in COLOURS.items():
         lines.append(f"  classDef {state} fill:{fill},stroke:{border},color:#111111")
     by_state: dict[str, list[str]] = {}
-    for pid, d in dg.nodes(data=True):
+    for phase_id, d in dg.nodes(data=True):
         if d["leaf"]:
-            by_state.setdefault(d["state"], []).append(ids[pid])
+            by_state.setdefault(d["state"], []).append(ids[phase_id])
         else:
             _fill, border = COLOURS[d["state"]]
-            lines.append(f"  style {ids[pid]} fill:#fafafa,stroke:{border},stroke-width:2px")
+            lines.append(f"  style {ids[phase_id]} fill:#fafafa,stroke:{border},stroke-width:2px")
     for state, names in by_state.items():
         lines.append(f"  class {','.join(names)} {state}")
     return "\n".join(lines)

@@ -97,18 +97,18 @@ def plan_doc(store: Store, operation_id: str | None) -> dict[str, Any]:
     return doc
 
 
-def clean_phase_id(phase_id: str | None) -> str:
+def clean_phase_id(asked: str | None) -> str:
     """A phase ID safe to turn into a path: absolute, plain segments, no `..`."""
-    if not phase_id:
+    if not asked:
         raise BadRequest("the phase parameter is required, e.g. phase=/init")
-    pid = phase_id if phase_id.startswith("/") else "/" + phase_id
-    segments = pid.split("/")[1:]
+    phase_id = asked if asked.startswith("/") else "/" + asked
+    segments = phase_id.split("/")[1:]
     if any(seg in ("", ".", "..") or "\\" in seg or "\x00" in seg for seg in segments):
-        raise BadRequest(f"not a phase ID: {phase_id!r}")
-    return pid
+        raise BadRequest(f"not a phase ID: {asked!r}")
+    return phase_id
 
 
-def log_doc(store: Store, state_dir: Path, operation_id: str | None, phase_id: str | None,
+def log_doc(store: Store, state_dir: Path, operation_id: str | None, asked: str | None,
             limit: int = LOG_TAIL) -> dict[str, Any]:
     """The tail of one phase's output log, with its state and error.
 
@@ -116,17 +116,17 @@ def log_doc(store: Store, state_dir: Path, operation_id: str | None, phase_id: s
     `<state-dir>/logs/`, so no request can read any other file. A phase an agent ran on
     another host is read from the tail its node shipped to the store.
     """
-    pid = clean_phase_id(phase_id)
+    phase_id = clean_phase_id(asked)
     op = resolve_operation(store, operation_id)
-    if pid not in {s.id for s in store.load_specs(op.id)}:
-        raise NotFound(f"operation {op.id} has no phase {pid}", operation_id=op.id,
-                       phase_id=pid)
+    if phase_id not in {s.id for s in store.load_specs(op.id)}:
+        raise NotFound(f"operation {op.id} has no phase {phase_id}", operation_id=op.id,
+                       phase_id=phase_id)
     logs = (state_dir / "logs").resolve()
-    path = phase_log_path(state_dir, op.id, pid).resolve()
+    path = phase_log_path(state_dir, op.id, phase_id).resolve()
     if not path.is_relative_to(logs):
-        raise BadRequest(f"not a phase ID: {phase_id!r}")
-    state = store.get_state(op.id, pid)
-    doc: dict[str, Any] = {"operation": op.id, "phase": pid, "path": str(path),
+        raise BadRequest(f"not a phase ID: {asked!r}")
+    state = store.get_state(op.id, phase_id)
+    doc: dict[str, Any] = {"operation": op.id, "phase": phase_id, "path": str(path),
                            "state": state.state.value, "error": state.error,
                            "exists": False, "size": 0, "truncated": False, "text": ""}
     found = read_tail(path, limit)
@@ -134,7 +134,7 @@ def log_doc(store: Store, state_dir: Path, operation_id: str | None, phase_id: s
         text, size, truncated = found
         doc.update(exists=True, size=size, truncated=truncated, text=text)
         return doc
-    shipped = proto.shipped_output(store, op.id, pid)
+    shipped = proto.shipped_output(store, op.id, phase_id)
     if shipped is not None:  # ran on another host: what its node sent back
         text = shipped.tail[-limit:]
         doc.update(exists=True, path=shipped.where, size=shipped.size,

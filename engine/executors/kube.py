@@ -14,6 +14,22 @@ from engine.executors.hooks import kubeconfig, run_rollback_hook
 
 SKIPPED = "skipped: Kubernetes API not configured"
 
+
+def kubectl_config(ctx: ExecContext, what: str) -> str | None:
+    """The kubeconfig for kubectl to change `what` with; None (the skip written to the phase's
+    log) when no Kubernetes API is configured. ExecutionError when one is but kubectl is not
+    on PATH."""
+    config = kubeconfig(ctx)
+    if not config:
+        ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(ctx.log_path, "a", encoding="utf-8") as log:
+            log.write(f"--- attempt {ctx.attempt}: {what}: {SKIPPED} ---\n")
+        return None
+    if shutil.which("kubectl") is None:
+        raise ExecutionError("kubectl not found on PATH but a kubeconfig is configured",
+                             retryable=False)
+    return config
+
 # action -> (argv after `kubectl`, the action that undoes it)
 ACTIONS = {
     "drain": (["drain", "{node}", "--ignore-daemonsets", "--delete-emptydir-data",
@@ -60,16 +76,9 @@ class KubectlExecutor(Executor):
         return problems
 
     def _run(self, ctx: ExecContext, action: str, args: list[str]) -> str:
-        config = kubeconfig(ctx)
-        if not config:
-            ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(ctx.log_path, "a", encoding="utf-8") as log:
-                log.write(f"--- attempt {ctx.attempt}: kubectl {action} {ctx.data['node']}: "
-                          f"{SKIPPED} ---\n")
+        config = kubectl_config(ctx, f"kubectl {action} {ctx.data['node']}")
+        if config is None:
             return SKIPPED
-        if shutil.which("kubectl") is None:
-            raise ExecutionError("kubectl not found on PATH but a kubeconfig is configured",
-                                 retryable=False)
         argv = kubectl_argv(action, ctx.data["node"], args, config)
         run_process(ctx, argv, what=" ".join(argv[3:]))
         return f"kubectl {action} {ctx.data['node']}"

@@ -9,14 +9,12 @@ removed. Without a configured kubeconfig the phase completes with a visible "ski
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.errors import ExecutionError
 from engine.executors.base import ExecContext, Executor, run_process
-from engine.executors.hooks import kubeconfig
-from engine.executors.kube import SKIPPED
+from engine.executors.kube import SKIPPED, kubectl_config
 
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 LABEL = re.compile(r"^[A-Za-z0-9./_-]+=[A-Za-z0-9._-]*$")
@@ -71,16 +69,10 @@ class NodeLabelsExecutor(Executor):
         labels, taints, drop = changes(want[0], want[1], had[0], had[1])
         if not (labels or taints or drop):
             return "no labels or taints to change"
-        config = kubeconfig(ctx)
-        if not config:
-            ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(ctx.log_path, "a", encoding="utf-8") as log:
-                log.write(f"--- attempt {ctx.attempt}: labels {labels} taints {taints} "
-                          f"removed taints {drop} on {node}: {SKIPPED} ---\n")
+        config = kubectl_config(ctx, f"labels {labels} taints {taints} removed taints {drop} "
+                                f"on {node}")
+        if config is None:
             return SKIPPED
-        if shutil.which("kubectl") is None:
-            raise ExecutionError("kubectl not found on PATH but a kubeconfig is configured",
-                                 retryable=False)
         base = ["kubectl", "--kubeconfig", config]
         if labels:
             run_process(ctx, [*base, "label", "nodes", node, "--overwrite", *labels],

@@ -156,9 +156,9 @@ class _Expander:
 def _ids(phases: list[dict[str, Any]], parent: str = "") -> set[str]:
     found: set[str] = set()
     for p in phases:
-        pid = f"{parent}/{p.get('id')}"
-        found.add(pid)
-        found |= _ids(p.get("phases", []), pid)
+        phase_id = f"{parent}/{p.get('id')}"
+        found.add(phase_id)
+        found |= _ids(p.get("phases", []), phase_id)
     return found
 
 

@@ -242,8 +242,9 @@ class Store(ABC):
 
     # -- leases and locks -----------------------------------------------------------------
     @abstractmethod
-    def grant_lease(self, owner: str, ttl: float) -> Lease:
-        """A new lease for this process (host and pid recorded), alive for `ttl` seconds."""
+    def grant_lease(self, name: str, ttl: float) -> Lease:
+        """A new lease named `name` (e.g. coordinator:<op>) for this process (host and pid
+        recorded), alive for `ttl` seconds."""
 
     @abstractmethod
     def keepalive(self, lease_id: int) -> Lease:

@@ -33,12 +33,12 @@ class LeasesAndLocks:
               patience: float | None = None) -> T:
         raise NotImplementedError  # provided by EtcdStore
 
-    def grant_lease(self, owner: str, ttl: float) -> Lease:
+    def grant_lease(self, name: str, ttl: float) -> Lease:
         seconds = max(1, math.ceil(ttl))
         sent = time.time()  # etcd counts the TTL from when it got the request: no earlier
         grant = self._call("granting a lease", lambda c: c.lease(seconds))
         granted = float(grant.ttl or seconds)
-        meta = {"owner": owner, "host": this_host(), "pid": this_pid(), "ttl": granted}
+        meta = {"owner": name, "host": this_host(), "pid": this_pid(), "ttl": granted}
 
         def put(client: Client) -> None:
             try:
@@ -49,7 +49,7 @@ class LeasesAndLocks:
                 raise
 
         self._call("granting a lease", put)
-        return Lease(grant.id, owner, meta["host"], meta["pid"], granted, sent + granted)
+        return Lease(grant.id, name, meta["host"], meta["pid"], granted, sent + granted)
 
     # -- small key-value records, optionally bound to a lease --------------------------------
     def kv_put(self, key: str, value: Mapping[str, Any], lease_id: int | None = None) -> None:
@@ -127,7 +127,7 @@ class LeasesAndLocks:
 
     def acquire_lock(self, name: str, lease: Lease) -> None:
         key = self.keys.lock(name)
-        value = encode({"holder": lease.owner, "lease": lease.id})
+        value = encode({"holder": lease.name, "lease": lease.id})
 
         def take(client: Client) -> None:
             for _ in range(MAX_ROUNDS):
@@ -150,9 +150,9 @@ class LeasesAndLocks:
                 if meta.lease_id == 0:
                     holder = str(decode(raw).get("holder"))
                     raise LockHeld(f"{name} is held by {holder}", holder=holder)
-                owner = self._live_lease(client, meta.lease_id)
-                if owner is not None:
-                    desc = owner.describe()
+                live = self._live_lease(client, meta.lease_id)
+                if live is not None:
+                    desc = live.describe()
                     raise LockHeld(f"{name} is held by {desc}", holder=desc)
             raise StoreUnavailable(f"lock {name} kept changing hands", hint="retry the command")
 

@@ -36,20 +36,24 @@ def state_json(st: PhaseState) -> str:
             f'"note": {json_text(st.note)}, "updated": {json_float(st.updated)}}}')
 
 
+def _escaped(n: PhaseState) -> tuple[str, ...]:
+    """A new phase state's fields as JSON texts, once for both its state and its record:
+    phase, version, attempt, action, owner, node, error, note, updated time, state."""
+    return (json_str(n.phase_id), json_int(n.version), json_int(n.attempt), n.action.value,
+            json_int(n.owner), json_text(n.node), json_text(n.error), json_text(n.note),
+            json_float(n.updated), n.state.value)
+
+
 def transition_rows(operation: str, t: Transition, seq: int) -> tuple[str, str]:
     """The phase's new state and its changelog record (seq `seq`) as SQLite stores them:
     `json.dumps` of `t.new.to_dict()` and of `ChangeRecord.of(operation, t, seq).to_dict()`,
     sharing the escaped texts (tests/test_store_rows.py holds them equal)."""
-    n = t.new
-    pid, version, attempt = json_str(n.phase_id), json_int(n.version), json_int(n.attempt)
-    action, owner, node = n.action.value, json_int(n.owner), json_text(n.node)
-    error, note, at = json_text(n.error), json_text(n.note), json_float(n.updated)
-    to = n.state.value
-    state = (f'{{"phase_id": {pid}, "state": "{to}", "version": {version}, '
+    phase_id, version, attempt, action, owner, node, error, note, at, to = _escaped(t.new)
+    state = (f'{{"phase_id": {phase_id}, "state": "{to}", "version": {version}, '
              f'"attempt": {attempt}, "action": "{action}", "owner": {owner}, "node": {node}, '
              f'"error": {error}, "note": {note}, "updated": {at}}}')
     record = (f'{{"seq": {json_int(seq)}, "operation_id": {json_str(operation)}, '
-              f'"phase_id": {pid}, "version": {version}, "from_state": '
+              f'"phase_id": {phase_id}, "version": {version}, "from_state": '
               f'"{t.from_state.value}", "to_state": "{to}", "action": "{action}", '
               f'"attempt": {attempt}, "owner": {owner}, "node": {node}, "error": {error}, '
               f'"note": {note}, "at": {at}}}')
@@ -60,18 +64,14 @@ def etcd_values(operation: str, t: Transition, index: int) -> tuple[bytes, bytes
     """The phase's new state and its changelog record as etcd stores them (compact, keys
     sorted; the record without its seq, with its `index` in the transaction): etcd_keys'
     `encode(t.new.to_dict())` and `log_value(ChangeRecord.of(operation, t), index)`."""
-    n = t.new
-    pid, version, attempt = json_str(n.phase_id), json_int(n.version), json_int(n.attempt)
-    action, owner, node = n.action.value, json_int(n.owner), json_text(n.node)
-    error, note, at = json_text(n.error), json_text(n.note), json_float(n.updated)
-    to = n.state.value
+    phase_id, version, attempt, action, owner, node, error, note, at, to = _escaped(t.new)
     state = (f'{{"action":"{action}","attempt":{attempt},"error":{error},"node":{node},'
-             f'"note":{note},"owner":{owner},"phase_id":{pid},"state":"{to}",'
+             f'"note":{note},"owner":{owner},"phase_id":{phase_id},"state":"{to}",'
              f'"updated":{at},"version":{version}}}')
     record = (f'{{"action":"{action}","at":{at},"attempt":{attempt},"error":{error},'
               f'"from_state":"{t.from_state.value}","index":{json_int(index)},"node":{node},'
               f'"note":{note},"operation_id":{json_str(operation)},"owner":{owner},'
-              f'"phase_id":{pid},"to_state":"{to}","version":{version}}}')
+              f'"phase_id":{phase_id},"to_state":"{to}","version":{version}}}')
     return state.encode(), record.encode()
 
 

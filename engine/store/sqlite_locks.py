@@ -28,7 +28,7 @@ class LeasesAndLocks:
         raise NotImplementedError  # provided by SQLiteStore
 
     # -- leases and locks -----------------------------------------------------------------
-    def grant_lease(self, owner: str, ttl: float) -> Lease:
+    def grant_lease(self, name: str, ttl: float) -> Lease:
         host, pid = this_host(), this_pid()
         try:
             with self._tx("granting a lease") as db:
@@ -37,12 +37,12 @@ class LeasesAndLocks:
                 expires = time.time() + ttl
                 cur = db.execute(
                     "INSERT INTO leases(owner, host, pid, ttl, expires) VALUES(?, ?, ?, ?, ?)",
-                    (owner, host, pid, ttl, expires),
+                    (name, host, pid, ttl, expires),
                 )
                 lease_id = int(cur.lastrowid or 0)
         except sqlite3.Error as exc:
             raise _translate(exc, "granting a lease") from exc
-        return Lease(lease_id, owner, host, pid, ttl, expires)
+        return Lease(lease_id, name, host, pid, ttl, expires)
 
     def keepalive(self, lease_id: int) -> Lease:
         try:
@@ -74,8 +74,8 @@ class LeasesAndLocks:
                           (lease_id,), "reading a lease")
         if not rows or rows[0][4] <= time.time():
             return None
-        owner, host, pid, ttl, expires = rows[0]
-        return Lease(lease_id, owner, host, pid, ttl, expires)
+        name, host, pid, ttl, expires = rows[0]
+        return Lease(lease_id, name, host, pid, ttl, expires)
 
     def acquire_lock(self, name: str, lease: Lease) -> None:
         try:
@@ -89,7 +89,7 @@ class LeasesAndLocks:
                         desc = Lease(row[0], *holder).describe()
                         raise LockHeld(f"{name} is held by {desc}", holder=desc)
                 db.execute("INSERT OR REPLACE INTO locks(name, holder, lease_id) VALUES(?, ?, ?)",
-                           (name, lease.owner, lease.id))
+                           (name, lease.name, lease.id))
         except sqlite3.Error as exc:
             raise _translate(exc, f"taking lock {name}") from exc
 

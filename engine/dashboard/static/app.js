@@ -84,7 +84,7 @@ function phaseNode(p, parent) {
   const li = el("li", "phase" + (p.phases ? " composite" : " leaf"));
   li.dataset.phase = p.id;
   const row = el("div", "row");
-  row.append(el("span", "marker"), el("span", "pid", p.id), el("span", "desc", p.description),
+  row.append(el("span", "marker"), el("span", "phase-id", p.id), el("span", "desc", p.description),
              el("span", "node", p.node || "-"), el("span", "state"));
   row.addEventListener("click", () => showDetail(p.id));
   li.append(row, el("div", "phase-error"));
@@ -97,8 +97,8 @@ function phaseNode(p, parent) {
   return li;
 }
 
-function rowOf(pid) {
-  return document.querySelector(`li.phase[data-phase="${CSS.escape(pid)}"]`);
+function rowOf(phaseId) {
+  return document.querySelector(`li.phase[data-phase="${CSS.escape(phaseId)}"]`);
 }
 
 function paintPhase(li, p) {
@@ -127,8 +127,8 @@ function leafStates(p) {
   return p.phases ? p.phases.flatMap((c) => leafStates(view.phases.get(c.id))) : [p.state];
 }
 
-function rederiveAncestors(pid) {
-  for (let parent = view.parents.get(pid); parent; parent = view.parents.get(parent)) {
+function rederiveAncestors(phaseId) {
+  for (let parent = view.parents.get(phaseId); parent; parent = view.parents.get(parent)) {
     const p = view.phases.get(parent);
     p.state = derive(leafStates(p));
     const li = rowOf(parent);
@@ -294,18 +294,18 @@ function openStream(opId, after) {
 }
 
 // -- the detail panel: fields, error and the tail of the phase's log -------------------------
-async function showDetail(pid) {
-  const p = view.phases.get(pid);
+async function showDetail(phaseId) {
+  const p = view.phases.get(phaseId);
   if (!p) return;
-  if (view.selected !== pid) {
+  if (view.selected !== phaseId) {
     const old = view.selected && rowOf(view.selected);
     if (old) old.classList.remove("selected");
-    view.selected = pid;
+    view.selected = phaseId;
   }
-  const li = rowOf(pid);
+  const li = rowOf(phaseId);
   if (li) li.classList.add("selected");
   $("detail").hidden = false;
-  $("d-title").textContent = pid;
+  $("d-title").textContent = phaseId;
   const fields = $("d-fields");
   fields.replaceChildren();
   const rows = [["state", p.state], ["description", p.description], ["node", p.node],
@@ -328,14 +328,14 @@ async function showDetail(pid) {
     $("d-log").textContent = "";
     return;
   }
-  await loadLog(pid);
+  await loadLog(phaseId);
 }
 
-async function loadLog(pid) {
+async function loadLog(phaseId) {
   try {
     const doc = await getJSON(`/api/log?op=${encodeURIComponent(view.opId)}` +
-                              `&phase=${encodeURIComponent(pid)}`);
-    if (view.selected !== pid) return;
+                              `&phase=${encodeURIComponent(phaseId)}`);
+    if (view.selected !== phaseId) return;
     $("d-log-note").textContent = doc.exists
       ? `${doc.path}` + (doc.truncated ? ` (last ${doc.text.length} of ${doc.size} bytes)` : "")
       : "(no output yet)";
@@ -345,10 +345,10 @@ async function loadLog(pid) {
   } catch (err) {
     $("d-log-note").textContent = `could not load the log: ${err.message}`;
   }
-  const p = view.phases.get(pid);
+  const p = view.phases.get(phaseId);
   if (p && p.state === "in_progress") {
     clearTimeout(view.logTimer);
-    view.logTimer = setTimeout(() => view.selected === pid && loadLog(pid), 2000);
+    view.logTimer = setTimeout(() => view.selected === phaseId && loadLog(phaseId), 2000);
   }
 }
 
