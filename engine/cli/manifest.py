@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from engine.cli.params import Duration
+from engine.cli.params import YAML_OR_JSON, Duration
 from engine.errors import NotFound
 
 if TYPE_CHECKING:
@@ -81,14 +81,7 @@ def validate(path: Path, strict: bool, fetch_timeout: float) -> None:
 
 @manifest.command()
 @_path_argument
-@click.option(
-    "-o",
-    "--output",
-    type=click.Choice(["yaml", "json"]),
-    default="yaml",
-    show_default=True,
-    help="Output format.",
-)
+@YAML_OR_JSON
 @_strict_option
 @_timeout_option
 def show(path: Path, output: str, strict: bool, fetch_timeout: float) -> None:

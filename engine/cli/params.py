@@ -43,4 +43,9 @@ class Duration(click.ParamType):
         return "DURATION"
 
 
-__all__ = ["FORMS", "Duration"]
+# `-o yaml|json` of the commands that print a document (manifest show, values show).
+YAML_OR_JSON = click.option("-o", "--output", type=click.Choice(["yaml", "json"]),
+                            default="yaml", show_default=True, help="Output format.")
+
+
+__all__ = ["FORMS", "YAML_OR_JSON", "Duration"]

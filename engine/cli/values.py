@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import click
 
+from engine.cli.params import YAML_OR_JSON
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 ORDER_META_KEY = "engine.values.overrides"
@@ -142,14 +144,7 @@ def values() -> None:
 @click.option("--reveal", is_flag=True,
               help="Show the values themselves; without it every value is *** (keys kept), as "
               "everywhere else: values files and --set may carry passwords.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Choice(["yaml", "json"]),
-    default="yaml",
-    show_default=True,
-    help="Output format.",
-)
+@YAML_OR_JSON
 @click.pass_context
 def show(ctx: click.Context, operation_id: str | None, reveal: bool, output: str,
          **_: Any) -> None:
