@@ -17,8 +17,10 @@ from engine.model import ChangeRecord, OpState, PhaseState, State, replay
 from engine.store.base import Store, coordinator_lock
 
 # Why the engine may record an attempt as failed although its command ran to the end: its
-# owner was declared lost, or it overran its deadline. Such an attempt may be run again.
-LOST_MARKERS = ("interrupted", "timed out")
+# owner was declared lost, it overran its deadline, or its own process's lease guard stopped
+# it (a frozen agent thawing: the command may have finished just before the guard's kill).
+# Such an attempt may be run again.
+LOST_MARKERS = ("interrupted", "timed out", "stopped: this process lost its lease")
 
 
 @dataclass(frozen=True)
