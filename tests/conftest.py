@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -32,6 +33,15 @@ settings.register_profile("ci", max_examples=200, derandomize=True, database=Non
 settings.register_profile("fuzz", max_examples=5000, deadline=None, print_blob=True,
                           suppress_health_check=_SLOW_IS_FINE)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "ci")
+
+# Ctrl-C and hang-up as a terminal delivers them: a suite started in the background of a
+# script (`./run-tests &`, nohup) inherits SIGINT and SIGHUP ignored, and so would every gravity
+# process a test starts — the tests of what those signals do would then see nothing happen.
+# Ignored is inherited through exec; a handler is not (the children start with the default).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, lambda *_: None)
 
 pytest_plugins = ["tests.fixtures_etcd", "tests.hosts", "tests.blobs_support"]
 
