@@ -64,6 +64,10 @@ class RetryPolicy:
         return asdict(self)
 
 
+NO_RETRY = RetryPolicy()
+"""The policy of a phase without `retry` (frozen: one instance serves them all)."""
+
+
 @dataclass(frozen=True)
 class PhaseSpec:
     """One phase of a plan as written: where it sits, what it runs, what it waits for.
@@ -109,7 +113,7 @@ class PhaseSpec:
             out["node"] = self.node
         if self.parallel != 1:
             out["parallel"] = self.parallel
-        if self.retry != RetryPolicy():
+        if self.retry is not NO_RETRY and self.retry != NO_RETRY:
             out["retry"] = self.retry.to_dict()
         if self.timeout is not None:
             out["timeout"] = self.timeout
@@ -127,7 +131,7 @@ class PhaseSpec:
             requires=tuple(d.get("requires", ())),
             node=d.get("node"),
             parallel=d.get("parallel", 1),
-            retry=RetryPolicy(**d["retry"]) if "retry" in d else RetryPolicy(),
+            retry=RetryPolicy(**d["retry"]) if "retry" in d else NO_RETRY,
             timeout=d.get("timeout"),
         )
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from engine.durations import parse_duration
 from engine.errors import PlanError, Problem
-from engine.executors import registry
+from engine.executors import Executor, registry
 from engine.graph import PlanGraph
-from engine.model import PhaseSpec, Plan, RetryPolicy
-from engine.names import node_name_problem, phase_id_problem, segment_problem
+from engine.model import NO_RETRY, PhaseSpec, Plan, RetryPolicy
+from engine.names import MAX_PHASE_ID, node_name_problem, phase_id_problem, segment_problem
 
 PHASE_KEYS = {"id", "description", "phases", "executor", "data", "requires", "node",
               "parallel", "retry", "timeout"}
@@ -27,7 +27,7 @@ class _Reader:
     def __init__(self, file: str | None) -> None:
         self.file = file
         self.problems: list[Problem] = []
-        self.specs: list[PhaseSpec] = []
+        self.specs: list[PhaseSpec | None] = []  # None: a phase being read (its place kept)
         self.seen: dict[str, str] = {}
 
     def problem(self, field: str, message: str, phase: str | None = None) -> None:
@@ -48,23 +48,26 @@ class _Reader:
         if not isinstance(item, Mapping):
             self.problem(field, "expected a mapping with at least `id`")
             return None
-        for key in item:
-            if key not in PHASE_KEYS:
-                self.problem(f"{field}.{key}", f"unknown field; expected one of "
-                             f"{', '.join(sorted(PHASE_KEYS))}")
+        if not PHASE_KEYS.issuperset(item):
+            for key in item:
+                if key not in PHASE_KEYS:
+                    self.problem(f"{field}.{key}", f"unknown field; expected one of "
+                                 f"{', '.join(sorted(PHASE_KEYS))}")
         segment = item.get("id")
-        bad = segment_problem(segment) or phase_id_problem(f"{parent}/{segment}")
+        bad = segment_problem(segment)
+        phase_id = f"{parent}/{segment}"
+        if bad is None and len(phase_id) > MAX_PHASE_ID:  # the parent's segments are checked
+            bad = phase_id_problem(phase_id)
         if bad is not None:
             self.problem(f"{field}.id", bad)
             return None
-        phase_id = f"{parent}/{segment}"
         if phase_id in self.seen:
             self.problem(f"{field}.id", f"duplicate phase ID (first defined at "
                          f"{self.seen[phase_id]})", phase_id)
             return None
         self.seen[phase_id] = field
         index = len(self.specs)
-        self.specs.append(PhaseSpec(id=phase_id, parent=parent))  # placeholder keeps pre-order
+        self.specs.append(None)  # keeps pre-order: the children come after it
 
         description = item.get("description", "")
         if not isinstance(description, str):
@@ -107,7 +110,8 @@ class _Reader:
             self.problem(f"{field}.node", bad, phase_id)
             node = None
         parallel = self.parallel(item.get("parallel", 1), f"{field}.parallel", phase_id)
-        retry = self.retry(item.get("retry"), f"{field}.retry", phase_id)
+        retry = NO_RETRY if "retry" not in item else \
+            self.retry(item["retry"], f"{field}.retry", phase_id)
         timeout = None
         if item.get("timeout") is not None:
             try:
@@ -131,7 +135,7 @@ class _Reader:
 
     def retry(self, value: object, field: str, phase_id: str) -> RetryPolicy:
         if value is None:
-            return RetryPolicy()
+            return NO_RETRY
         if not isinstance(value, Mapping):
             self.problem(field, "expected a mapping with attempts, initial, factor, max, jitter",
                          phase_id)
@@ -192,15 +196,18 @@ def plan_from_mapping(doc: object, *, file: str | None = None,
         name = meta["name"]
     root_parallel = r.parallel(doc.get("parallel", 1), "parallel", None)
     r.phases(doc.get("phases"), "", "phases")
-    by_id = {s.id: s for s in r.specs}
-    for s in r.specs:
+    specs: list[PhaseSpec] = r.specs  # type: ignore[assignment]  # every place filled now
+    by_id = {s.id: s for s in specs}
+    requiring = [s for s in specs if s.requires]
+    for s in requiring:
         for req in s.requires:
             if req.startswith("/") and req not in by_id:
                 r.problem(f"{r.seen[s.id]}.requires", f"unknown phase {req}", s.id)
     if check_executors:
         _check_executors(r, by_id)
-    if not r.problems:
-        cycle = PlanGraph.build(r.specs, root_parallel).find_cycle()
+    # Without `requires` the graph is nested series and parallel blocks: acyclic by its shape.
+    if not r.problems and requiring:
+        cycle = PlanGraph.build(specs, root_parallel).find_cycle()
         if cycle:
             r.problem("phases", "dependency cycle: " + " -> ".join(cycle))
     if r.problems:
@@ -208,20 +215,27 @@ def plan_from_mapping(doc: object, *, file: str | None = None,
         raise PlanError(f"plan{where} is invalid ({len(r.problems)} problem"
                         f"{'s' if len(r.problems) != 1 else ''})", r.problems,
                         hint="fix the fields listed above; nothing was written")
-    return Plan(name=name, specs=tuple(r.specs), parallel=root_parallel, source=file)
+    return Plan(name=name, specs=tuple(specs), parallel=root_parallel, source=file)
 
 
 def _check_executors(r: _Reader, by_id: Mapping[str, PhaseSpec]) -> None:
-    known = registry.names()
+    found: dict[str, Executor | None] = {}  # each name looked up once; None: unknown
     for s in by_id.values():
-        if s.executor is None:
+        name = s.executor
+        if name is None:
             continue
-        field = f"{r.seen[s.id]}.executor"
-        if s.executor not in known:
-            r.problem(field, f"unknown executor {s.executor!r}; known: {', '.join(sorted(known))}",
-                      s.id)
+        if name not in found:
+            try:
+                found[name] = registry.get(name)
+            except KeyError:
+                found[name] = None
+        executor = found[name]
+        if executor is None:
+            known = registry.names()
+            r.problem(f"{r.seen[s.id]}.executor",
+                      f"unknown executor {name!r}; known: {', '.join(sorted(known))}", s.id)
             continue
-        for message in registry.get(s.executor).validate(s.data):
+        for message in executor.validate(s.data):
             r.problem(f"{r.seen[s.id]}.data", message, s.id)
 
 

@@ -56,8 +56,11 @@ def node_segment(node: str | None) -> str:
     return esc(node) if node else "-"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # made once, not per call
+
+
 def encode(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    return _ENCODER.encode(data).encode()
 
 
 def decode(raw: bytes) -> dict[str, Any]:
