@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -51,15 +51,28 @@ class PlanGraph:
     specs: Mapping[str, PhaseSpec]
     root_parallel: int = 1
     order: tuple[str, ...] = ()
-    succ: Adjacency = field(default_factory=dict)
-    pred: Adjacency = field(default_factory=dict)
 
     @classmethod
     def build(cls, specs: Sequence[PhaseSpec], root_parallel: int = 1) -> PlanGraph:
-        """Build the DAG. Unknown `requires` must have been rejected before (see planfile)."""
-        by_id = {s.id: s for s in specs}
-        g = cls(specs=by_id, root_parallel=root_parallel, order=tuple(s.id for s in specs))
-        succ, pred = g.succ, g.pred
+        """Index the specs; the DAG's edges are made on first use (`gravity plan` shows a
+        plan without them). Unknown `requires` must have been rejected before (planfile)."""
+        return cls(specs={s.id: s for s in specs}, root_parallel=root_parallel,
+                   order=tuple(s.id for s in specs))
+
+    @cached_property
+    def succ(self) -> Adjacency:
+        """Each node's successors (the DAG's edges, made with `pred` on first use)."""
+        return self._link()[0]
+
+    @cached_property
+    def pred(self) -> Adjacency:
+        """Each node's predecessors."""
+        return self._link()[1]
+
+    def _link(self) -> tuple[Adjacency, Adjacency]:
+        succ: Adjacency = {}
+        pred: Adjacency = {}
+        by_id = self.specs
 
         def edge(u: str, v: str) -> None:
             if u not in succ:
@@ -69,7 +82,8 @@ class PlanGraph:
             succ[u][v] = None
             pred[v][u] = None
 
-        for s in specs:
+        for phase_id in self.order:
+            s = by_id[phase_id]
             if s.children:
                 node_in, node_out = entry(s.id), exit_(s.id)
                 for node in (node_in, node_out):
@@ -86,12 +100,13 @@ class PlanGraph:
             for req in s.requires:
                 if req in by_id:
                     edge(req if not by_id[req].children else exit_(req), node_in)
-        for parent, children in g.children_of.items():
-            parallel = root_parallel if parent == ROOT else by_id[parent].parallel
+        for parent, children in self.children_of.items():
+            parallel = self.root_parallel if parent == ROOT else by_id[parent].parallel
             if parallel == 1:
                 for prev, nxt in itertools.pairwise(children):
-                    edge(g.node_out(prev), g.node_in(nxt))
-        return g
+                    edge(self.node_out(prev), self.node_in(nxt))
+        self.__dict__["succ"], self.__dict__["pred"] = succ, pred
+        return succ, pred
 
     @cached_property
     def dag(self) -> nx.DiGraph:

@@ -31,6 +31,10 @@ class Action(enum.StrEnum):
     ROLLBACK = "rollback"
 
 
+_STATES = {s.value: s for s in State}
+_ACTIONS = {a.value: a for a in Action}
+
+
 class OpState(enum.StrEnum):
     """An operation's lifecycle. Only `active` operations hold the cluster lock."""
 
@@ -240,12 +244,13 @@ class PhaseState:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PhaseState:
+        state, action = d["state"], d.get("action", "execute")
         return cls(
             phase_id=d["phase_id"],
-            state=State(d["state"]),
+            state=_STATES.get(state) or State(state),  # a dict lookup: 100,000 states a plan
             version=int(d["version"]),
             attempt=int(d.get("attempt", 0)),
-            action=Action(d.get("action", "execute")),
+            action=_ACTIONS.get(action) or Action(action),
             owner=d.get("owner"),
             node=d.get("node"),
             error=d.get("error"),

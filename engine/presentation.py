@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from engine.model import ChangeRecord, Operation, OpState, PhaseState, State
+from engine.fsm import derive
+from engine.model import LOCAL_NODE, ChangeRecord, Operation, OpState, PhaseSpec, PhaseState, State
 from engine.redact import public_data
-from engine.views import IDLE, PlanView
+from engine.views import IDLE, OutlineView, PlanView
 
 MARKERS = {
     State.COMPLETED: "✓",
@@ -32,7 +33,14 @@ LABELS = {
 def when(ts: float | None) -> str:
     if not ts:
         return "-"
-    return time.strftime("%a %b %d %H:%M:%S UTC", time.gmtime(ts))
+    second = int(ts)
+    shown = _WHEN.get(second)
+    if shown is None:  # phases finish many to a second: each second is formatted once
+        shown = _WHEN[second] = time.strftime("%a %b %d %H:%M:%S UTC", time.gmtime(ts))
+    return shown
+
+
+_WHEN: dict[int, str] = {}
 
 
 def _latest_updates(view: PlanView) -> dict[str, float]:
@@ -52,17 +60,31 @@ def _latest_updates(view: PlanView) -> dict[str, float]:
 RESUME = "gravity plan resume"
 
 
+class Driven(Protocol):
+    """What the notes below read of a plan view: the operation and whether it is driven."""
+
+    @property
+    def operation(self) -> Operation: ...
+
+    @property
+    def driven(self) -> bool | None: ...
+
+
 def idle_note(view: PlanView) -> str | None:
     """IDLE for an active operation with a failed phase that no live process drives (its
     driver was stopped, died, or was a `plan execute` that ended): nothing will move it
     until an operator does. None otherwise, and when the view did not ask for its driver."""
-    if view.operation.state is not OpState.ACTIVE or view.driven is not False:
+    if not _idle_possible(view):
         return None
     failed = any(view.derived[p] is State.FAILED for p in view.graph.leaves)
     return IDLE if failed else None
 
 
-def retry_stale(view: PlanView, st: PhaseState | None) -> bool:
+def _idle_possible(view: Driven) -> bool:
+    return view.operation.state is OpState.ACTIVE and view.driven is False
+
+
+def retry_stale(view: Driven, st: PhaseState | None) -> bool:
     """A failed phase whose note promises a retry that nobody will run.
 
     The scheduler notes "attempt N of M failed; retrying in …" and keeps the retry as a timer
@@ -74,7 +96,7 @@ def retry_stale(view: PlanView, st: PhaseState | None) -> bool:
     return view.operation.state.finished or view.driven is False
 
 
-def phase_note(view: PlanView, st: PhaseState) -> str | None:
+def phase_note(view: Driven, st: PhaseState) -> str | None:
     """The note to show for a leaf: the stored one, unless it promises a retry that is off."""
     if not retry_stale(view, st):
         return st.note
@@ -90,16 +112,54 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
              "  ".join(("-" * len(h)).ljust(w) for h, w in zip(headers, widths, strict=True))
              .rstrip()]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    line = "  ".join(f"{{:<{w}}}" for w in widths).format  # one call per row
+    lines.extend(line(*r).rstrip() for r in rows)
     return "\n".join(lines)
+
+
+def _row(view: Driven, spec: PhaseSpec, state: State, st: PhaseState | None, node: str,
+         updated: float) -> list[str]:
+    """One line of the plan table."""
+    label = LABELS[state]
+    if spec.is_leaf and st is not None and st.state is State.FAILED and st.note and \
+            st.note.startswith("attempt"):
+        if not retry_stale(view, st):
+            label = f"{label} (retrying)"
+        elif not view.operation.state.finished:
+            label = f"{label} (idle)"
+    return ["  " * spec.depth + f"{MARKERS[state]} {spec.id}", spec.description or "-", label,
+            node or "-", ",".join(spec.requires) or "-", when(updated)]
+
+
+def _head(view: Driven, idle: str | None) -> str:
+    op = view.operation
+    head = f"Operation {op.id} ({op.type}: {op.plan_name}) — {op.state.value}" + (
+        f" ({op.note})" if op.note else "")
+    return head + (f"; {idle}" if idle else "")
+
+
+def _failures(view: Driven, failed: list[PhaseState],
+              logs: Mapping[str, str] | None) -> list[str]:
+    """The failed phases' lines under the table, `failed` in written order."""
+    out: list[str] = []
+    if failed:
+        out.append("")
+    for st in failed:
+        phase_id = st.phase_id
+        out.append(f"Phase {phase_id} failed (attempt {st.attempt}) on node {st.node or '-'}:")
+        out.extend(f"    {line}" for line in (st.error or "").splitlines()[-12:])
+        note = phase_note(view, st)
+        if note:
+            out.append(f"    ({note})")
+        if logs and phase_id in logs:
+            out.append(f"    full output: {logs[phase_id]}")
+    return out
 
 
 def plan_text(view: PlanView, *, short: bool = False,
               logs: Mapping[str, str] | None = None) -> str:
     """Gravity's plan table: phases indented by depth, state markers, then failed phases
     (with where each one's whole output is, from `logs`)."""
-    op = view.operation
     g = view.graph
     latest = _latest_updates(view)
     rows = []
@@ -107,46 +167,15 @@ def plan_text(view: PlanView, *, short: bool = False,
         spec = g.specs[phase_id]
         if short and spec.parent:
             continue
-        state = view.derived[phase_id]
-        label = LABELS[state]
-        st = view.states.get(phase_id)
-        if spec.is_leaf and st is not None and st.state is State.FAILED and st.note and \
-                st.note.startswith("attempt"):
-            if not retry_stale(view, st):
-                label = f"{label} (retrying)"
-            elif not op.state.finished:
-                label = f"{label} (idle)"
         node = spec.node or ("" if not spec.is_leaf else g.node_of(phase_id))
-        requires = ",".join(spec.requires) or "-"
-        updated = latest[phase_id]
-        rows.append([
-            "  " * spec.depth + f"{MARKERS[state]} {phase_id}",
-            spec.description or "-",
-            label,
-            node or "-",
-            requires,
-            when(updated),
-        ])
-    head = f"Operation {op.id} ({op.type}: {op.plan_name}) — {op.state.value}" + (
-        f" ({op.note})" if op.note else "")
-    idle = idle_note(view)
-    if idle:
-        head += f"; {idle}"
-    out = [head, ""]
-    out.append(table(rows, ["Phase", "Description", "State", "Node", "Requires", "Updated"]))
+        rows.append(_row(view, spec, view.derived[phase_id], view.states.get(phase_id), node,
+                         latest[phase_id]))
+    out = [_head(view, idle_note(view)), ""]
+    out.append(table(rows, HEADERS))
     rank = {phase_id: i for i, phase_id in enumerate(g.order)}
-    failed = sorted(((p, s) for p, s in view.states.items()
-                     if s.state is State.FAILED and s.error), key=lambda kv: rank[kv[0]])
-    if failed:
-        out.append("")
-        for phase_id, st in failed:
-            out.append(f"Phase {phase_id} failed (attempt {st.attempt}) on node {st.node or '-'}:")
-            out.extend(f"    {line}" for line in st.error.splitlines()[-12:])
-            note = phase_note(view, st)
-            if note:
-                out.append(f"    ({note})")
-            if logs and phase_id in logs:
-                out.append(f"    full output: {logs[phase_id]}")
+    failed = sorted((s for s in view.states.values() if s.state is State.FAILED and s.error),
+                    key=lambda s: rank[s.phase_id])
+    out.extend(_failures(view, failed, logs))
     notes = sorted(((p, s) for p, s in view.states.items()
                     if s.note and s.state is State.COMPLETED and s.note.startswith("skipped")),
                    key=lambda kv: rank[kv[0]])
@@ -154,6 +183,25 @@ def plan_text(view: PlanView, *, short: bool = False,
         out.append("")
         out.extend(f"Phase {p}: {s.note}" for p, s in notes)
     return "\n".join(out)
+
+
+def outline_text(view: OutlineView, *, logs: Mapping[str, str] | None = None) -> str:
+    """`plan_text(..., short=True)` from the top-level phases alone: the same table and
+    failed phases, without the whole plan."""
+    o = view.outline
+    rows = []
+    for spec in o.specs:
+        node = spec.node or ("" if not spec.is_leaf else LOCAL_NODE)
+        rows.append(_row(view, spec, derive(o.below(spec.id)), o.states.get(spec.id), node,
+                         o.updated.get(spec.id, 0.0)))
+    failed = any(c.get(State.FAILED) for c in o.counts.values())
+    idle = IDLE if failed and _idle_possible(view) else None
+    out = [_head(view, idle), "", table(rows, HEADERS)]
+    out.extend(_failures(view, list(o.failed), logs))
+    return "\n".join(out)
+
+
+HEADERS = ["Phase", "Description", "State", "Node", "Requires", "Updated"]
 
 
 def _phase_dict(view: PlanView, phase_id: str) -> dict[str, Any]:

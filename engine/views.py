@@ -15,6 +15,7 @@ from engine.executors.runtime import phase_log_path, read_tail
 from engine.graph import PlanGraph
 from engine.leases import died_here, lease_alive
 from engine.model import ChangeRecord, Lease, Operation, PhaseState, State
+from engine.outline import Outline
 from engine.store.base import Store, coordinator_lock
 
 
@@ -41,6 +42,16 @@ class PlanView:
         """The states of the leaves under `phase_id` (all leaves when None), written order."""
         leaves = self.graph.leaves_under(phase_id) if phase_id else self.graph.leaves
         return {p: self.derived[p] for p in leaves}
+
+
+@dataclass(frozen=True)
+class OutlineView:
+    """An operation's top-level phases (an Outline read from the store's index) and whether
+    a live process drives it: `gravity plan --short` without the whole plan."""
+
+    operation: Operation
+    outline: Outline
+    driven: bool | None = None
 
 
 def resolve_operation(store: Store, operation_id: str | None) -> Operation:
@@ -80,6 +91,13 @@ def plan_view(store: Store, op: Operation, graph: PlanGraph | None = None, *,
     # After the states: a note written by a driver that has gone since reads as stale.
     driven = operation_driver(store, op.id) is not None if with_driver else None
     return derive_view(op, graph, states, driven)
+
+
+def outline_view(store: Store, op: Operation) -> OutlineView:
+    """The operation's Outline and whether a live process drives it."""
+    outline = store.load_outline(op.id)
+    # After the states, as in plan_view.
+    return OutlineView(op, outline, operation_driver(store, op.id) is not None)
 
 
 def derive_view(op: Operation, graph: PlanGraph, states: dict[str, PhaseState],
@@ -190,6 +208,7 @@ def require_phase(graph: PlanGraph, op: Operation, phase_id: str) -> str:
 
 __all__ = [
     "IDLE",
+    "OutlineView",
     "PlanView",
     "derive_view",
     "failure_message",
@@ -197,6 +216,7 @@ __all__ = [
     "load_graph",
     "log_location",
     "operation_driver",
+    "outline_view",
     "plan_view",
     "require_phase",
     "resolve_operation",

@@ -48,7 +48,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
     (11, "event log", ("engine.events",)),
     (11, "inputs", ("engine.manifest.*", "engine.values", "engine.license")),
     (11, "content", ("engine.blobs.*", "engine.archives")),
-    (12, "model", ("engine.model", "engine.graph", "engine.names")),
+    (12, "model", ("engine.model", "engine.graph", "engine.names", "engine.outline")),
     (13, "base", ("engine", "engine.errors", "engine.durations", "engine.redact",
                   "engine.yamlinput")),
 ]

@@ -68,23 +68,34 @@ def plan(ctx: click.Context, operation_id: str | None, output: str, short: bool,
 def display(obj: CliContext, operation_id: str | None, output: str, short: bool,
             follow: bool) -> None:
     """Show the plan (the default of `gravity plan`)."""
-    from engine.presentation import dump, plan_document, plan_text
-    from engine.views import log_location, plan_view, resolve_operation
+    from engine.presentation import dump, outline_text, plan_document, plan_text
+    from engine.views import outline_view, plan_view, resolve_operation
 
     store = obj.store()
     op = resolve_operation(store, operation_id)
     after = 0
     if follow:  # where the table stands, so nothing written after it is missed
         after = store.last_seq(op.id)
-    view = plan_view(store, op, with_driver=True)
-    if output == "text":
+    if short and output == "text":  # the top-level phases alone, not the whole plan
+        shown = outline_view(store, op)
+        failed = [st.phase_id for st in shown.outline.failed]
+        click.echo(outline_text(shown, logs=failure_logs(obj, op.id, failed)))
+    elif output == "text":
+        view = plan_view(store, op, with_driver=True)
         failed = [p for p, st in view.states.items() if st.state is State.FAILED and st.error]
-        logs = {p: log_location(store, obj.state_dir, op.id, p) for p in failed}
-        click.echo(plan_text(view, short=short, logs=logs))
+        click.echo(plan_text(view, logs=failure_logs(obj, op.id, failed)))
     else:
-        click.echo(dump(plan_document(view), output))
+        click.echo(dump(plan_document(plan_view(store, op, with_driver=True)), output))
     if follow:
         follow_changes(obj, op.id, output, after)
+
+
+def failure_logs(obj: CliContext, operation_id: str, failed: list[str]) -> dict[str, str]:
+    """Where each failed phase's whole output is, for the lines under the plan table."""
+    from engine.views import log_location
+
+    store = obj.store()
+    return {p: log_location(store, obj.state_dir, operation_id, p) for p in failed}
 
 
 def follow_changes(obj: CliContext, operation_id: str, output: str, after: int) -> None:

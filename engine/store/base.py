@@ -9,11 +9,14 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import LeaseExpired, LockHeld, NotFound, OperationExists
 from engine.model import ChangeRecord, Lease, Operation, OpState, PhaseSpec, PhaseState, Transition
 from engine.store.calllog import instrument
+
+if TYPE_CHECKING:
+    from engine.outline import Outline
 
 CLUSTER_LOCK = "cluster"
 # Changelog sequence numbers are signed 64-bit integers in every backend (SQLite INTEGER,
@@ -190,6 +193,14 @@ class Store(ABC):
     @abstractmethod
     def get_state(self, operation_id: str, phase_id: str) -> PhaseState:
         """One phase's state (unstarted at version 0 when none is stored). Linearizable."""
+
+    def load_outline(self, operation_id: str) -> Outline:
+        """The top-level phases and a tally of the leaf states below each (`gravity plan
+        --short`). This reads the whole plan; a backend answers from an index of the
+        top-level phases written with the operation, and from here for one without it."""
+        from engine.outline import outline_of
+
+        return outline_of(self.load_specs(operation_id), self.load_states(operation_id))
 
     @abstractmethod
     def apply(self, operation_id: str, transitions: Sequence[Transition], *,

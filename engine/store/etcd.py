@@ -28,6 +28,7 @@ from engine.model import (
     Transition,
 )
 from engine.names import check_new_operation
+from engine.outline import Outline
 from engine.store.base import (
     Capabilities,
     Store,
@@ -55,6 +56,7 @@ from engine.store.etcd_keys import (
 from engine.store.etcd_limits import max_transitions
 from engine.store.etcd_locks import LeasesAndLocks
 from engine.store.etcd_ops import OperationRecords
+from engine.store.etcd_outline import read_outline
 from engine.store.etcd_root import open_root
 from engine.store.rows import etcd_values
 
@@ -126,6 +128,11 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
             st = PhaseState.from_dict(decode(kv.value))
             out[st.phase_id] = st
         return out
+
+    def load_outline(self, operation_id: str) -> Outline:
+        """From the `top/` index; an operation written before it had one reads whole."""
+        found = read_outline(self._conn, self.keys, operation_id)
+        return found if found is not None else super().load_outline(operation_id)
 
     def get_state(self, operation_id: str, phase_id: str) -> PhaseState:
         kv = self._conn.get(f"reading the state of {phase_id}",

@@ -45,8 +45,13 @@ DEFAULT_PATIENCE = 60.0
 OPEN_PATIENCE = 5.0
 # One RPC's deadline; a longer outage is ridden out by the retry loop, not by one call.
 RPC_TIMEOUT = 10.0
-# Keys per range request: bounded so one response stays far below gRPC's message limit.
+# Keys per range request: the first page of a scan holds PAGE; each later one as many as
+# fill about PAGE_BYTES at the sizes seen so far, up to MAX_PAGE. etcd counts the whole rest
+# of the range for every page, so 100,000 keys in pages of 500 took 6 s where pages of
+# 10,000 took 0.7 s; a response stays far below gRPC's message limit either way.
 PAGE = 500
+MAX_PAGE = 20_000
+PAGE_BYTES = 4 * 2**20
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.~-]+$")
 # Reconnect fast after an etcd restart (gRPC's default backoff grows to two minutes).
@@ -378,12 +383,16 @@ class Connection:
         resp = self.range_page(client, start, end, min_mod_revision=min_mod_revision,
                                keys_only=keys_only)
         revision = int(resp.header.revision)
+        sent = 0  # bytes of the responses so far
         while True:
-            out.extend((kv.key, kv) for kv in resp.kvs)
+            out.extend(zip([kv.key for kv in resp.kvs], resp.kvs, strict=True))
             if not resp.more or not resp.kvs:
                 return out, revision
+            sent += resp.ByteSize()
+            limit = max(PAGE, min(MAX_PAGE, PAGE_BYTES * len(out) // max(sent, 1)))
             resp = self.range_page(client, resp.kvs[-1].key + b"\0", end, revision=revision,
-                                   min_mod_revision=min_mod_revision, keys_only=keys_only)
+                                   min_mod_revision=min_mod_revision, keys_only=keys_only,
+                                   limit=limit)
 
     def scan(self, what: str, start: bytes, end: bytes) -> tuple[list[tuple[bytes, Any]], int]:
         """`scan_with` under the retry policy."""

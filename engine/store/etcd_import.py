@@ -19,6 +19,7 @@ from engine.store.etcd_conn import batches
 from engine.store.etcd_keys import encode, log_value
 from engine.store.etcd_limits import MAX_TXN_BYTES
 from engine.store.etcd_ops import OperationRecords
+from engine.store.etcd_outline import top_items
 
 # Compares + puts of one state round must stay under etcd's --max-txn-ops (128).
 STATE_BATCH = 100
@@ -53,6 +54,7 @@ def import_operation(store: OperationRecords, op: Operation, specs: Sequence[Pha
         _remove(store, op.id, what)
     store.clear_unpublished(op.id)
     items = [(keys.spec(op.id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
+    items += top_items(keys, op.id, specs)
     log_batches = [
         [(keys.log(op.id, r.node, r.phase_id, r.version),
           log_value(dataclasses.replace(r, operation_id=op.id), i)) for i, r in enumerate(run)]
@@ -62,7 +64,7 @@ def import_operation(store: OperationRecords, op: Operation, specs: Sequence[Pha
     try:
         store.write_unpublished(op.id, items, what, copying=True)
         for log_items in log_batches:  # one transaction each, so one revision each
-            store.write_unpublished(op.id, log_items, what, copying=True)
+            store.write_unpublished(op.id, log_items, what, copying=True, in_order=True)
         top = max((s.version for s in states), default=0)
         for k in range(1, top + 1):
             round_items = []

@@ -28,6 +28,7 @@ _SEG = r"[A-Za-z0-9_.~%-]+"
 LAYOUT = re.compile(
     rf"op/{_SEG}"
     rf"|data/{_SEG}/spec/[0-9]{{{SPEC_WIDTH},}}"
+    rf"|data/{_SEG}/top/[0-9]{{{SPEC_WIDTH},}}"
     rf"|data/{_SEG}/state/{_SEG}"
     rf"|data/{_SEG}/log/{_SEG}/{_SEG}/[0-9]{{{VERSION_WIDTH},}}"
     rf"|lock/{_SEG}|lease/[0-9]+|kv/{_SEG}")
@@ -110,6 +111,13 @@ class Keys:
 
     def spec(self, op_id: str, index: int) -> bytes:
         return self._k("data", esc(op_id), "spec", f"{index:0{SPEC_WIDTH}d}")
+
+    def tops(self, op_id: str) -> bytes:
+        return self._k("data", esc(op_id), "top", "")
+
+    def top(self, op_id: str, index: int) -> bytes:
+        """The index entry of a top-level phase: its spec's index, the leaves below it."""
+        return self._k("data", esc(op_id), "top", f"{index:0{SPEC_WIDTH}d}")
 
     def states(self, op_id: str) -> bytes:
         return self._k("data", esc(op_id), "state", "")

@@ -22,6 +22,7 @@ from engine.store.etcd_conn import Connection, batches
 from engine.store.etcd_errors import CAUGHT
 from engine.store.etcd_keys import Keys, decode, encode, span
 from engine.store.etcd_limits import MAX_TXN_BYTES, SPEC_BATCH
+from engine.store.etcd_outline import top_items
 
 T = TypeVar("T")
 Client = MultiEndpointEtcd3Client
@@ -108,12 +109,13 @@ class OperationRecords:
         self._call(f"cleaning up the unfinished creation of {op_id}", clear, patience=patience)
 
     def write_unpublished(self, op_id: str, items: Sequence[tuple[bytes, bytes]],
-                          what: str, *, copying: bool = False) -> None:
+                          what: str, *, copying: bool = False, in_order: bool = False) -> None:
         """Put data keys of an operation not yet visible, in batches within etcd's limits.
 
         Every batch is guarded by "no operation record", so a concurrent creation of
         the same ID that published first is never overwritten (OperationExists). Up to
-        WRITERS batches are in flight at once; after a refused or failed one no other starts.
+        WRITERS batches are in flight at once (one after another `in_order`, so their
+        revisions follow the items' order); after a refused or failed one no other starts.
         """
         guard = self.keys.op(op_id)
         chunks = list(batches(items, SPEC_BATCH, _weigh_put, MAX_TXN_BYTES))
@@ -133,7 +135,7 @@ class OperationRecords:
                 refused.set()
                 stop.set()
 
-        if len(chunks) <= 1:
+        if len(chunks) <= 1 or in_order:
             for chunk in chunks:
                 write(chunk)
         else:
@@ -152,6 +154,7 @@ class OperationRecords:
         self._call(what, lambda c: self._check_new(c, op.id))
         self.clear_unpublished(op.id)
         items = [(self.keys.spec(op.id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
+        items += top_items(self.keys, op.id, specs)
         try:
             self.write_unpublished(op.id, items, what)
             self.publish(op, take_lock=True, what=what)

@@ -26,6 +26,7 @@ from engine.model import (
     Transition,
 )
 from engine.names import check_new_operation
+from engine.outline import Outline
 from engine.store.base import (
     CLUSTER_LOCK,
     Capabilities,
@@ -40,6 +41,7 @@ from engine.store.rows import transition_rows
 from engine.store.sqlite_errors import Cause, diagnose, open_failure
 from engine.store.sqlite_errors import translate as _translate
 from engine.store.sqlite_locks import LeasesAndLocks
+from engine.store.sqlite_outline import add_tally_index, read_outline, write_tops
 
 SCHEMA_VERSION = 1
 
@@ -49,9 +51,11 @@ CREATE TABLE IF NOT EXISTS operations(
     id TEXT PRIMARY KEY, created REAL NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS specs(
     op_id TEXT NOT NULL, idx INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY(op_id, idx));
+CREATE TABLE IF NOT EXISTS tops(
+    op_id TEXT NOT NULL, idx INTEGER NOT NULL, leaves INTEGER NOT NULL, PRIMARY KEY(op_id, idx));
 CREATE TABLE IF NOT EXISTS states(
     op_id TEXT NOT NULL, phase_id TEXT NOT NULL, version INTEGER NOT NULL, data TEXT NOT NULL,
-    PRIMARY KEY(op_id, phase_id));
+    state TEXT, updated REAL, PRIMARY KEY(op_id, phase_id));
 CREATE TABLE IF NOT EXISTS changelog(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, op_id TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS changelog_by_op ON changelog(op_id, seq);
@@ -64,6 +68,9 @@ CREATE TABLE IF NOT EXISTS kv(
     key TEXT PRIMARY KEY, value TEXT NOT NULL, lease_id INTEGER);
 """
 
+# The JSON of our own rows, decoded without json.loads' per-call checks (a plan's 100,000
+# specs and states are read at once): (value, end).
+_decode = json.JSONDecoder().raw_decode
 # How many rows one executemany batch carries; SQLite has no hard limit, this bounds memory.
 BATCH = 2000
 # One `apply` is one transaction of any size to SQLite; this bounds what one call holds in
@@ -117,6 +124,7 @@ class SQLiteStore(LeasesAndLocks, Store):
         conn = self._conn()
         try:
             conn.executescript(SCHEMA)
+            add_tally_index(conn)
             row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 conn.execute(
@@ -194,6 +202,7 @@ class SQLiteStore(LeasesAndLocks, Store):
                         "INSERT INTO specs(op_id, idx, data) VALUES(?, ?, ?)",
                         rows[start : start + BATCH],
                     )
+                write_tops(db, op.id, specs)
                 db.execute(
                     "INSERT OR REPLACE INTO locks(name, holder, lease_id) VALUES(?, ?, NULL)",
                     (CLUSTER_LOCK, op.id),
@@ -271,16 +280,24 @@ class SQLiteStore(LeasesAndLocks, Store):
     def load_specs(self, operation_id: str) -> list[PhaseSpec]:
         rows = self._read("SELECT data FROM specs WHERE op_id=? ORDER BY idx", (operation_id,),
                           f"reading the plan of {operation_id}")
-        return [PhaseSpec.from_dict(json.loads(r[0])) for r in rows]
+        return [PhaseSpec.from_dict(_decode(r[0])[0]) for r in rows]
 
     def load_states(self, operation_id: str) -> dict[str, PhaseState]:
         rows = self._read("SELECT data FROM states WHERE op_id=?", (operation_id,),
                           f"reading phase states of {operation_id}")
         out = {}
         for (data,) in rows:
-            st = PhaseState.from_dict(json.loads(data))
+            st = PhaseState.from_dict(_decode(data)[0])
             out[st.phase_id] = st
         return out
+
+    def load_outline(self, operation_id: str) -> Outline:
+        """From the `tops` index; an operation written before it had one reads whole."""
+        try:
+            found = read_outline(self._conn(), operation_id)
+        except sqlite3.Error as exc:
+            raise _translate(exc, f"reading the plan of {operation_id}", self.path) from exc
+        return found if found is not None else super().load_outline(operation_id)
 
     def get_state(self, operation_id: str, phase_id: str) -> PhaseState:
         rows = self._read("SELECT data FROM states WHERE op_id=? AND phase_id=?",
@@ -321,11 +338,12 @@ class SQLiteStore(LeasesAndLocks, Store):
                 states, log = [], []
                 for seq, t in enumerate(transitions, start=first + 1):
                     state, record = transition_rows(operation_id, t, seq)
-                    states.append((operation_id, t.phase_id, t.new.version, state))
+                    states.append((operation_id, t.phase_id, t.new.version, state,
+                                   t.new.state.value, t.new.updated))
                     log.append((seq, operation_id, record))
                 db.executemany(
-                    "INSERT OR REPLACE INTO states(op_id, phase_id, version, data) "
-                    "VALUES(?, ?, ?, ?)", states)
+                    "INSERT OR REPLACE INTO states(op_id, phase_id, version, data, state, "
+                    "updated) VALUES(?, ?, ?, ?, ?, ?)", states)
                 db.executemany("INSERT INTO changelog(seq, op_id, data) VALUES(?, ?, ?)", log)
                 return [ChangeRecord.of(operation_id, t, seq=seq)
                         for seq, t in enumerate(transitions, start=first + 1)]
@@ -336,7 +354,7 @@ class SQLiteStore(LeasesAndLocks, Store):
                   ) -> list[ChangeRecord]:
         rows = self._read("SELECT data FROM changelog WHERE op_id=? AND seq>? ORDER BY seq",
                           (operation_id, after), f"reading the changelog of {operation_id}")
-        records = [ChangeRecord.from_dict(json.loads(r[0])) for r in rows]
+        records = [ChangeRecord.from_dict(_decode(r[0])[0]) for r in rows]
         return records if node is None else [r for r in records if r.node == node]
 
     def last_seq(self, operation_id: str) -> int:
@@ -377,7 +395,7 @@ class SQLiteStore(LeasesAndLocks, Store):
                 if db.execute("SELECT 1 FROM operations WHERE id=?", (op.id,)).fetchone():
                     if not replace:
                         raise operation_exists(op.id, copying=True)
-                    for table in ("specs", "states", "changelog"):
+                    for table in ("specs", "tops", "states", "changelog"):
                         db.execute(f"DELETE FROM {table} WHERE op_id=?", (op.id,))
                     db.execute("DELETE FROM operations WHERE id=?", (op.id,))
                     db.execute("DELETE FROM locks WHERE name=? AND holder=?",
@@ -386,9 +404,12 @@ class SQLiteStore(LeasesAndLocks, Store):
                            (op.id, op.created, json.dumps(op.to_dict())))
                 db.executemany("INSERT INTO specs(op_id, idx, data) VALUES(?, ?, ?)",
                                [(op.id, i, json.dumps(s.to_dict())) for i, s in enumerate(specs)])
+                write_tops(db, op.id, specs)
                 db.executemany(
-                    "INSERT INTO states(op_id, phase_id, version, data) VALUES(?, ?, ?, ?)",
-                    [(op.id, s.phase_id, s.version, json.dumps(s.to_dict())) for s in states])
+                    "INSERT INTO states(op_id, phase_id, version, data, state, updated) "
+                    "VALUES(?, ?, ?, ?, ?, ?)",
+                    [(op.id, s.phase_id, s.version, json.dumps(s.to_dict()), s.state.value,
+                      s.updated) for s in states])
                 first = db.execute("SELECT COALESCE(MAX(seq), 0) FROM changelog").fetchone()[0]
                 rows = []
                 for i, rec in enumerate(sorted(records, key=lambda r: r.seq), start=1):
