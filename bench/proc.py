@@ -92,9 +92,10 @@ def _transition(log: Path, offset: int) -> bool:
 
 
 def run(argv: list[str], env: dict[str, str] | None = None, *, cwd: Path | None = None,
-        watch: Path | None = None, timeout: float = 3600.0) -> Run:
-    """Run `argv` to the end; raise with its output if it exits non-zero. With `watch` (an
-    event log), poll it every 2 ms until it shows a transition: the end of the start-up."""
+        watch: Path | None = None, timeout: float = 3600.0, expect: int = 0) -> Run:
+    """Run `argv` to the end; raise with its output if it exits other than `expect`. With
+    `watch` (an event log), poll it every 2 ms until it shows a transition: the end of the
+    start-up."""
     out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gravity-bench-{os.getpid()}.out"
     before = watch.stat().st_size if watch is not None and watch.exists() else 0
     first_s = first_cpu = None
@@ -125,14 +126,14 @@ def run(argv: list[str], env: dict[str, str] | None = None, *, cwd: Path | None 
         out = sink.read().decode(errors="replace")
     out_path.unlink(missing_ok=True)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    if proc.returncode != expect:
         raise RuntimeError(f"{' '.join(map(str, argv))} exited {proc.returncode}\n{out[-3000:]}")
     return Run(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, rss_mb=rss.peak_kb / 1024,
                out=out, first_s=first_s, first_cpu_s=first_cpu)
 
 
 def gravity(args: list[str], url: str, state_dir: Path, *, watch: Path | None = None,
-            sizes: Path | None = None, **env: str) -> Run:
+            sizes: Path | None = None, expect: int = 0, **env: str) -> Run:
     """`gravity ARGS` as the installed console script, against `url`, in `state_dir`. With
     `sizes`, through bench/etcd_sizes.py's wrapper, which records etcd request sizes there."""
     full = cli_env(url, state_dir)
@@ -144,7 +145,7 @@ def gravity(args: list[str], url: str, state_dir: Path, *, watch: Path | None = 
         argv = [gravity_python(), "-c", WRAPPER]
         full[ENV] = str(sizes)
         full["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
-    return run([*argv, *args], full, cwd=state_dir, watch=watch)
+    return run([*argv, *args], full, cwd=state_dir, watch=watch, expect=expect)
 
 
 def floor(store: str, *args: str) -> Run:
