@@ -383,13 +383,13 @@ class Connection:
         resp = self.range_page(client, start, end, min_mod_revision=min_mod_revision,
                                keys_only=keys_only)
         revision = int(resp.header.revision)
-        sent = 0  # bytes of the responses so far
+        limit = PAGE
         while True:
             out.extend(zip([kv.key for kv in resp.kvs], resp.kvs, strict=True))
             if not resp.more or not resp.kvs:
                 return out, revision
-            sent += resp.ByteSize()
-            limit = max(PAGE, min(MAX_PAGE, PAGE_BYTES * len(out) // max(sent, 1)))
+            if len(out) == len(resp.kvs):  # after the first page: its sizes set the rest's
+                limit = max(PAGE, min(MAX_PAGE, PAGE_BYTES * len(out) // resp.ByteSize()))
             resp = self.range_page(client, resp.kvs[-1].key + b"\0", end, revision=revision,
                                    min_mod_revision=min_mod_revision, keys_only=keys_only,
                                    limit=limit)

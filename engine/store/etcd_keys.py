@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -32,6 +33,9 @@ LAYOUT = re.compile(
     rf"|data/{_SEG}/state/{_SEG}"
     rf"|data/{_SEG}/log/{_SEG}/{_SEG}/[0-9]{{{VERSION_WIDTH},}}"
     rf"|lock/{_SEG}|lease/[0-9]+|kv/{_SEG}")
+
+
+_LAYOUT_BYTES = re.compile(LAYOUT.pattern.encode("ascii"))  # the same, on a key's bytes
 
 
 def in_layout(rest: str) -> bool:
@@ -64,8 +68,21 @@ def encode(data: dict[str, Any]) -> bytes:
     return _ENCODER.encode(data).encode()
 
 
+_DECODE = json.JSONDecoder().raw_decode
+
+
 def decode(raw: bytes) -> dict[str, Any]:
-    return json.loads(raw)
+    """A stored JSON value. What we write (UTF-8, nothing around it) is decoded without
+    json.loads' detection of the encoding (a plan's 100,000 specs and states are read at
+    once); anything else goes to json.loads, which accepts or refuses it as ever."""
+    try:
+        text = raw.decode()
+        value, end = _DECODE(text)
+        if end == len(text):
+            return value  # type: ignore[no-any-return]
+    except ValueError:
+        pass
+    return json.loads(raw)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -84,16 +101,17 @@ class Keys:
     def marker(self) -> bytes:
         return self._k(MARKER)
 
+    @cached_property
+    def _head(self) -> bytes:
+        return self.root()
+
     def owns(self, key: bytes) -> bool:
         """Whether `key` is one this store writes: under its prefix and in its layout.
         Reads skip every other key and deletes never touch one."""
-        head = self.root()
+        head = self._head
         if not key.startswith(head):
             return False
-        try:
-            return in_layout(key[len(head):].decode("ascii"))
-        except UnicodeDecodeError:
-            return False
+        return _LAYOUT_BYTES.fullmatch(key, len(head)) is not None
 
     # operation records only: listing reads nothing else
     def ops(self) -> bytes:

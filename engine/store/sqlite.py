@@ -68,9 +68,19 @@ CREATE TABLE IF NOT EXISTS kv(
     key TEXT PRIMARY KEY, value TEXT NOT NULL, lease_id INTEGER);
 """
 
-# The JSON of our own rows, decoded without json.loads' per-call checks (a plan's 100,000
-# specs and states are read at once): (value, end).
-_decode = json.JSONDecoder().raw_decode
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _decode(text: str) -> Any:
+    """A row's JSON: what we write (nothing around it) without json.loads' per-call checks
+    (a plan's 100,000 specs and states are read at once); anything else as json.loads has it."""
+    try:
+        value, end = _raw_decode(text)
+        if end == len(text):
+            return value
+    except ValueError:
+        pass
+    return json.loads(text)
 # How many rows one executemany batch carries; SQLite has no hard limit, this bounds memory.
 BATCH = 2000
 # One `apply` is one transaction of any size to SQLite; this bounds what one call holds in
@@ -280,14 +290,14 @@ class SQLiteStore(LeasesAndLocks, Store):
     def load_specs(self, operation_id: str) -> list[PhaseSpec]:
         rows = self._read("SELECT data FROM specs WHERE op_id=? ORDER BY idx", (operation_id,),
                           f"reading the plan of {operation_id}")
-        return [PhaseSpec.from_dict(_decode(r[0])[0]) for r in rows]
+        return [PhaseSpec.from_dict(_decode(r[0])) for r in rows]
 
     def load_states(self, operation_id: str) -> dict[str, PhaseState]:
         rows = self._read("SELECT data FROM states WHERE op_id=?", (operation_id,),
                           f"reading phase states of {operation_id}")
         out = {}
         for (data,) in rows:
-            st = PhaseState.from_dict(_decode(data)[0])
+            st = PhaseState.from_dict(_decode(data))
             out[st.phase_id] = st
         return out
 
@@ -354,7 +364,7 @@ class SQLiteStore(LeasesAndLocks, Store):
                   ) -> list[ChangeRecord]:
         rows = self._read("SELECT data FROM changelog WHERE op_id=? AND seq>? ORDER BY seq",
                           (operation_id, after), f"reading the changelog of {operation_id}")
-        records = [ChangeRecord.from_dict(_decode(r[0])[0]) for r in rows]
+        records = [ChangeRecord.from_dict(_decode(r[0])) for r in rows]
         return records if node is None else [r for r in records if r.node == node]
 
     def last_seq(self, operation_id: str) -> int:
