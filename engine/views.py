@@ -104,18 +104,20 @@ def derive_view(op: Operation, graph: PlanGraph, states: dict[str, PhaseState],
                 driven: bool | None = None) -> PlanView:
     """The view of leaf states already in hand (a run's own, as it ended)."""
     derived: dict[str, State] = {}
-    leaf_states: dict[str, list[State]] = {}
+    below: dict[str, frozenset[State]] = {}  # the distinct states of each phase's leaves
     for phase_id in reversed(graph.order):
         spec = graph.specs[phase_id]
         if spec.is_leaf:
-            st = states.get(phase_id, PhaseState(phase_id)).state
-            derived[phase_id] = st
-            leaf_states[phase_id] = [st]
+            st = states.get(phase_id)
+            derived[phase_id] = state = st.state if st is not None else State.UNSTARTED
+            below[phase_id] = _ONE[state]
         else:
-            below = [s for c in spec.children for s in leaf_states[c]]
-            leaf_states[phase_id] = below
-            derived[phase_id] = fsm.derive(below)
+            seen = below[phase_id] = frozenset().union(*(below[c] for c in spec.children))
+            derived[phase_id] = fsm.derive(seen)
     return PlanView(op, graph, states, derived, driven)
+
+
+_ONE = {s: frozenset((s,)) for s in State}
 
 
 def log_location(store: Store, state_dir: Path, operation_id: str, phase_id: str) -> str:
