@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from engine.errors import EXIT_INVALID, StoreConfigError, StoreError, StoreUnavailable
+from engine.errors import (
+    EXIT_INVALID,
+    LeaseExpired,
+    StoreConfigError,
+    StoreError,
+    StoreUnavailable,
+)
 from engine.model import Operation, OpState, PhaseSpec, PhaseState, State, Transition
 from engine.store import Capabilities, TLSConfig, open_store
 from engine.store.etcd import EtcdStore
@@ -253,6 +259,69 @@ def test_wait_changes_resumes_its_watch_after_an_etcd_restart(private_etcd: Etcd
     assert got == [second]
     waiter.close()
     writer.close()
+
+
+def test_a_watch_reports_its_keys_and_the_active_operation_and_breaks_with_etcd(
+        private_etcd: EtcdServer) -> None:
+    """What an idle agent blocks on: a put or delete of a watched kv record, an operation
+    created or finished (the cluster lock), each reported; other keys not. An etcd restart
+    breaks the watch (reported too), and a new one works again."""
+    url = f"{private_etcd.url}/keywatch"
+    store, writer = EtcdStore.from_url(url), EtcdStore.from_url(url)
+    changed = threading.Event()
+    watch = store.watch(changed.set, kv_keys=["agent-stop/n1"], active_operation=True)
+    assert watch is not None and not watch.broken
+    writer.kv_put("agent-stop/n2", {"at": 1.0})  # not watched
+    writer.kv_put("agent-stop/n1", {"at": 1.0})
+    wait_for(changed.is_set, what="the put of a watched key to be reported")
+    changed.clear()
+    assert not changed.is_set()
+    writer.create_operation(make_op(), leaves(1))
+    wait_for(changed.is_set, what="the new active operation to be reported")
+    changed.clear()
+    writer.finish_operation("op-1", OpState.COMPLETED, None)
+    wait_for(changed.is_set, what="the finished operation to be reported")
+    changed.clear()
+    private_etcd.stop()
+    wait_for(lambda: watch.broken and changed.is_set(), what="the cut watch to be reported")
+    private_etcd.start()
+    changed.clear()
+    watches = [watch]
+
+    def reopened() -> bool:  # as the agent does: a broken watch is opened again
+        if watches[-1].broken:
+            new = store.watch(changed.set, kv_keys=["agent-stop/n1"], active_operation=True)
+            assert new is not None
+            watches.append(new)
+        return not watches[-1].broken
+
+    wait_for(reopened, what="a new watch to open")
+    changed.clear()
+    writer.kv_delete("agent-stop/n1")
+    wait_for(changed.is_set, what="the delete to be reported on the new watch")
+    store.close()
+    assert watches[-1].broken  # closed with its store
+    writer.close()
+
+
+def test_lease_renewals_share_one_stream_that_survives_an_etcd_restart(
+        private_etcd: EtcdServer) -> None:
+    """Renewals go over one long-lived keep-alive stream (not a stream and a thread each);
+    when etcd restarts the next renewal opens a new one."""
+    store = EtcdStore.from_url(f"{private_etcd.url}/renew")
+    lease = store.grant_lease("agent:n1", 30)
+    for _ in range(5):
+        assert store.keepalive(lease.id).expires > time.time()
+    streams = [t for t in threading.enumerate() if t.name == "lease-keepalive"]
+    assert len(streams) == 1
+    private_etcd.stop()
+    private_etcd.start()
+    renewed = store.keepalive(lease.id)  # waits out the restart on a new stream
+    assert renewed.owner == "agent:n1" and renewed.expires > time.time()
+    store.revoke_lease(lease.id)
+    with pytest.raises(LeaseExpired):
+        store.keepalive(lease.id)
+    store.close()
 
 
 class ReplyCutter:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.errors import LeaseExpired, LockHeld, NotFound, OperationExists
 from engine.model import ChangeRecord, Lease, Operation, OpState, PhaseSpec, PhaseState, Transition
@@ -251,6 +251,17 @@ class Store(ABC):
         now (with what it has, often []): how a watcher thread is stopped without waiting
         out its timeout."""
 
+    def watch(self, on_change: Callable[[], None], *, kv_keys: Sequence[str] = (),
+              active_operation: bool = False) -> Watch | None:
+        """Call `on_change` (from another thread) after every write or delete of the kv
+        records `kv_keys` and, with `active_operation`, of the cluster lock (which operation
+        is active), so a waiter can block instead of polling. Changes made before this returns
+        are not reported: watch first, then read. If the watch breaks (the store restarted,
+        the connection was cut) `broken` is set and `on_change` is called once more: read
+        again and watch again. None when this store cannot watch (SQLite): the caller polls.
+        """
+        return None
+
     # -- leases and locks -----------------------------------------------------------------
     @abstractmethod
     def grant_lease(self, name: str, ttl: float) -> Lease:
@@ -326,6 +337,15 @@ class Store(ABC):
         self.close()
 
 
+class Watch(Protocol):
+    """A watch from `Store.watch`: `broken` once it stopped delivering; `close` ends it."""
+
+    @property
+    def broken(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
 def this_pid() -> int:
     return os.getpid()
 
@@ -335,6 +355,7 @@ __all__ = [
     "MAX_SEQ",
     "Capabilities",
     "Store",
+    "Watch",
     "check_batch",
     "coordinator_lock",
     "operation_exists",

@@ -1,5 +1,5 @@
-"""Debug logging of the store's writes (operations, transitions, leases, locks) on `gravity.store`.
-Every backend's write methods are wrapped once, when its class is defined; off unless --debug.
+"""Debug logging of the store's calls: writes (operations, transitions, leases, locks) on
+`gravity.store`, reads on `gravity.store.reads`; wrapped once per backend class; off unless --debug.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 log = logging.getLogger("gravity.store")
+reads_log = logging.getLogger("gravity.store.reads")
 
 MAX_LISTED = 6  # transitions named one by one in an `apply` line; the rest are counted
 
@@ -60,6 +61,24 @@ DESCRIBE: dict[str, Callable[[Sequence[Any]], str]] = {
 }
 
 
+# The reads logged (on their own logger: what a process asks the store, e.g. how often an
+# idle agent reads), with what each line says about its arguments.
+READS: dict[str, Callable[[Sequence[Any]], str]] = {
+    "get_operation": _ops,
+    "list_operations": lambda a: "",
+    "active_operation_id": lambda a: "",
+    "load_specs": _ops,
+    "load_states": _ops,
+    "get_state": lambda a: f"{a[0]} {a[1]}" if len(a) > 1 else _ops(a),
+    "changelog": _ops,
+    "last_seq": _ops,
+    "get_lease": _lease,
+    "lock_holder": lambda a: repr(a[0]),
+    "kv_get": lambda a: repr(a[0]),
+    "kv_list": lambda a: repr(a[0]),
+}
+
+
 def _outcome(name: str, result: Any) -> str:
     """What the line says a call returned: the seqs an apply wrote, the lease granted."""
     if name == "apply" and result:
@@ -70,8 +89,8 @@ def _outcome(name: str, result: Any) -> str:
     return ""
 
 
-def _logged(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-    describe = DESCRIBE[name]
+def _logged(name: str, method: Callable[..., Any], describe: Callable[[Sequence[Any]], str],
+            log: logging.Logger) -> Callable[..., Any]:
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -98,14 +117,16 @@ def _logged(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def instrument(cls: type) -> None:
-    """Wrap the write methods `cls` has (its own or a mixin's) so each call is logged at
-    DEBUG; those already wrapped (inherited from a wrapped class) and abstract ones are left."""
-    for name in DESCRIBE:
-        method = getattr(cls, name, None)
-        if method is None or getattr(method, "__isabstractmethod__", False) \
-                or getattr(method, "__gravity_logged__", False):
-            continue
-        setattr(cls, name, _logged(name, method))
+    """Wrap the write and read methods `cls` has (its own or a mixin's) so each call is logged
+    at DEBUG; those already wrapped (inherited from a wrapped class) and abstract ones are
+    left."""
+    for table, logger in ((DESCRIBE, log), (READS, reads_log)):
+        for name, describe in table.items():
+            method = getattr(cls, name, None)
+            if method is None or getattr(method, "__isabstractmethod__", False) \
+                    or getattr(method, "__gravity_logged__", False):
+                continue
+            setattr(cls, name, _logged(name, method, describe, logger))
 
 
 def opened(url: str) -> None:

@@ -30,14 +30,16 @@ from engine.model import (
 from engine.names import check_new_operation
 from engine.outline import Outline
 from engine.store.base import (
+    CLUSTER_LOCK,
     Capabilities,
     Store,
     TLSConfig,
+    Watch,
     check_batch,
     lease_gone,
     no_operation,
 )
-from engine.store.etcd_conn import Connection, EtcdConfig, parse_url
+from engine.store.etcd_conn import RPC_TIMEOUT, Connection, EtcdConfig, parse_url
 from engine.store.etcd_errors import (
     CAUGHT,
     channel_gone,
@@ -45,6 +47,7 @@ from engine.store.etcd_errors import (
 )
 from engine.store.etcd_feed import Feed, wait
 from engine.store.etcd_import import import_operation
+from engine.store.etcd_keepalive import KeepAlive
 from engine.store.etcd_keys import (
     SLOTS,
     Keys,
@@ -58,6 +61,7 @@ from engine.store.etcd_locks import LeasesAndLocks
 from engine.store.etcd_ops import OperationRecords
 from engine.store.etcd_outline import read_outline
 from engine.store.etcd_root import open_root
+from engine.store.etcd_watch import KeyWatch, open_watch
 from engine.store.rows import etcd_values
 
 T = TypeVar("T")
@@ -83,6 +87,9 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
         # One long-lived changelog watch per (operation, node or None) (see etcd_feed).
         self._feeds: dict[tuple[str, str | None], Feed] = {}
         self._feeds_lock = threading.Lock()
+        self._watches: list[KeyWatch] = []
+        self._granted = {}
+        self._keepalive = KeepAlive(RPC_TIMEOUT)
         try:
             open_root(self._conn, self.keys)
         except BaseException:
@@ -101,6 +108,10 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
     def close(self) -> None:
         with self._feeds_lock:
             feeds, self._feeds = list(self._feeds.values()), {}
+            watches, self._watches = self._watches, []
+        for watch in watches:
+            watch.close()
+        self._keepalive.close()
         for feed in feeds:
             with feed.cond:
                 watch_id, feed.watch_id, feed.broken = feed.watch_id, None, True
@@ -287,6 +298,22 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
             with feed.cond:
                 feed.wakes += 1
                 feed.cond.notify_all()
+
+    def watch(self, on_change: Callable[[], None], *, kv_keys: Sequence[str] = (),
+              active_operation: bool = False) -> Watch | None:
+        """See Store.watch: one etcd watch per key (etcd_watch), on this store's stream."""
+        keys = [self.keys.kv(k) for k in kv_keys]
+        if active_operation:
+            # Which operation is active changes with the cluster lock: creating an operation
+            # takes it, finishing one releases it, in the same transaction.
+            keys.append(self.keys.lock(CLUSTER_LOCK))
+        watch = open_watch(self._conn, keys, on_change, self._cancel_watch,
+                           relogin=bool(self.config.user))
+        with self._feeds_lock:
+            self._watches = [w for w in self._watches if not w.broken]
+            if not watch.broken:
+                self._watches.append(watch)
+        return watch
 
     def _cancel_watch(self, watch_id: Any) -> None:
         if watch_id is not None:

@@ -4,6 +4,7 @@ A lock is taken with `create_revision == 0` and vanishes with its holder's lease
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from engine.model import Lease
 from engine.store.base import lease_gone, this_host, this_pid
 from engine.store.etcd_conn import LeaseCompare, prefix_end
 from engine.store.etcd_errors import CAUGHT, is_lease_not_found
+from engine.store.etcd_keepalive import KeepAlive
 from engine.store.etcd_keys import Keys, decode, encode, unesc
 
 T = TypeVar("T")
@@ -28,6 +30,10 @@ class LeasesAndLocks:
     """The Store's lease and lock methods for etcd (mixed into EtcdStore)."""
 
     keys: Keys
+    # Leases this store granted: a renewal need not read their record back (an agent renews
+    # every TTL/3 for its whole life; one read fewer each time).
+    _granted: dict[int, Lease]
+    _keepalive: KeepAlive  # renewals on one long-lived stream
 
     def _call(self, what: str, fn: Callable[[Client], T], *,
               patience: float | None = None) -> T:
@@ -49,7 +55,9 @@ class LeasesAndLocks:
                 raise
 
         self._call("granting a lease", put)
-        return Lease(grant.id, name, meta["host"], meta["pid"], granted, sent + granted)
+        lease = Lease(grant.id, name, meta["host"], meta["pid"], granted, sent + granted)
+        self._granted[lease.id] = lease
+        return lease
 
     # -- small key-value records, optionally bound to a lease --------------------------------
     def kv_put(self, key: str, value: Mapping[str, Any], lease_id: int | None = None) -> None:
@@ -96,16 +104,21 @@ class LeasesAndLocks:
     def keepalive(self, lease_id: int) -> Lease:
         def renew(client: Client) -> Lease:
             sent = time.time()  # the renewed TTL runs from etcd's receipt: never earlier
-            replies = list(client.refresh_lease(lease_id))
-            ttl = replies[0].TTL if replies else 0
+            ttl = self._keepalive.renew(client, lease_id)
+            known = self._granted.get(lease_id)
+            if ttl > 0 and known is not None:  # its record lives as long as the lease
+                return dataclasses.replace(known, expires=sent + ttl)
             lease = self._lease_meta(client, lease_id, ttl, sent) if ttl > 0 else None
             if lease is None:
+                self._granted.pop(lease_id, None)
                 raise self._expired(lease_id)
             return lease
 
         return self._call("renewing a lease", renew)
 
     def revoke_lease(self, lease_id: int) -> None:
+        self._granted.pop(lease_id, None)
+
         def revoke(client: Client) -> None:
             try:
                 client.revoke_lease(lease_id)
