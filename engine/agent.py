@@ -26,9 +26,14 @@ from engine.executors.fence import ChildFence
 from engine.executors.runtime import failure_text, phase_log_path, read_tail, run_phase
 from engine.leases import LeaseKeeper, lease_alive
 from engine.model import Lease, PhaseSpec, PhaseState, State
-from engine.store.base import Store, this_host, this_pid
+from engine.store.base import Store, Watch, this_host, this_pid
 
 DEFAULT_TTL = 10.0
+WAIT = 0.5  # the run loop's longest wait: how soon it sees SIGTERM or a lost lease
+POLL = 1.0  # without a working watch: how often stop requests and the active operation are read
+# With one: read again only when a watched key changed, or after this long (a safety net; the
+# watch reports every change).
+RECHECK = 60.0
 log = logging.getLogger("gravity.agent")
 
 
@@ -104,6 +109,14 @@ class Agent:
         self.started = time.time()
         self.operation: str | None = None
         self._checked = -1e9
+        # Set when a watched key (this node's stop request, the cluster lock) changed or the
+        # watch broke: the run loop reads them again. An idle agent blocks on it.
+        self._nudged = threading.Event()
+        self._watch: Watch | None = None
+        # (operation, running phases) of the record last published: it is written again only
+        # when they change, not at every renewal (`gravity agent status` reads the renewal
+        # from the lease).
+        self._published: tuple[str | None, tuple[str, ...]] | None = None
         self.after = 0
         self.specs: dict[str, PhaseSpec] = {}
         # (phase, version) of every attempt started in the followed operation: the same
@@ -139,6 +152,8 @@ class Agent:
             self._shutdown()
             if self.keeper is not None:
                 self.keeper.stop()
+            if self._watch is not None:
+                self._watch.close()
             self._retire()
             self.fence.close()
             self.events.close()
@@ -174,9 +189,9 @@ class Agent:
             self.store.acquire_lock(name, lease)
             # Ours from here: a coordinator dispatches to it only once the record is out.
             self.lease = lease
-            proto.publish(self.store, self._agent_record())
+            self._publish(force=True)
             keeper = LeaseKeeper(self.store, lease, fence=self.fence,
-                                 on_renewed=self._renewed)
+                                 on_renewed=self._renewed, on_lost=lambda _: self._nudge())
         except BaseException as exc:
             self.lease = previous
             with contextlib.suppress(EngineError):
@@ -193,9 +208,17 @@ class Agent:
                          pid=this_pid(), host=this_host(), ttl=self.ttl)
 
     def _renewed(self, lease: Lease) -> None:
-        """After each renewal: refresh the record coordinators read (running phases…)."""
+        """After each renewal: refresh the record coordinators read, if it changed (the
+        phases running now)."""
         if self.lease is not None and lease.id == self.lease.id:
-            proto.publish(self.store, self._agent_record())
+            self._publish()
+
+    def _publish(self, *, force: bool = False) -> None:
+        record = self._agent_record()
+        shown = (record.operation, record.running)
+        if force or shown != self._published:
+            proto.publish(self.store, record)
+            self._published = shown
 
     def _recover_lease(self) -> None:
         """The lease could not be kept: the guard has stopped the running phases. Their
@@ -246,9 +269,10 @@ class Agent:
 
     # -- finding work ------------------------------------------------------------------------
     def _poll_once(self) -> None:
-        now = time.monotonic()
-        if now - self._checked >= 1.0:  # stop requests and operation changes: once a second
-            self._checked = now
+        if self._check_due(time.monotonic()):
+            self._nudged.clear()  # before reading: a change from now on nudges again
+            self._checked = time.monotonic()
+            self._keep_watching()
             request = proto.pending_stop(self.store, self.node)
             if request is not None and request.applies_to(self.started):
                 self.events.emit("stop requested", node=self.node, by=request.by)
@@ -259,30 +283,60 @@ class Agent:
             if active != self.operation:
                 self._switch(active)
         if self.operation is None:
-            self.stopping.wait(0.5)
+            self._nudged.wait(WAIT)  # idle: nothing is read until a watched key changes
             return
-        for rec in self.store.wait_changes(self.operation, self.after, timeout=0.5,
+        for rec in self.store.wait_changes(self.operation, self.after, timeout=WAIT,
                                            node=self.node):
             self.after = max(self.after, rec.seq)
             if rec.to_state is State.IN_PROGRESS and self._mine(rec.owner):
                 self._start(rec.state_after())
 
+    def _check_due(self, now: float) -> bool:
+        """Read the stop request and the active operation now? When a watched key changed;
+        else every POLL seconds without a working watch, every RECHECK with one."""
+        if self._nudged.is_set():
+            return True
+        watching = self._watch is not None and not self._watch.broken
+        return now - self._checked >= (RECHECK if watching else POLL)
+
+    def _keep_watching(self) -> None:
+        """(Re)open the watch of this node's stop request and of the cluster lock, before
+        they are read, so no change between the read and the watch is missed."""
+        if self._watch is not None and not self._watch.broken:
+            return
+        if self._watch is not None:
+            self._watch.close()
+        self._watch = self.store.watch(self._nudge, kv_keys=[proto.stop_key(self.node)],
+                                       active_operation=True)
+
+    def _nudge(self) -> None:
+        """A watched key changed, the watch broke or the lease was lost: wake the run loop
+        (its wait for this node's records too)."""
+        self._nudged.set()
+        operation = self.operation
+        if operation is not None:
+            self.store.wake(operation)
+
     def _mine(self, owner: int | None) -> bool:
         return self.lease is not None and owner == self.lease.id
 
     def _switch(self, operation: str | None) -> None:
-        """Follow a new active operation: load its plan and pick up anything already ours."""
+        """Follow a new active operation: load its plan and pick up anything already ours.
+        Nothing changes until all of it is read (a store error retries the whole switch)."""
         log.debug("agent %s follows operation %s", self.node, operation or "(none active)")
-        self.operation = operation
-        self.specs, self.op_data, self.after = {}, {}, 0
+        after, specs, data, states = 0, {}, {}, {}
+        if operation is not None:
+            after = self.store.last_seq(operation)
+            specs = {s.id: s for s in self.store.load_specs(operation)}
+            data = dict(self.store.get_operation(operation).data)
+            states = self.store.load_states(operation)
+        self.operation, self.after, self.specs, self.op_data = operation, after, specs, data
         with self.lock:
             self.attempts, self.deferred = set(), {}
-        if operation is None:
-            return
-        self.after = self.store.last_seq(operation)
-        self.specs = {s.id: s for s in self.store.load_specs(operation)}
-        self.op_data = dict(self.store.get_operation(operation).data)
-        for st in self.store.load_states(operation).values():
+        # Say which operation this agent follows now, not at its next renewal.
+        with contextlib.suppress(StoreError):  # else the next renewal publishes it
+            self._publish()
+        for st in states.values():
             if st.state is State.IN_PROGRESS and self._mine(st.owner):
                 self._start(st)
 

@@ -248,6 +248,55 @@ def test_agent_stop_through_the_store_and_missing_agent_message(
     assert cluster.states()["/first"] == "completed"
 
 
+ONE_ON_NODE_1 = """
+kind: Plan
+metadata: {name: one}
+phases:
+  - id: only
+    node: node-1
+    executor: command
+    data: {run: "echo x > only"}
+"""
+
+
+@pytest.mark.etcd
+def test_an_idle_agent_blocks_on_a_watch_and_reads_nothing(cluster: Gravity, write_plan) -> None:
+    """An agent with no operation to follow costs ~nothing: across several of its lease
+    renewals it reads nothing from the store (its --debug call log has a line for every read),
+    because it blocks on a watch of its stop request and of the cluster lock. It still takes
+    up a new operation at once, and a stop request."""
+    log = cluster.tmp / "agent-debug.log"
+    with open(log, "w") as err:
+        agent = subprocess.Popen(cluster.argv("agent", "run", "--node", "node-1", "--ttl", TTL),
+                                 stdout=subprocess.DEVNULL, stderr=err, text=True,
+                                 env=cluster.env(GRAVITY_DEBUG="1"), cwd=cluster.tmp)
+    cluster.agents.append(agent)  # type: ignore[attr-defined]
+
+    def renewals() -> int:
+        return log.read_text().count(" keepalive lease ")
+
+    wait_for(lambda: renewals() >= 1, proc=agent, what="its first lease renewal")
+    start, since = len(log.read_text()), time.time()
+    # Four renewals at TTL/3: over two seconds in which it used to read twice a second.
+    wait_for(lambda: renewals() >= 5, proc=agent, what="four more lease renewals")
+    idle = log.read_text()[start:]
+    assert [line for line in idle.splitlines() if " gravity.store.reads " in line] == []
+    assert " keepalive lease " in idle
+    # `agent status` shows its last renewal, although its record was not rewritten since.
+    [row] = json.loads(cluster("agent", "status", "-o", "json").stdout)
+    assert row["status"] == "Online" and row["heartbeat"] > since
+
+    cluster("operation", "create", "--plan", str(write_plan(ONE_ON_NODE_1)), "--id", "op1",
+            check=0)
+    wait_for(lambda: "follows operation op1" in log.read_text(), proc=agent,
+             what="the agent to follow op1")
+    cluster("plan", "resume", check=0)
+    assert cluster.states() == {"/only": "completed"}
+    assert cluster.node_file("node-1", "only").exists()
+    cluster("agent", "stop", "--node", "node-1", check=0)
+    assert agent.wait(timeout=20) == 0
+
+
 @pytest.mark.etcd
 @pytest.mark.slow
 def test_a_new_coordinator_adopts_a_phase_an_agent_is_still_running(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from engine.durations import format_duration
 from engine.errors import InputError, NotFound, Problem
 from engine.names import node_name_problem
 from engine.store import Store
+
+if TYPE_CHECKING:
+    from engine.agent_protocol import AgentRecord
 
 ROOT_STATE_DIR = Path("/var/lib/gravity")
 
@@ -106,7 +110,7 @@ def status(obj: CliContext, output: str) -> None:
         rows.append({
             "node": node,
             "status": "Online" if info else "Offline",
-            "heartbeat": info.heartbeat if info else None,
+            "heartbeat": last_renewal(store, info) if info else None,
             "running": list(info.running) if info else [],
             "pid": info.pid if info else None,
             "host": info.host if info else None,
@@ -127,6 +131,13 @@ def status(obj: CliContext, output: str) -> None:
     if offline:
         click.echo(f"\nstart the missing agents with `gravity agent run --node NODE` on: "
                    f"{', '.join(offline)}")
+
+
+def last_renewal(store: Store, info: AgentRecord) -> float:
+    """When the agent last renewed its lease (its heartbeat), from the lease itself: the
+    agent's record is rewritten only when what it shows changes."""
+    lease = store.get_lease(info.lease)
+    return lease.expires - lease.ttl if lease is not None else float(info.heartbeat)
 
 
 def agents_used(store: Store) -> bool:
