@@ -317,7 +317,7 @@ def test_lease_renewals_share_one_stream_that_survives_an_etcd_restart(
     private_etcd.stop()
     private_etcd.start()
     renewed = store.keepalive(lease.id)  # waits out the restart on a new stream
-    assert renewed.owner == "agent:n1" and renewed.expires > time.time()
+    assert renewed.name == "agent:n1" and renewed.expires > time.time()
     store.revoke_lease(lease.id)
     with pytest.raises(LeaseExpired):
         store.keepalive(lease.id)
