@@ -29,8 +29,10 @@ from engine.model import Lease, PhaseSpec, PhaseState, State
 from engine.store.base import Store, Watch, this_host, this_pid
 
 DEFAULT_TTL = 10.0
-WAIT = 0.5  # the run loop's longest wait: how soon it sees SIGTERM or a lost lease
+WAIT = 0.5  # the run loop's longest wait while it follows an operation (or has work pending)
 POLL = 1.0  # without a working watch: how often stop requests and the active operation are read
+# Idle with a watch: the longest wait (a watched key, a lost lease or a signal ends it sooner).
+IDLE_WAIT = 5.0
 # With one: read again only when a watched key changed, or after this long (a safety net; the
 # watch reports every change).
 RECHECK = 60.0
@@ -112,6 +114,8 @@ class Agent:
         # Set when a watched key (this node's stop request, the cluster lock) changed or the
         # watch broke: the run loop reads them again. An idle agent blocks on it.
         self._nudged = threading.Event()
+        # What ends an idle wait: a nudge, or a signal (SimpleQueue.put is safe in a handler).
+        self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._watch: Watch | None = None
         # (operation, running phases) of the record last published: it is written again only
         # when they change, not at every renewal (`gravity agent status` reads the renewal
@@ -161,7 +165,11 @@ class Agent:
     def _install_signals(self) -> None:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, lambda *_: self.stopping.set())
+                signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, *_: object) -> None:
+        self.stopping.set()
+        self._wakeups.put(None)
 
     def _agent_record(self) -> proto.AgentRecord:
         with self.lock:
@@ -283,13 +291,27 @@ class Agent:
             if active != self.operation:
                 self._switch(active)
         if self.operation is None:
-            self._nudged.wait(WAIT)  # idle: nothing is read until a watched key changes
+            self._idle()
             return
         for rec in self.store.wait_changes(self.operation, self.after, timeout=WAIT,
                                            node=self.node):
             self.after = max(self.after, rec.seq)
             if rec.to_state is State.IN_PROGRESS and self._mine(rec.owner):
                 self._start(rec.state_after())
+
+    def _idle(self) -> None:
+        """No operation to follow: block until a watched key changes, the lease is lost or a
+        signal comes — nothing is read meanwhile. Shorter while a result waits to be
+        reported, the lease is being recovered, or there is no watch (the loop polls)."""
+        with self.lock:
+            busy = bool(self.running)
+        busy = busy or (self.keeper is not None and self.keeper.lost.is_set())
+        watching = self._watch is not None and not self._watch.broken
+        with contextlib.suppress(queue.Empty):
+            self._wakeups.get(timeout=IDLE_WAIT if watching and not busy else WAIT)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._wakeups.get_nowait()
 
     def _check_due(self, now: float) -> bool:
         """Read the stop request and the active operation now? When a watched key changed;
@@ -313,6 +335,7 @@ class Agent:
         """A watched key changed, the watch broke or the lease was lost: wake the run loop
         (its wait for this node's records too)."""
         self._nudged.set()
+        self._wakeups.put(None)
         operation = self.operation
         if operation is not None:
             self.store.wake(operation)

@@ -63,11 +63,11 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
-# gRPC's Python wakes every thread that waits on a stream (our watches) every 0.1 s, so that a
-# main thread could take a signal (grpc/grpc#19464): ~0.06 % of a core per process, most of
-# what an idle agent cost. Watches are read on daemon threads, which never take signals; a
-# wait on the main thread still sees Ctrl-C within this. (Read by grpc at every wait.)
-STREAM_WAKE = 1.0
+# gRPC's Python wakes every thread that waits on a stream (our watches, the lease keep-alive)
+# every 0.1 s, so that a main thread could take a signal (grpc/grpc#19464): ~0.06 % of a core
+# per stream, most of what an idle agent cost. Streams are read on daemon threads here, which
+# never take signals (no main thread waits on one). (Read by grpc at every wait.)
+STREAM_WAKE = 5.0
 _grpc_common = getattr(grpc, "_common", None)
 if _grpc_common is not None and getattr(_grpc_common, "MAXIMUM_WAIT_TIMEOUT", 0) < STREAM_WAKE:
     _grpc_common.MAXIMUM_WAIT_TIMEOUT = STREAM_WAKE
