@@ -206,14 +206,15 @@ def test_debug_logs_store_and_scheduler_calls_on_stderr_and_leaves_stdout_alone(
 
 
 def test_every_backend_logs_every_write() -> None:
-    """Each store backend's writes go through the debug log, wherever the backend defines
-    them (its own class or a mixin), so --debug shows the same calls on SQLite and etcd."""
-    from engine.store.calllog import DESCRIBE
+    """Each store backend's writes and reads go through the debug log, wherever the backend
+    defines them (its own class or a mixin), so --debug shows the same calls on SQLite and
+    etcd (and what an agent asks the store can be counted)."""
+    from engine.store.calllog import DESCRIBE, READS
     from engine.store.etcd import EtcdStore
     from engine.store.sqlite import SQLiteStore
 
     for backend in (SQLiteStore, EtcdStore):
-        unlogged = [name for name in DESCRIBE
+        unlogged = [name for name in (*DESCRIBE, *READS)
                     if not getattr(getattr(backend, name), "__gravity_logged__", False)]
         assert unlogged == [], backend.__name__
 
