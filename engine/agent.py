@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine import agent_protocol as proto
 from engine import fsm
+from engine.agent_lookout import WAIT, Lookout, Workers
 from engine.blobs import BlobCache
 from engine.errors import EngineError, LeaseExpired, LockHeld, PhaseConflict, StoreError
 from engine.events import EventLog
@@ -26,45 +25,10 @@ from engine.executors.fence import ChildFence
 from engine.executors.runtime import failure_text, phase_log_path, read_tail, run_phase
 from engine.leases import LeaseKeeper, lease_alive
 from engine.model import Lease, PhaseSpec, PhaseState, State
-from engine.store.base import Store, Watch, this_host, this_pid
+from engine.store.base import Store, this_host, this_pid
 
 DEFAULT_TTL = 10.0
-WAIT = 0.5  # the run loop's longest wait while it follows an operation (or has work pending)
-POLL = 1.0  # without a working watch: how often stop requests and the active operation are read
-# Idle with a watch: the longest wait (a watched key, a lost lease or a signal ends it sooner).
-IDLE_WAIT = 5.0
-# With one: read again only when a watched key changed, or after this long (a safety net; the
-# watch reports every change).
-RECHECK = 60.0
 log = logging.getLogger("gravity.agent")
-
-
-class _Workers:
-    """Daemon threads reused from phase to phase (starting a thread per phase costs ~2 ms on a
-    busy machine); a new one starts only when none is idle, so a hung phase blocks no other."""
-
-    def __init__(self) -> None:
-        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self.idle = 0
-        self.lock = threading.Lock()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self.lock:
-            spawn = self.idle == 0
-            if not spawn:
-                self.idle -= 1
-        self.jobs.put(job)
-        if spawn:
-            threading.Thread(target=self._serve, name="agent-phase", daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            job = self.jobs.get()
-            try:
-                job()
-            finally:
-                with self.lock:
-                    self.idle += 1
 
 
 @dataclass
@@ -99,7 +63,7 @@ class Agent:
         # A dispatch that arrived while an older attempt of the same phase was still winding
         # down (fenced, not yet reported): started as soon as that one is gone.
         self.deferred: dict[str, PhaseState] = {}
-        self.workers = _Workers()
+        self.workers = Workers()
         self.lock = threading.Lock()
         self.lease: Lease | None = None
         self.keeper: LeaseKeeper | None = None
@@ -110,13 +74,8 @@ class Agent:
         self._fenced_logged = False
         self.started = time.time()
         self.operation: str | None = None
-        self._checked = -1e9
-        # Set when a watched key (this node's stop request, the cluster lock) changed or the
-        # watch broke: the run loop reads them again. An idle agent blocks on it.
-        self._nudged = threading.Event()
-        # What ends an idle wait: a nudge, or a signal (SimpleQueue.put is safe in a handler).
-        self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
-        self._watch: Watch | None = None
+        # Wakes the run loop when this node's stop request or the cluster lock changes.
+        self.lookout = Lookout(self.store, self.node, lambda: self.operation)
         # (operation, running phases) of the record last published: it is written again only
         # when they change, not at every renewal (`gravity agent status` reads the renewal
         # from the lease).
@@ -156,8 +115,7 @@ class Agent:
             self._shutdown()
             if self.keeper is not None:
                 self.keeper.stop()
-            if self._watch is not None:
-                self._watch.close()
+            self.lookout.close()
             self._retire()
             self.fence.close()
             self.events.close()
@@ -169,7 +127,7 @@ class Agent:
 
     def _on_signal(self, *_: object) -> None:
         self.stopping.set()
-        self._wakeups.put(None)
+        self.lookout.signal()
 
     def _agent_record(self) -> proto.AgentRecord:
         with self.lock:
@@ -199,7 +157,7 @@ class Agent:
             self.lease = lease
             self._publish(force=True)
             keeper = LeaseKeeper(self.store, lease, fence=self.fence,
-                                 on_renewed=self._renewed, on_lost=lambda _: self._nudge())
+                                 on_renewed=self._renewed, on_lost=lambda _: self.lookout.nudge())
         except BaseException as exc:
             self.lease = previous
             with contextlib.suppress(EngineError):
@@ -277,10 +235,7 @@ class Agent:
 
     # -- finding work ------------------------------------------------------------------------
     def _poll_once(self) -> None:
-        if self._check_due(time.monotonic()):
-            self._nudged.clear()  # before reading: a change from now on nudges again
-            self._checked = time.monotonic()
-            self._keep_watching()
+        if self.lookout.due():
             request = proto.pending_stop(self.store, self.node)
             if request is not None and request.applies_to(self.started):
                 self.events.emit("stop requested", node=self.node, by=request.by)
@@ -290,55 +245,16 @@ class Agent:
             active = self.store.active_operation_id()
             if active != self.operation:
                 self._switch(active)
-        if self.operation is None:
-            self._idle()
+        if self.operation is None:  # idle: nothing is read until a watched key changes
+            with self.lock:
+                busy = bool(self.running)
+            self.lookout.idle(busy or (self.keeper is not None and self.keeper.lost.is_set()))
             return
         for rec in self.store.wait_changes(self.operation, self.after, timeout=WAIT,
                                            node=self.node):
             self.after = max(self.after, rec.seq)
             if rec.to_state is State.IN_PROGRESS and self._mine(rec.owner):
                 self._start(rec.state_after())
-
-    def _idle(self) -> None:
-        """No operation to follow: block until a watched key changes, the lease is lost or a
-        signal comes — nothing is read meanwhile. Shorter while a result waits to be
-        reported, the lease is being recovered, or there is no watch (the loop polls)."""
-        with self.lock:
-            busy = bool(self.running)
-        busy = busy or (self.keeper is not None and self.keeper.lost.is_set())
-        watching = self._watch is not None and not self._watch.broken
-        with contextlib.suppress(queue.Empty):
-            self._wakeups.get(timeout=IDLE_WAIT if watching and not busy else WAIT)
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._wakeups.get_nowait()
-
-    def _check_due(self, now: float) -> bool:
-        """Read the stop request and the active operation now? When a watched key changed;
-        else every POLL seconds without a working watch, every RECHECK with one."""
-        if self._nudged.is_set():
-            return True
-        watching = self._watch is not None and not self._watch.broken
-        return now - self._checked >= (RECHECK if watching else POLL)
-
-    def _keep_watching(self) -> None:
-        """(Re)open the watch of this node's stop request and of the cluster lock, before
-        they are read, so no change between the read and the watch is missed."""
-        if self._watch is not None and not self._watch.broken:
-            return
-        if self._watch is not None:
-            self._watch.close()
-        self._watch = self.store.watch(self._nudge, kv_keys=[proto.stop_key(self.node)],
-                                       active_operation=True)
-
-    def _nudge(self) -> None:
-        """A watched key changed, the watch broke or the lease was lost: wake the run loop
-        (its wait for this node's records too)."""
-        self._nudged.set()
-        self._wakeups.put(None)
-        operation = self.operation
-        if operation is not None:
-            self.store.wake(operation)
 
     def _mine(self, owner: int | None) -> bool:
         return self.lease is not None and owner == self.lease.id
