@@ -173,6 +173,10 @@ class LeaseKeeper:
                 return
         self._lose(f"it could not be renewed before it ran out (ttl {self.lease.ttl:g}s)")
 
+    def lose(self, reason: str) -> None:
+        """Treat the lease as lost for `reason` (kept if it was lost already): fence now."""
+        self._lose(reason)
+
     def _lose(self, reason: str) -> None:
         with self._cond:
             if self.lost.is_set():

@@ -132,9 +132,12 @@ class Scheduler:
         except KeyboardInterrupt as exc:
             self._interrupted(outbox, interruption(exc).reason)
             raise
-        except LeaseExpired:
+        except LeaseExpired as exc:
+            # The store refused a write under the lease, perhaps before the keeper noticed:
+            # the same end either way — fenced, phases stopped, one message.
+            self.keeper.lose(f"the store refused a write under it ({exc.message})")
             self._abandon()
-            raise
+            raise self.keeper.error() from None
         except EventLogError as exc:
             # The log went read-only or full: stop, and record in the store how each running
             # phase ended, so nothing is left in progress that is not running.

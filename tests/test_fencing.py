@@ -297,3 +297,38 @@ def test_a_driver_whose_result_was_dropped_does_not_report_success(tmp_path: Pat
         resume(engine, op.id)
     assert store.get_state(op.id, "/meddled").state.value == "failed"
     store.close()
+
+
+def test_a_write_refused_for_a_lost_lease_ends_the_run_with_the_fencing_message(
+        gravity: Gravity, write_plan, tmp_path: Path) -> None:
+    """The store refuses a driver's write because its lease is gone before the driver's own
+    keeper noticed (here: revoked behind its back, between two renewals of a 30 s lease). The
+    run ends as any lost lease does: fenced, exit 1, the one message that says nothing more was
+    recorded — not the store's bare refusal."""
+    from engine.store.base import coordinator_lock
+
+    go = tmp_path / "go"
+    plan = write_plan(f"""
+kind: Plan
+metadata: {{name: refused}}
+phases:
+  - id: wait
+    executor: command
+    data: {{run: "touch started; while [ ! -f {go} ]; do sleep 0.05; done"}}
+""")
+    gravity("operation", "create", "--plan", str(plan), "--id", "op1", check=0)
+    driver = gravity.spawn("plan", "resume", GRAVITY_LEASE_TTL="30")
+    wait_for(gravity.node_file("local", "started").exists, proc=driver, what="the phase to run")
+    store = SQLiteStore(gravity.db)
+    try:
+        holder = store.lock_holder(coordinator_lock("op1"))
+        assert holder is not None
+        store.revoke_lease(holder.id)
+    finally:
+        store.close()
+    go.touch()
+    _out, err = driver.communicate(timeout=60)
+    assert driver.returncode == 1, err
+    assert "lost its lease" in err and "nothing more was recorded" in err, err
+    assert "Traceback" not in err
+    assert gravity.states() == {"/wait": "in_progress"}  # its end was not recorded
