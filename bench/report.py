@@ -185,6 +185,13 @@ def plot(cases: list[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("phases in the plan")
     ax.set_ylabel("wall time per phase (ms)")
     ax.set_title("gravity engine: per-phase cost against plan size (2 cores)")
+    save_chart(fig, ax, path)
+
+
+def save_chart(fig: Any, ax: Any, path: Path) -> None:
+    """Grid, the legend outside the axes, written to `path` (its directory made) and closed."""
+    import matplotlib.pyplot as plt
+
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.report import save_chart
+
 
 def user_table(results: dict[str, Any]) -> str:
     """| target | measured | verdict | — one row per check of the run, in order."""
@@ -90,9 +92,4 @@ def chart(results: dict[str, Any], path: Path) -> None:
     when = results.get("machine", {}).get("when", "")
     ax.set_title(f"gravity as a user runs it, against the raw floors and peers ({when})",
                  fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_chart(fig, ax, path)

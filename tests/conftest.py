@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,3 +201,14 @@ def browser(tmp_path: Path):
         yield driver
     finally:
         driver.quit()
+
+
+QUICKSTART = ROOT / "examples" / "quickstart"
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """A private copy of the quickstart images (v1, v2) and their inventory (nodes.yaml)."""
+    dest = tmp_path / "quickstart"
+    shutil.copytree(QUICKSTART, dest, symlinks=True)
+    return dest

@@ -6,24 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-
-QUICKSTART = ROOT / "examples" / "quickstart"
-
-
-@pytest.fixture
-def images(tmp_path: Path) -> Path:
-    """A private copy of the quickstart images and inventory."""
-    dest = tmp_path / "quickstart"
-    shutil.copytree(QUICKSTART, dest, symlinks=True)
-    return dest
+from tests.conftest import QUICKSTART, ROOT
 
 
 def runtime(gravity, node: str) -> str:

@@ -7,22 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from engine.executors.labels import changes
-from tests.conftest import ROOT
-
-QUICKSTART = ROOT / "examples" / "quickstart"
-
-
-@pytest.fixture
-def images(tmp_path: Path) -> Path:
-    dest = tmp_path / "quickstart"
-    shutil.copytree(QUICKSTART, dest, symlinks=True)
-    return dest
 
 
 @pytest.fixture

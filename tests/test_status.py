@@ -5,16 +5,14 @@ what, who holds the lock and what happened before; values never show unless aske
 from __future__ import annotations
 
 import json
-import shutil
 import stat
-from pathlib import Path
 
 import pytest
 
 from engine.model import Operation, OpState
 from engine.operations.condition import ActiveRun, ClusterState, condition
 from engine.views import IDLE
-from tests.conftest import ROOT, Gravity
+from tests.conftest import Gravity
 
 V1 = {"app": "1.0.0", "runtime": "1.0.0"}
 V2 = {"app": "2.0.0", "runtime": "2.0.0"}
@@ -55,13 +53,6 @@ def test_an_idle_failed_operation_names_the_commands_to_run() -> None:
     assert found.reasons[0] == f"operation op-1 (upgrade) failed at /app/a: {IDLE}"
     assert found.reasons[1] == "node n1 runs app 2.0.0, runtime 2.0.0 (the cluster: app " \
         "1.0.0, runtime 1.0.0)"
-
-
-@pytest.fixture
-def images(tmp_path: Path) -> Path:
-    dest = tmp_path / "quickstart"
-    shutil.copytree(ROOT / "examples" / "quickstart", dest)
-    return dest
 
 
 @pytest.mark.slow  # a whole cluster installed, then upgraded
