@@ -153,6 +153,7 @@ def test_the_following_command_tells_the_failure_with_its_cause(gravity: Gravity
     assert "running in the background" not in proc.stderr
 
 
+@pytest.mark.slow  # a whole CLI story: out of --fast
 def test_rollback_asks_first_and_only_rolls_back_the_active_operation(gravity: Gravity,
                                                                       write_plan) -> None:
     gravity("operation", "create", "--plan", str(write_plan(FAILING)), "--id", "op1",

@@ -260,6 +260,7 @@ def test_m_is_short_for_manual(gravity: Gravity, tmp_path: Path) -> None:
         assert "-m, --manual" in gravity(command, "--help", check=0).stdout, command
 
 
+@pytest.mark.slow  # a whole CLI story: out of --fast
 def test_tail_is_follow(gravity: Gravity) -> None:
     gravity.create(TWO_PHASES)
     gravity("plan", "resume", check=0)

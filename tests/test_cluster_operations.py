@@ -220,6 +220,7 @@ def test_values_are_data_never_code(gravity, images, tmp_path: Path) -> None:
     assert stat.S_IMODE(helm.stat().st_mode) == 0o600
 
 
+@pytest.mark.slow  # a whole CLI story: out of --fast
 def test_manual_install_only_creates_the_plan(gravity, images) -> None:
     out = install(gravity, images, "--manual").stdout
     assert "gravity plan execute --phase /init" in out

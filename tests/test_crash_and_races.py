@@ -37,6 +37,7 @@ def lines(path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+@pytest.mark.slow  # a whole CLI story: out of --fast
 def test_kill_9_mid_phase_then_resume_finishes_without_rerunning_completed(
         gravity, write_plan) -> None:
     gravity("operation", "create", "--plan", str(write_plan(CRASH)), "--id", "op1", check=0)

@@ -190,6 +190,7 @@ phases:
 """
 
 
+@pytest.mark.slow  # fills a disk and waits for it: out of --fast
 def test_a_full_disk_is_named_and_the_store_reads_back_once_space_is_freed(
         gravity, write_plan, small_disk: Path) -> None:
     gravity.extra_env["GRAVITY_STORE"] = f"sqlite://{small_disk / 'gravity.db'}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 
 import networkx as nx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +67,7 @@ def plans(draw: st.DrawFn) -> tuple[list[PhaseSpec], int]:
     return out, draw(st.sampled_from([1, 3]))
 
 
+@pytest.mark.slow  # 300 plans against networkx: out of --fast
 @settings(max_examples=300, deadline=None)
 @given(plan=plans())
 def test_the_dag_its_order_and_its_cycles_are_networkx_s(plan: tuple[list[PhaseSpec], int]

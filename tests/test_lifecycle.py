@@ -145,6 +145,7 @@ def test_forced_remove_keeps_or_purges_the_volumes_and_says_which(
     assert any("volumes purged: /var/lib/quickstart" in n for n in notes)
 
 
+@pytest.mark.slow  # a whole CLI story: out of --fast
 def test_commands_of_hooks_the_image_lacks_say_which_hook(
         gravity: Gravity, images: Path) -> None:
     app = images / "v1" / "app.yaml"

@@ -45,6 +45,7 @@ def test_execute_with_unmet_requires_is_refused(gravity) -> None:
     assert gravity.changelog("op1") == []
 
 
+@pytest.mark.slow  # a whole CLI story: out of --fast
 def test_execute_one_phase_then_composite_then_noop_then_force(gravity) -> None:
     gravity.create(CHAIN)
     gravity("plan", "execute", "--phase", "/init", check=0)
@@ -196,6 +197,7 @@ def test_parallel_children_overlap_in_time(gravity) -> None:
     assert s1 < e2 and s2 < e1, f"phases did not overlap: {spans}"
 
 
+@pytest.mark.slow  # a whole CLI story: out of --fast
 def test_sequential_children_do_not_overlap(gravity) -> None:
     gravity.create(PARALLEL.replace("parallel: 2", "parallel: 1"))
     gravity("plan", "resume", check=0)

@@ -100,6 +100,7 @@ def test_status_tells_the_state_versions_lock_and_history(gravity: Gravity, imag
                                             "Finished", "By"]
 
 
+@pytest.mark.slow  # a whole CLI story: out of --fast
 def test_values_are_secrets_everywhere_but_values_show_reveal(gravity: Gravity,
                                                               images) -> None:
     gravity("install", str(images / "v1"), "--nodes", str(images / "nodes.yaml"), "--id",

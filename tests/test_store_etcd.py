@@ -142,6 +142,7 @@ def test_unreadable_tls_files_are_a_config_error(tmp_path: Path) -> None:
         open_store("etcds://127.0.0.1:2379", tls=TLSConfig(cacert=str(junk)))
 
 
+@pytest.mark.slow  # waits out the connect patience: out of --fast
 def test_nothing_listening_fails_fast_naming_the_url() -> None:
     with dead_port() as port:
         url = f"etcd://127.0.0.1:{port}/gravity"
