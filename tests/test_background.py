@@ -109,6 +109,7 @@ def test_a_dropped_session_leaves_the_run_going_in_the_background(gravity: Gravi
         ["/hold", "/after"]
 
 
+@pytest.mark.slow  # over ~2.5 s: out of --fast
 def test_ctrl_c_stops_following_and_plan_stop_stops_the_run(gravity: Gravity,
                                                             write_plan) -> None:
     gravity("operation", "create", "--plan", str(write_plan(HOLD)), "--id", "op1", check=0)
@@ -135,6 +136,7 @@ def test_ctrl_c_stops_following_and_plan_stop_stops_the_run(gravity: Gravity,
     assert gravity.states() == {"/hold": "completed", "/after": "completed"}
 
 
+@pytest.mark.slow  # over ~2.5 s: out of --fast
 def test_the_following_command_tells_the_failure_with_its_cause(gravity: Gravity,
                                                                 write_plan) -> None:
     gravity("operation", "create", "--plan", str(write_plan(FAILING)), "--id", "op1",

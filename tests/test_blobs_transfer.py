@@ -96,6 +96,7 @@ def test_a_cut_connection_is_resumed_within_one_fetch(
     assert path.read_bytes() == (tmp_path / "pkg.bin").read_bytes()
 
 
+@pytest.mark.slow  # over ~2.5 s: out of --fast
 def test_fetching_200_mb_keeps_the_process_under_150_mb(
         coord: BlobCache, node: BlobCache, serve, tmp_path: Path) -> None:
     big = tmp_path / "big.bin"

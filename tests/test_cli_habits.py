@@ -168,6 +168,7 @@ def test_version_says_the_engine_and_python_versions(gravity: Gravity) -> None:
 
 # -- --debug ------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # over ~2.5 s: out of --fast
 def test_debug_logs_store_and_scheduler_calls_on_stderr_and_leaves_stdout_alone(
         gravity: Gravity, tmp_path: Path) -> None:
     plan = tmp_path / "plan.yaml"
@@ -221,6 +222,7 @@ def test_every_backend_logs_every_write() -> None:
 
 # -- plan execute --phase / ---------------------------------------------------------------------
 
+@pytest.mark.slow  # over ~2.5 s: out of --fast
 def test_execute_phase_root_runs_the_whole_plan(gravity: Gravity) -> None:
     gravity.create(TWO_PHASES)
     dry = gravity("plan", "execute", "--phase", "/", "--dry-run", check=0).stdout

@@ -179,6 +179,7 @@ def test_bad_manifest_and_inventory_are_exit_2(gravity, images) -> None:
     assert not gravity.db.exists() or ops(gravity) == {}
 
 
+@pytest.mark.slow  # over ~2.5 s: out of --fast
 def test_failing_preflight_closes_the_operation_and_frees_the_lock(gravity, images) -> None:
     manifest = images / "v1" / "app.yaml"
     manifest.write_text(manifest.read_text().replace("cpu: {min: 1}\n      ram: {min: 128MB}",
@@ -231,6 +232,7 @@ def test_manual_install_only_creates_the_plan(gravity, images) -> None:
     assert ops(gravity)["install"]["state"] == "completed"
 
 
+@pytest.mark.slow  # over ~2.5 s: out of --fast
 def test_kubectl_commands_with_a_configured_kubeconfig(gravity, images, tmp_path: Path) -> None:
     install(gravity, images)
     bin_dir = tmp_path / "bin"
@@ -276,6 +278,7 @@ def test_kubectl_commands_with_a_configured_kubeconfig(gravity, images, tmp_path
         "/var/lib/gravity/resources", "/var/lib/gravity/helm"}
 
 
+@pytest.mark.slow  # over ~2.5 s: out of --fast
 def test_kubectl_phases_are_visibly_skipped_without_kubernetes(gravity, images) -> None:
     install(gravity, images)
     gravity("upgrade", str(images / "v2"), check=0)

@@ -58,6 +58,7 @@ def test_a_read_only_log_directory_is_named_and_nothing_starts(
     assert gravity.states() == {"/one": "unstarted", "/two": "unstarted"}
 
 
+@pytest.mark.slow  # over ~2.5 s: out of --fast
 def test_a_full_disk_under_the_log_stops_the_run_and_leaves_nothing_in_progress(
         gravity: Gravity, write_plan, mount_tmpfs) -> None:
     logs = gravity.state_dir / "logs"

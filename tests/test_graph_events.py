@@ -210,6 +210,7 @@ phases:
 """
 
 
+@pytest.mark.slow  # over ~2.5 s: out of --fast
 def test_events_follow_prints_records_as_they_come_until_the_operation_ends(
         gravity) -> None:
     gravity.create(SLOW)

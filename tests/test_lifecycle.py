@@ -191,6 +191,7 @@ def test_a_damaged_backup_is_refused_before_anything_is_written(
     assert op_types(gravity) == before
 
 
+@pytest.mark.slow  # over ~2.5 s: out of --fast
 def test_a_report_holds_the_plans_the_event_logs_the_dump_and_the_logs(
         gravity: Gravity, images: Path, tmp_path: Path) -> None:
     gravity("install", str(images / "v1"), "--nodes", str(images / "nodes.yaml"),

@@ -66,6 +66,7 @@ def run_in_pty(g: Gravity, *args: str, interrupt_when: Callable[[], bool] | None
     return proc.wait(), out.decode(errors="replace")
 
 
+@pytest.mark.slow  # over ~2.5 s: out of --fast
 def test_live_progress_on_a_tty(gravity: Gravity, write_plan) -> None:
     gravity("operation", "create", "--plan", str(write_plan(PLAN)), check=0)
     code, out = run_in_pty(gravity, "plan", "resume")
