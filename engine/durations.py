@@ -11,6 +11,7 @@ import re
 from engine.errors import InputError
 
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+PLAIN_SECONDS = re.compile(r"\d+(\.\d+)?")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -53,6 +54,12 @@ def format_duration(seconds: float) -> str:
     return text if frac < 0.05 else f"{seconds:.1f}s"
 
 
+def parse_seconds(text: str) -> float:
+    """An operator's time from an option or the environment: a plain number of seconds (as
+    they always took) or a duration (`90s`, `2m`, `1h30m`). ValueError otherwise."""
+    text = text.strip()
+    return float(text) if PLAIN_SECONDS.fullmatch(text) else parse_duration(text)
+
 
 def env_duration(name: str, default: float, *, minimum: float = 0.0) -> float:
     """The duration in environment variable `name` (`10s`, `2m` or seconds), else `default`.
@@ -62,15 +69,14 @@ def env_duration(name: str, default: float, *, minimum: float = 0.0) -> float:
     if not text:
         return default
     try:
-        seconds = float(text) if re.fullmatch(r"\d+(\.\d+)?", text) else parse_duration(text)
+        seconds = parse_seconds(text)
     except ValueError:
         seconds = -1.0
-    if not math.isfinite(seconds) or seconds < minimum or seconds < 0:
+    if not math.isfinite(seconds) or seconds < max(minimum, 0.0):
         least = f" of at least {format_duration(minimum)}" if minimum else ""
         raise InputError(f"environment variable {name}={text!r} is not a duration{least}",
                          hint=f"write it like {name}=10s, 2m, 1h30m or a number of seconds, "
                          "or unset it for the default")
     return seconds
 
-
-__all__ = ["env_duration", "format_duration", "parse_duration"]
+__all__ = ["env_duration", "format_duration", "parse_duration", "parse_seconds"]

@@ -4,15 +4,13 @@ Every option that takes a time uses it, so each accepts the same forms and rejec
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import click
 
-from engine.durations import format_duration, parse_duration
+from engine.durations import format_duration, parse_seconds
 
 FORMS = "a duration like 30s, 2m, 1h30m or a number of seconds"
-SECONDS = re.compile(r"\d+(\.\d+)?")  # a plain number of seconds, as options always took
 
 
 class Duration(click.ParamType):
@@ -31,7 +29,7 @@ class Duration(click.ParamType):
             return float(value)
         text = str(value).strip()
         try:
-            seconds = float(text) if SECONDS.fullmatch(text) else parse_duration(text)
+            seconds = parse_seconds(text)
         except ValueError:
             self.fail(f"expected {FORMS}, got {value!r}", param, ctx)
         if seconds < self.minimum:
