@@ -76,6 +76,11 @@ def node_name_problem(value: object) -> str | None:
             f"starting and ending with a letter or digit), got {_shown(value)}")
 
 
+def names_whole_plan(phase_id: str) -> bool:
+    """`--phase /` (or `//`, ` / `): the root, i.e. the whole operation, not one phase."""
+    return phase_id.strip().strip("/") == ""
+
+
 def check_operation_id(value: str, field: str = "--id") -> None:
     """Raise InputError (exit 2) unless `value` is a valid operation ID."""
     problem = operation_id_problem(value)

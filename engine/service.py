@@ -27,6 +27,7 @@ from engine.events import EventLog
 from engine.graph import PlanGraph
 from engine.leases import LeaseKeeper, lease_alive, lease_grace, wait_out_fencing
 from engine.model import Action, Operation, OpState, PhaseState, Plan, State
+from engine.names import names_whole_plan
 from engine.scheduler import RunOptions, RunResult, Scheduler
 from engine.serving import ServeOptions, serving
 from engine.store.base import Store, coordinator_lock, this_host
@@ -335,7 +336,7 @@ def execute_phase(engine: Engine, operation_id: str | None, phase_id: str, *,
     time from the operator's point of view: --force re-runs completed phases too."""
     op = resolve_operation(engine.store, operation_id)
     graph = load_graph(engine.store, op)
-    whole = phase_id.strip().strip("/") == ""
+    whole = names_whole_plan(phase_id)
     phase_id = "/" if whole else require_phase(graph, op, phase_id)
     seen = _look(engine, op, graph)
     view = seen.view

@@ -173,9 +173,10 @@ def rollback_cmd(obj: CliContext, operation_id: str | None, phase_id: str, force
     `gravity rollback`'s, which asks first.
     """
     from engine.errors import InputError
+    from engine.names import names_whole_plan
     from engine.service import rollback_phase
 
-    if phase_id.strip().strip("/") == "":
+    if names_whole_plan(phase_id):
         raise InputError("--phase / names the whole operation; `gravity plan rollback` undoes "
                          "one phase (or one composite)", operation_id=operation_id,
                          hint="roll back the whole operation with `gravity rollback` (it says "
