@@ -133,10 +133,9 @@ class Scheduler:
             self._interrupted(outbox, interruption(exc).reason)
             raise
         except LeaseExpired as exc:
-            # The store refused a write under the lease, perhaps before the keeper noticed:
-            # the same end either way — fenced, phases stopped, one message.
-            self.keeper.lose(f"the store refused a write under it ({exc.message})")
-            self._abandon()
+            # Lost, as the keeper saw it or as the store said when it refused a write under
+            # the lease before the keeper noticed: the same end either way, one message.
+            self._abandon(f"the store refused a write under it ({exc.message})")
             raise self.keeper.error() from None
         except EventLogError as exc:
             # The log went read-only or full: stop, and record in the store how each running
@@ -229,17 +228,17 @@ class Scheduler:
             outbox.append(self._finish(res))
         self._record(outbox, [])
 
-    def _abandon(self) -> None:
-        """The lease is lost: stop every running phase and wait (briefly) for its worker to
-        return, recording nothing — whoever takes over marks them interrupted."""
+    def _abandon(self, reason: str) -> None:
+        """The lease is lost (for `reason`, unless the keeper already knew why): fence, stop
+        every running phase and wait (briefly) for its worker to return, recording nothing —
+        whoever takes over marks them interrupted."""
         self._stop("this process lost its lease")
-        self.keeper.fence.fence()
+        self.keeper.lose(reason)  # fences: the phase processes are killed
         for attempt in self.running.values():
             attempt.cancel.set()
         for res in self._drain_results():
             self.running.pop(res.phase_id, None)
-        self.events.emit("lease lost", reason=self.keeper.reason or "the store refused it",
-                         abandoned=len(self.running))
+        self.events.emit("lease lost", reason=self.keeper.reason, abandoned=len(self.running))
 
     def _drain_results(self, within: float = 5.0) -> list[PhaseResult]:
         """Results of running phases that arrive within `within` seconds."""
