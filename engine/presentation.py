@@ -108,7 +108,7 @@ def phase_note(view: Driven, st: PhaseState) -> str | None:
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    widths = [max(map(len, column)) for column in zip(headers, *rows, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
              "  ".join(("-" * len(h)).ljust(w) for h, w in zip(headers, widths, strict=True))
              .rstrip()]

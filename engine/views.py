@@ -14,7 +14,7 @@ from engine.errors import NotFound
 from engine.executors.runtime import phase_log_path, read_tail
 from engine.graph import PlanGraph
 from engine.leases import died_here, lease_alive
-from engine.model import ChangeRecord, Lease, Operation, PhaseState, State
+from engine.model import ChangeRecord, Lease, Operation, PhaseSpec, PhaseState, State
 from engine.outline import Outline
 from engine.store.base import Store, coordinator_lock
 
@@ -69,7 +69,11 @@ def resolve_operation(store: Store, operation_id: str | None) -> Operation:
 
 
 def load_graph(store: Store, op: Operation) -> PlanGraph:
-    specs = store.load_specs(op.id)
+    return graph_of(op, store.load_specs(op.id))
+
+
+def graph_of(op: Operation, specs: list[PhaseSpec]) -> PlanGraph:
+    """The operation's plan graph from its specs (with the plan's top-level `parallel`)."""
     return PlanGraph.build(specs, int(op.data.get("parallel", 1)))
 
 
@@ -86,8 +90,11 @@ def operation_driver(store: Store, operation_id: str) -> Lease | None:
 def plan_view(store: Store, op: Operation, graph: PlanGraph | None = None, *,
               with_driver: bool = False) -> PlanView:
     """The plan's states; `with_driver` also asks whether a live process drives it."""
-    graph = graph or load_graph(store, op)
-    states = store.load_states(op.id)
+    if graph is None:
+        specs, states = store.load_plan(op.id)
+        graph = graph_of(op, specs)
+    else:
+        states = store.load_states(op.id)
     # After the states: a note written by a driver that has gone since reads as stale.
     driven = operation_driver(store, op.id) is not None if with_driver else None
     return derive_view(op, graph, states, driven)

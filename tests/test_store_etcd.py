@@ -387,3 +387,64 @@ def test_a_commit_whose_reply_was_lost_is_not_applied_twice(etcd_server: EtcdSer
     finally:
         store.close()
         relay.close()
+
+
+# -- reading a whole plan ----------------------------------------------------------------------
+def test_a_plan_too_large_for_one_message_is_read_in_smaller_pages(
+        etcd_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page sized from the first page's values can exceed gRPC's message limit when later
+    values are larger; the scan asks for that page again at half the size, until it fits."""
+    import engine.store.etcd_conn as conn
+
+    monkeypatch.setattr(conn, "GRPC_OPTIONS", [*(o for o in conn.GRPC_OPTIONS
+                                                 if o[0] != "grpc.max_receive_message_length"),
+                                               ("grpc.max_receive_message_length", 256 * 1024)])
+    monkeypatch.setattr(conn, "PAGE_BYTES", 64 * 2**20)  # every later page: all the rest
+    s = EtcdStore.from_url(etcd_url)
+    try:
+        specs = [PhaseSpec(f"/p{i:05d}", "", executor="noop",
+                           data={"blob": "x" * (10 if i < 600 else 400)}) for i in range(1500)]
+        s.create_operation(make_op(), specs)
+        tries = count_failed_tries(s)
+        assert s.load_specs("op-1") == specs  # 900 of 400+ bytes: over 256 KiB in one page
+        assert tries == []  # no retry of the whole call: the page itself was asked again
+    finally:
+        s.close()
+
+
+def test_load_plan_reads_specs_and_states_together_and_says_what_failed(store: EtcdStore) -> None:
+    specs = leaves(3)
+    store.create_operation(make_op(), specs)
+    store.apply("op-1", [start("/p00001")])
+    got_specs, got_states = store.load_plan("op-1")
+    assert got_specs == specs == store.load_specs("op-1")
+    assert got_states == store.load_states("op-1")
+    assert got_states["/p00001"].state is State.IN_PROGRESS and len(got_states) == 1
+    store.close()  # the states' reader thread hits the closed store: its error is raised here
+    with pytest.raises(StoreError):
+        store.load_plan("op-1")
+
+
+def test_many_values_decode_at_once_or_each_on_its_own() -> None:
+    from engine.store.etcd_keys import decode, decode_many
+
+    ours = [b'{"a":1}', b'{"b":[2,3]}', b'{"c":"\\u00e9"}']
+    assert decode_many(ours) == [decode(v) for v in ours] == [{"a": 1}, {"b": [2, 3]}, {"c": "é"}]
+    # Values that would join into a different list are decoded one by one (and refused as ever).
+    assert decode_many([b'{"a":1}', b' {"b":2} ']) == [{"a": 1}, {"b": 2}]
+    with pytest.raises(ValueError):
+        decode_many([b'{"a":1},{"b":2}', b'{"c":3}'])
+    assert decode_many([]) == []
+
+
+def test_keys_of_others_are_skipped_in_a_scan_of_ours() -> None:
+    from engine.store.etcd_keys import Keys
+
+    keys = Keys("/gravity")
+    ours = [(keys.state("op-1", f"/p{i}"), i) for i in range(5)]
+    foreign = (b"/gravity/data/op-1/state/not ours/x", 99)
+    smuggled = (keys.state("op-1", "/p9") + b"\n" + keys.state("op-1", "/p8"), 98)
+    assert keys.owned(ours) == ours
+    assert keys.owned([*ours[:2], foreign, *ours[2:]]) == ours
+    assert keys.owned([*ours, smuggled]) == ours  # a newline inside one key is not two keys
+    assert keys.owned([]) == []

@@ -194,6 +194,11 @@ class Store(ABC):
     def get_state(self, operation_id: str, phase_id: str) -> PhaseState:
         """One phase's state (unstarted at version 0 when none is stored). Linearizable."""
 
+    def load_plan(self, operation_id: str) -> tuple[list[PhaseSpec], dict[str, PhaseState]]:
+        """`load_specs` and `load_states` together (what `gravity plan` shows); a backend
+        may have both reads in flight at once."""
+        return self.load_specs(operation_id), self.load_states(operation_id)
+
     def load_outline(self, operation_id: str) -> Outline:
         """The top-level phases and a tally of the leaf states below each (`gravity plan
         --short`). This reads the whole plan; a backend answers from an index of the

@@ -15,11 +15,11 @@ from pyetcd import transactions as tx
 from engine.errors import EngineError, StoreError, StoreUnavailable
 from engine.model import ChangeRecord, Operation, PhaseSpec, PhaseState
 from engine.store.base import operation_exists
-from engine.store.etcd_conn import batches
 from engine.store.etcd_keys import encode, log_value
 from engine.store.etcd_limits import MAX_TXN_BYTES
 from engine.store.etcd_ops import OperationRecords
 from engine.store.etcd_outline import top_items
+from engine.store.etcd_spans import batches
 
 # Compares + puts of one state round must stay under etcd's --max-txn-ops (128).
 STATE_BATCH = 100

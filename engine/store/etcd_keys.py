@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 from engine.model import ChangeRecord
-from engine.store.etcd_conn import prefix_end
+from engine.store.etcd_spans import prefix_end
 
+T = TypeVar("T")
 SPEC_WIDTH = 8  # spec/<index>: written order, up to 10^8 phases
 VERSION_WIDTH = 8  # log/<node>/<phase>/<version>
 # A changelog record's seq is `mod_revision * SLOTS + index`: the etcd revision of the
@@ -85,6 +87,21 @@ def decode(raw: bytes) -> dict[str, Any]:
     return json.loads(raw)  # type: ignore[no-any-return]
 
 
+def decode_many(raws: Sequence[bytes]) -> list[Any]:
+    """Stored JSON values, read at once: parsed as one JSON array when they join into one with
+    exactly their number of objects (a plan's 200,000 values in one C call, not 200,000 Python
+    ones); else each on its own through `decode`, which accepts or refuses it as ever."""
+    try:
+        joined = b",".join(raws).decode()
+        values, end = _DECODE("[" + joined + "]")
+        if end == len(joined) + 2 and len(values) == len(raws) and \
+                all(type(v) is dict for v in values):
+            return values  # type: ignore[no-any-return]
+    except ValueError:
+        pass
+    return [decode(raw) for raw in raws]
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key names under one prefix. Every range ends in '/' so `op-1` never matches `op-10`."""
@@ -104,6 +121,19 @@ class Keys:
     @cached_property
     def _head(self) -> bytes:
         return self.root()
+
+    @cached_property
+    def _layout_many(self) -> re.Pattern[bytes]:
+        one = re.escape(self._head) + b"(?:" + _LAYOUT_BYTES.pattern + b")"
+        return re.compile(one + b"(?:\n" + one + b")*")
+
+    def owned(self, rows: list[tuple[bytes, T]]) -> list[tuple[bytes, T]]:
+        """The (key, value) rows whose key `owns`: checked in one match over all the keys
+        joined by newlines (a scan of 100,000 keys), key by key when any is not ours."""
+        joined = b"\n".join([key for key, _ in rows])
+        if joined.count(b"\n") == len(rows) - 1 and self._layout_many.fullmatch(joined):
+            return rows
+        return [row for row in rows if self.owns(row[0])]
 
     def owns(self, key: bytes) -> bool:
         """Whether `key` is one this store writes: under its prefix and in its layout.
@@ -196,5 +226,5 @@ def span(prefix: bytes) -> tuple[bytes, bytes]:
     return prefix, prefix_end(prefix)
 
 
-__all__ = ["MARKER", "SLOTS", "Keys", "decode", "encode", "esc", "in_layout", "log_record",
-           "log_value", "node_segment", "seq_floor", "span", "unesc"]
+__all__ = ["MARKER", "SLOTS", "Keys", "decode", "decode_many", "encode", "esc", "in_layout",
+           "log_record", "log_value", "node_segment", "seq_floor", "span", "unesc"]

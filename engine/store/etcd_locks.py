@@ -16,10 +16,11 @@ from pyetcd import transactions as tx
 from engine.errors import LeaseExpired, LockHeld, StoreUnavailable
 from engine.model import Lease
 from engine.store.base import lease_gone, this_host, this_pid
-from engine.store.etcd_conn import LeaseCompare, prefix_end
+from engine.store.etcd_conn import LeaseCompare
 from engine.store.etcd_errors import CAUGHT, is_lease_not_found
 from engine.store.etcd_keepalive import KeepAlive
 from engine.store.etcd_keys import Keys, decode, encode, unesc
+from engine.store.etcd_spans import prefix_end
 
 T = TypeVar("T")
 Client = MultiEndpointEtcd3Client

@@ -18,11 +18,12 @@ from engine.errors import EngineError, StoreUnavailable
 from engine.model import Operation, OpState, PhaseSpec
 from engine.names import check_new_operation
 from engine.store.base import CLUSTER_LOCK, cluster_busy, no_operation, operation_exists
-from engine.store.etcd_conn import Connection, batches
+from engine.store.etcd_conn import Connection
 from engine.store.etcd_errors import CAUGHT
 from engine.store.etcd_keys import Keys, decode, encode, span
 from engine.store.etcd_limits import MAX_TXN_BYTES, SPEC_BATCH
 from engine.store.etcd_outline import top_items
+from engine.store.etcd_spans import batches
 
 T = TypeVar("T")
 Client = MultiEndpointEtcd3Client
