@@ -258,7 +258,7 @@ def transition(
         note=note,
         updated=time.time() if now is None else now,
     )
-    return Transition(expected=current.version, new=new, from_state=current.state)
+    return Transition.of(current, new)
 
 
 def interrupt(current: PhaseState, who: str) -> Transition:

@@ -266,11 +266,21 @@ class PhaseState:
 
 @dataclass(frozen=True)
 class Transition:
-    """One compare-and-swap: move `phase_id` from version `expected` to `new`."""
+    """One compare-and-swap: move `phase_id` from version `expected` to `new`.
+
+    `from_state` and `from_updated` are the state and update time stored at `expected` (a
+    store's index keys name them: etcd deletes the old index key by them; see `of`).
+    """
 
     expected: int
     new: PhaseState
     from_state: State
+    from_updated: float = 0.0
+
+    @classmethod
+    def of(cls, current: PhaseState, new: PhaseState) -> Transition:
+        """The transition from the stored `current` to `new`."""
+        return cls(current.version, new, current.state, current.updated)
 
     @property
     def phase_id(self) -> str:

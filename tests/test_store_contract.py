@@ -74,7 +74,7 @@ def leaves(n: int, prefix: str = "/p") -> list[PhaseSpec]:
 def step(store: Store, op_id: str, phase: str, to: State, **changes: object) -> ChangeRecord:
     """Move one phase on by one transition, the way the engine does: read, advance, CAS."""
     cur = store.get_state(op_id, phase)
-    return store.apply(op_id, [Transition(cur.version, cur.advance(to, **changes), cur.state)])[0]
+    return store.apply(op_id, [Transition.of(cur, cur.advance(to, **changes))])[0]
 
 
 @contextlib.contextmanager
@@ -204,7 +204,7 @@ def test_apply_is_a_compare_and_swap(store: Store) -> None:
     assert store.changelog("op-1") == [rec]
 
     done = running.advance(State.COMPLETED, owner=None)
-    store.apply("op-1", [Transition(1, done, State.IN_PROGRESS)])
+    store.apply("op-1", [Transition.of(running, done)])
     assert store.get_state("op-1", "/p00000").version == 2
 
 
@@ -246,7 +246,7 @@ def largest_step(cur: PhaseState, owner: int) -> Transition:
     new = cur.advance(State.FAILED if cur.state is State.IN_PROGRESS else State.IN_PROGRESS,
                       owner=owner, node=LONG_NODE, error=ERROR, note=NOTE)
     assert (new.error, new.note) == (ERROR, NOTE)  # at their bounds, not cut
-    return Transition(cur.version, new, cur.state)
+    return Transition.of(cur, new)
 
 
 def test_a_batch_of_the_most_transitions_a_store_takes_is_one_atomic_write(store: Store) -> None:
@@ -317,8 +317,7 @@ def test_changelog_orders_records_filters_by_seq_and_replays_to_the_states(store
     store.create_operation(make_op(), leaves(4))
     written = [step(store, "op-1", "/p00000", State.IN_PROGRESS)]
     written += store.apply("op-1", [
-        Transition(1, store.get_state("op-1", "/p00000").advance(State.COMPLETED),
-                   State.IN_PROGRESS),
+        Transition.of(cur := store.get_state("op-1", "/p00000"), cur.advance(State.COMPLETED)),
         Transition(0, PhaseState("/p00001").advance(State.IN_PROGRESS), State.UNSTARTED),
         Transition(0, PhaseState("/p00002").advance(State.IN_PROGRESS), State.UNSTARTED),
     ])
@@ -453,11 +452,11 @@ def test_a_fenced_write_commits_only_while_the_writers_lease_lives(store: Store)
     store.create_operation(make_op(), leaves(2))
     lease = store.grant_lease("coordinator:op-1", ttl=30)
     cur = store.get_state("op-1", "/p00000")
-    start = Transition(cur.version, cur.advance(State.IN_PROGRESS, owner=lease.id), cur.state)
+    start = Transition.of(cur, cur.advance(State.IN_PROGRESS, owner=lease.id))
     assert store.apply("op-1", [start], fence=lease.id)[0].to_state is State.IN_PROGRESS
     store.revoke_lease(lease.id)  # as when it expires: its holder may record nothing more
     cur = store.get_state("op-1", "/p00000")
-    done = Transition(cur.version, cur.advance(State.COMPLETED, owner=None), cur.state)
+    done = Transition.of(cur, cur.advance(State.COMPLETED, owner=None))
     with pytest.raises(LeaseExpired):
         store.apply("op-1", [done], fence=lease.id)
     assert store.get_state("op-1", "/p00000") == cur

@@ -29,7 +29,7 @@ def gravity(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def step(store: Store, op_id: str, phase: str, to: State, **changes: object) -> None:
     cur = store.get_state(op_id, phase)
-    store.apply(op_id, [Transition(cur.version, cur.advance(to, **changes), cur.state)])
+    store.apply(op_id, [Transition.of(cur, cur.advance(to, **changes))])
 
 
 def seed(url: str) -> None:

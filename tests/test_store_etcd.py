@@ -169,9 +169,10 @@ def test_a_dead_endpoint_fails_over_to_a_live_one(etcd_server: EtcdServer) -> No
 def test_past_the_limit_etcd_itself_refuses_the_transaction(store: EtcdStore) -> None:
     """`max_transitions` is what etcd's default limits allow, not a guess: with the check
     lifted, a quarter more of the largest transitions is a request etcd refuses as too large,
-    and 65 small ones (130 puts) one with too many operations; 64 small ones commit."""
+    and 33 small ones that each move a stored state (4 operations each: the state, its record,
+    its index key put and the old one deleted) one with too many operations; 32 commit."""
     n = store.capabilities.max_transitions
-    assert n == max_transitions(store.keys.prefix) < MAX_TXN_OPS // 2
+    assert n == max_transitions(store.keys.prefix) <= MAX_TXN_OPS // 4
     specs = [PhaseSpec(widest_phase_id(i), "", executor="noop") for i in range(n + n // 4)]
     store.create_operation(make_op(LONG_OP), specs)
     store.capabilities = Capabilities(shared=True, max_transitions=10_000)
@@ -180,11 +181,16 @@ def test_past_the_limit_etcd_itself_refuses_the_transaction(store: EtcdStore) ->
     assert store.load_states(LONG_OP) == {} and store.changelog(LONG_OP) == []
 
     store.finish_operation(LONG_OP, OpState.FAILED, None)
-    store.create_operation(make_op(), leaves(65))
+    store.create_operation(make_op(), leaves(33))
+    running = [r.state_after() for r in store.apply_in_parts("op-1", [start(f"/p{i:05d}")
+                                                                 for i in range(33)])]
+    done = [Transition.of(st, st.advance(State.COMPLETED)) for st in running]
     with pytest.raises(StoreError, match="too many operations"):
-        store.apply("op-1", [start(f"/p{i:05d}") for i in range(65)])
-    assert store.changelog("op-1") == []
-    assert len(store.apply("op-1", [start(f"/p{i:05d}") for i in range(64)])) == 64
+        store.apply("op-1", done)
+    assert len(store.changelog("op-1")) == 33
+    assert len(store.apply("op-1", done[:32])) == 32
+    assert store.load_outline("op-1").counts == {"/p00032": {State.IN_PROGRESS: 1}, **{
+        f"/p{i:05d}": {State.COMPLETED: 1} for i in range(32)}}
 
 
 def test_store_state_survives_reopening(etcd_url: str) -> None:

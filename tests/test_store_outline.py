@@ -13,7 +13,7 @@ import pytest
 
 from engine.fsm import derive
 from engine.model import Operation, OpState, PhaseSpec, State, Transition
-from engine.outline import outline_of
+from engine.outline import outline_of, top_of
 from engine.store import Store, open_store
 
 
@@ -58,7 +58,7 @@ SPECS = [
 def move(store: Store, op_id: str, phase: str, *steps: tuple[State, dict[str, object]]) -> None:
     for to, changes in steps:
         cur = store.get_state(op_id, phase)
-        store.apply(op_id, [Transition(cur.version, cur.advance(to, **changes), cur.state)])
+        store.apply(op_id, [Transition.of(cur, cur.advance(to, **changes))])
 
 
 RUN = (State.IN_PROGRESS, {"owner": 7, "node": "node-1"})
@@ -128,6 +128,68 @@ def test_an_operation_written_without_the_index_reads_the_long_way(store: Store)
         store._conn.call("dropping the index", lambda c: c.delete_prefix(  # type: ignore
             keys.tops("op-1")))
     assert store.load_outline("op-1") == expected
+
+
+def test_etcd_counts_from_its_state_index_without_reading_the_states(etcd_url: str) -> None:
+    """etcd keeps one index key per stored state (`ix/<top>/<state>/<leaf>`), moved in the
+    transaction that moves the state, so `--short` counts keys instead of reading 100,000
+    states; a copied operation gets its index with its states."""
+    from engine.store.etcd import EtcdStore
+    from engine.store.etcd_keys import span, unesc
+
+    store = EtcdStore.from_url(etcd_url)
+    try:
+        store.create_operation(make_op("op-1"), SPECS)
+        play(store, "op-1")
+        store.finish_operation("op-1", OpState.FAILED, None)
+        store.import_operation(make_op("op-2"), store.load_specs("op-1"),
+                               list(store.load_states("op-1").values()), store.changelog("op-1"))
+        for op_id in ("op-1", "op-2"):
+            rows, _ = store._conn.scan("test", *span(store.keys.ixs(op_id)))
+            index = {tuple(unesc(p) for p in key.decode().rsplit("/", 4)[1:]) for key, _ in rows}
+            assert index == {(top_of(p), st.state.value, f"{10**19 - round(st.updated * 1e9):020d}",
+                              p) for p, st in store.load_states(op_id).items()}
+        scanned: list[bytes] = []
+        scan = store._conn.scan
+
+        def recorded(what: str, start: bytes, end: bytes) -> object:
+            scanned.append(start)
+            return scan(what, start, end)
+
+        store._conn.scan = recorded  # type: ignore[method-assign]
+        whole = outline_of(store.load_specs("op-1"), store.load_states("op-1"))
+        scanned.clear()
+        assert store.load_outline("op-1") == whole
+        assert store.keys.states("op-1") not in scanned and store.keys.specs("op-1") not in scanned
+    finally:
+        store.close()
+
+
+def test_etcd_reads_every_state_when_its_index_is_missing_or_off(etcd_url: str) -> None:
+    """An operation created before the state index (its top-level entries do not say `ix`),
+    or an index that does not hold one key per stored state, is read the long way."""
+    from engine.store.etcd import EtcdStore
+    from engine.store.etcd_keys import decode, encode, span
+
+    store = EtcdStore.from_url(etcd_url)
+    try:
+        store.create_operation(make_op("op-1"), SPECS)
+        play(store, "op-1")
+        expected = outline_of(store.load_specs("op-1"), store.load_states("op-1"))
+        keys = store.keys
+        # A key too many under /a (as a writer that did not move its index would leave).
+        stray = keys.ix("op-1", "/a/r", State.COMPLETED, 1.0)
+        store._conn.call("test", lambda c: c.put(stray, b"1.0"))
+        assert store.load_outline("op-1") == expected
+        store._conn.call("test", lambda c: c.delete(stray))
+        rows, _ = store._conn.scan("test", *span(keys.tops("op-1")))
+        for key, kv in rows:  # as written before the state index
+            entry = {k: v for k, v in decode(kv.value).items() if k != "ix"}
+            store._conn.call("test", lambda c, k=key, e=entry: c.put(k, encode(e)))
+        store._conn.call("test", lambda c: c.delete_prefix(keys.ixs("op-1")))
+        assert store.load_outline("op-1") == expected
+    finally:
+        store.close()
 
 
 FAILING = """

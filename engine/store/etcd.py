@@ -53,6 +53,7 @@ from engine.store.etcd_keys import (
     Keys,
     decode,
     decode_many,
+    ix_value,
     log_record,
     seq_floor,
     span,
@@ -197,6 +198,12 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
         compare += [tx.Version(k) == t.expected for k, t in zip(state_keys, batch, strict=True)]
         success = [tx.Put(k, state) for k, (state, _) in zip(state_keys, encoded, strict=True)]
         success += [tx.Put(k, v) for k, v in zip(log_keys, values, strict=True)]
+        for t in batch:  # the state index moves with the state (a key put twice is refused)
+            put = keys.ix(op_id, t.phase_id, t.new.state, t.new.updated)
+            success.append(tx.Put(put, ix_value(t.new.updated)))
+            old = keys.ix(op_id, t.phase_id, t.from_state, t.from_updated)
+            if t.expected > 0 and old != put:
+                success.append(tx.Delete(old))
         failure = [tx.Get(op_key), *(tx.Get(k) for k in state_keys)]
         if fence is not None:  # the writer's lease record lives exactly as long as its lease
             compare.append(tx.Version(keys.lease(fence)) > 0)

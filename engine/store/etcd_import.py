@@ -15,7 +15,7 @@ from pyetcd import transactions as tx
 from engine.errors import EngineError, StoreError, StoreUnavailable
 from engine.model import ChangeRecord, Operation, PhaseSpec, PhaseState
 from engine.store.base import operation_exists
-from engine.store.etcd_keys import encode, log_value
+from engine.store.etcd_keys import encode, ix_items, log_value
 from engine.store.etcd_limits import MAX_TXN_BYTES
 from engine.store.etcd_ops import OperationRecords
 from engine.store.etcd_outline import top_items
@@ -55,6 +55,7 @@ def import_operation(store: OperationRecords, op: Operation, specs: Sequence[Pha
     store.clear_unpublished(op.id)
     items = [(keys.spec(op.id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
     items += top_items(keys, op.id, specs)
+    items += ix_items(keys, op.id, states)
     log_batches = [
         [(keys.log(op.id, r.node, r.phase_id, r.version),
           log_value(dataclasses.replace(r, operation_id=op.id), i)) for i, r in enumerate(run)]

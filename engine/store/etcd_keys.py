@@ -12,10 +12,15 @@ from functools import cached_property
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
-from engine.model import ChangeRecord
+from engine.model import ChangeRecord, PhaseState, State
+from engine.outline import top_of
 from engine.store.etcd_spans import prefix_end
 
 T = TypeVar("T")
+# A state index key's age (`ix/<top>/<state>/<age>/<leaf>`): 10^19 minus the state's update
+# time in whole nanoseconds, so the newest state is the first key of a range.
+AGE_WIDTH = 20
+_AGE_BASE = 10**19
 SPEC_WIDTH = 8  # spec/<index>: written order, up to 10^8 phases
 VERSION_WIDTH = 8  # log/<node>/<phase>/<version>
 # A changelog record's seq is `mod_revision * SLOTS + index`: the etcd revision of the
@@ -33,6 +38,7 @@ LAYOUT = re.compile(
     rf"|data/{_SEG}/spec/[0-9]{{{SPEC_WIDTH},}}"
     rf"|data/{_SEG}/top/[0-9]{{{SPEC_WIDTH},}}"
     rf"|data/{_SEG}/state/{_SEG}"
+    rf"|data/{_SEG}/ix/{_SEG}/[a-z_]+/[0-9]{{{AGE_WIDTH}}}/{_SEG}"
     rf"|data/{_SEG}/log/{_SEG}/{_SEG}/[0-9]{{{VERSION_WIDTH},}}"
     rf"|lock/{_SEG}|lease/[0-9]+|kv/{_SEG}")
 
@@ -173,6 +179,24 @@ class Keys:
     def state(self, op_id: str, phase_id: str) -> bytes:
         return self._k("data", esc(op_id), "state", esc(phase_id))
 
+    def ixs(self, op_id: str, top: str | None = None, state: State | None = None) -> bytes:
+        """The state index of an operation: `ix/<top>/<state>/<age>/<leaf>`, one key per
+        stored leaf state, moved with it in the transaction that moves the state. `--short`
+        asks, per top-level phase and state, for the first key alone: the answer holds the
+        count of keys and the newest one. Narrowed to one top-level phase, and to one state
+        under it."""
+        parts = ["data", esc(op_id), "ix"]
+        if top is not None:
+            parts.append(esc(top))
+            if state is not None:
+                parts.append(state.value)
+        return self._k(*parts, "")
+
+    def ix(self, op_id: str, phase_id: str, state: State, updated: float) -> bytes:
+        age = _AGE_BASE - max(0, round(updated * 1e9))  # distinct floats: distinct ages
+        return self._k("data", esc(op_id), "ix", esc(top_of(phase_id)), state.value,
+                       f"{max(age, 0):0{AGE_WIDTH}d}", esc(phase_id))
+
     def logs(self, op_id: str, node: str | None = None) -> bytes:
         """The operation's whole changelog, or only the records of phases on `node`."""
         if node is None:
@@ -198,6 +222,15 @@ class Keys:
         return self._k("kv", esc(key))
 
 
+def ix_value(updated: float) -> bytes:
+    """A state index key's value: its state's update time, exactly."""
+    return repr(updated).encode()
+
+
+def ix_updated(value: bytes) -> float:
+    return float(value)
+
+
 def log_value(record: ChangeRecord, index: int) -> bytes:
     """A changelog record as stored: without its seq (etcd assigns the revision), with its
     `index` among the records of its transaction."""
@@ -221,10 +254,17 @@ def seq_floor(seq: int) -> int:
     return max(seq, 0) // SLOTS
 
 
+def ix_items(keys: Keys, op_id: str, states: Sequence[PhaseState]) -> list[tuple[bytes, bytes]]:
+    """The state index keys of stored states (an imported operation's, written with them)."""
+    return [(keys.ix(op_id, st.phase_id, st.state, st.updated), ix_value(st.updated))
+            for st in states]
+
+
 def span(prefix: bytes) -> tuple[bytes, bytes]:
     """(start, end) of the range holding every key under `prefix`."""
     return prefix, prefix_end(prefix)
 
 
-__all__ = ["MARKER", "SLOTS", "Keys", "decode", "decode_many", "encode", "esc", "in_layout",
-           "log_record", "log_value", "node_segment", "seq_floor", "span", "unesc"]
+__all__ = ["AGE_WIDTH", "MARKER", "SLOTS", "Keys", "decode", "decode_many", "encode", "esc",
+           "in_layout", "ix_items", "ix_updated", "ix_value", "log_record", "log_value",
+           "node_segment", "seq_floor", "span", "unesc"]

@@ -13,8 +13,8 @@ from engine.model import (
     State,
     Transition,
 )
-from engine.names import MAX_OPERATION_ID, MAX_PHASE_ID
-from engine.store.etcd_keys import SLOTS, Keys, encode, log_value
+from engine.names import MAX_OPERATION_ID, MAX_PHASE_ID, MAX_SEGMENT
+from engine.store.etcd_keys import AGE_WIDTH, SLOTS, Keys, encode, esc, ix_value, log_value
 
 # etcd's defaults. --max-txn-ops bounds the compares, the success ops and the failure ops of
 # one transaction, each list on its own (checked against etcd 3.5); --max-request-bytes bounds
@@ -53,7 +53,8 @@ def _largest_transition() -> Transition:
 
 def transition_bytes(prefix: str) -> int:
     """The most bytes one transition adds to an `apply` transaction under `prefix`: a compare
-    and a failure-branch get of its state key, a put of the state, a put of its record."""
+    and a failure-branch get of its state key, a put of the state, a put of its record, a put
+    of its state index key and a delete of the old one."""
     keys = Keys(prefix)
     op_id = "o" * MAX_OPERATION_ID
     t = _largest_transition()
@@ -63,7 +64,12 @@ def transition_bytes(prefix: str) -> int:
     compare = get = len(state_key) + OP_FRAMING
     put_state = len(state_key) + len(encode(t.new.to_dict())) + OP_FRAMING
     put_record = len(log_key) + len(record) + OP_FRAMING
-    return compare + get + put_state + put_record
+    # The index key holds the ID twice: whole, and its top-level segment (a segment is at most
+    # MAX_SEGMENT long; the widest ID here is one segment, longer than any valid one).
+    ix_key = (keys.ixs(op_id, "/" + ":" * MAX_SEGMENT, t.new.state) + b"0" * AGE_WIDTH + b"/"
+              + esc(t.phase_id).encode())
+    move_ix = 2 * (len(ix_key) + OP_FRAMING) + len(ix_value(t.new.updated))
+    return compare + get + put_state + put_record + move_ix
 
 
 def fixed_bytes(prefix: str) -> int:
@@ -79,11 +85,12 @@ def max_transitions(prefix: str) -> int:
     """How many transitions one `apply` takes under `prefix`: as many as fit etcd's default
     limits when every one of them is as large as it can be.
 
-    By operations: 2 puts each on success (state, record), against 1 compare each plus the
-    operation's and the fence's on the compare side, and 1 get each plus those two on failure.
+    By operations: 4 each on success (puts of the state, its record and its index key, the
+    delete of its old index key), against 1 compare each plus the operation's and the fence's
+    on the compare side, and 1 get each plus those two on failure.
     By bytes: see `transition_bytes` and `fixed_bytes`. The smaller one wins; 1 at least.
     """
-    by_ops = min(MAX_TXN_OPS // 2, MAX_TXN_OPS - 2)
+    by_ops = min(MAX_TXN_OPS // 4, MAX_TXN_OPS - 2)
     by_bytes = (MAX_REQUEST_BYTES - fixed_bytes(prefix)) // transition_bytes(prefix)
     return max(1, min(by_ops, by_bytes, SLOTS))
 
