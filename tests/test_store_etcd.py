@@ -454,3 +454,59 @@ def test_keys_of_others_are_skipped_in_a_scan_of_ours() -> None:
     assert keys.owned([*ours[:2], foreign, *ours[2:]]) == ours
     assert keys.owned([*ours, smuggled]) == ours  # a newline inside one key is not two keys
     assert keys.owned([]) == []
+
+
+# -- one creator per operation ID ---------------------------------------------------------------
+def test_two_creations_of_one_id_at_once_publish_one_plan_whole(etcd_url: str) -> None:
+    """Two processes create op-1 at the same moment with different plans: one is refused, and
+    the operation holds exactly the other's plan (before claims, their unpublished specs could
+    interleave and the winner publish a mix)."""
+    from engine.errors import LockHeld, OperationExists
+
+    stores = [EtcdStore.from_url(etcd_url) for _ in range(2)]
+    plans = [[PhaseSpec(f"/{name}{i:04d}", "", executor="noop") for i in range(1500)]
+             for name in ("a", "b")]
+    ready = threading.Barrier(2)
+    outcome: dict[int, BaseException | None] = {}
+
+    def create(i: int) -> None:
+        ready.wait()
+        try:
+            stores[i].create_operation(make_op(), plans[i])
+            outcome[i] = None
+        except (LockHeld, OperationExists) as exc:
+            outcome[i] = exc
+
+    try:
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [i for i, exc in outcome.items() if exc is None]
+        assert len(winners) == 1, outcome
+        assert stores[0].load_specs("op-1") == plans[winners[0]]
+        assert stores[0].load_outline("op-1").leaves == {s.id: 1 for s in plans[winners[0]]}
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_creation_in_progress_holds_its_id_and_a_dead_one_frees_it(store: EtcdStore) -> None:
+    from engine.errors import LockHeld
+    from engine.store.etcd_claim import claimed
+    from engine.store.etcd_keys import encode
+
+    with claimed(store, "op-1", "test") as claim:
+        leftovers = [(store.keys.spec("op-1", i), encode(s.to_dict()))
+                     for i, s in enumerate(leaves(10))]
+        store.write_unpublished(claim, leftovers, "test")
+        with pytest.raises(LockHeld, match="op-1 is being created by another process") as err:
+            store.create_operation(make_op(), leaves(3))
+        assert err.value.exit_code == 3 and "gravity operation list" in (err.value.hint or "")
+        store.revoke_lease(claim.lease_id)  # the creator dies: its lease (and claim) ends
+        with pytest.raises(StoreError, match="lost its claim"):
+            store.write_unpublished(claim, leftovers, "test")  # it would write nothing more
+        store.create_operation(make_op(), leaves(3))  # the next creation clears the leftovers
+    assert store.load_specs("op-1") == leaves(3)
+    assert store._conn.get("test", store.keys.claim("op-1")) is None

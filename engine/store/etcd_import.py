@@ -15,6 +15,7 @@ from pyetcd import transactions as tx
 from engine.errors import EngineError, StoreError, StoreUnavailable
 from engine.model import ChangeRecord, Operation, PhaseSpec, PhaseState
 from engine.store.base import operation_exists
+from engine.store.etcd_claim import Claim, claimed
 from engine.store.etcd_keys import encode, ix_items, log_value
 from engine.store.etcd_limits import MAX_TXN_BYTES
 from engine.store.etcd_ops import OperationRecords
@@ -48,11 +49,19 @@ def import_operation(store: OperationRecords, op: Operation, specs: Sequence[Pha
         raise ValueError(f"changelog of {op.id} has duplicate or non-positive seqs")
     if len({(r.phase_id, r.version) for r in ordered}) != len(ordered):
         raise ValueError(f"changelog of {op.id} records one phase version twice")
-    if store._conn.get(what, keys.op(op.id)) is not None:
-        if not replace:
-            raise operation_exists(op.id, copying=True)
-        _remove(store, op.id, what)
-    store.clear_unpublished(op.id)
+    if store._conn.get(what, keys.op(op.id)) is not None and not replace:
+        raise operation_exists(op.id, copying=True)
+    with claimed(store, op.id, what) as claim:
+        if store._conn.get(what, keys.op(op.id)) is not None:
+            _remove(store, op.id, what)
+        store.clear_unpublished(claim)
+        return _write(store, claim, op, specs, states, ordered, what)
+
+
+def _write(store: OperationRecords, claim: Claim, op: Operation, specs: Sequence[PhaseSpec],
+           states: Sequence[PhaseState], ordered: list[ChangeRecord], what: str) -> bool:
+    """The import's writes under its claim, the record last; on failure, none visible."""
+    keys = store.keys
     items = [(keys.spec(op.id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
     items += top_items(keys, op.id, specs)
     items += ix_items(keys, op.id, states)
@@ -63,9 +72,9 @@ def import_operation(store: OperationRecords, op: Operation, specs: Sequence[Pha
     ]
     history = {(r.phase_id, r.version): r.state_after() for r in ordered}
     try:
-        store.write_unpublished(op.id, items, what, copying=True)
+        store.write_unpublished(claim, items, what, copying=True)
         for log_items in log_batches:  # one transaction each, so one revision each
-            store.write_unpublished(op.id, log_items, what, copying=True, in_order=True)
+            store.write_unpublished(claim, log_items, what, copying=True, in_order=True)
         top = max((s.version for s in states), default=0)
         for k in range(1, top + 1):
             round_items = []
@@ -76,23 +85,24 @@ def import_operation(store: OperationRecords, op: Operation, specs: Sequence[Pha
                 if step is None:
                     step = dataclasses.replace(s, version=k)
                 round_items.append((keys.state(op.id, s.phase_id), encode(step.to_dict())))
-            _put_round(store, op.id, round_items, k, what)
-        return store.publish(op, take_lock=False, what=what)
+            _put_round(store, claim, round_items, k, what)
+        return store.publish(op, claim, take_lock=False, what=what)
     except BaseException:
         with contextlib.suppress(EngineError):
-            store.clear_unpublished(op.id, patience=5.0)
+            store.clear_unpublished(claim, patience=5.0)
         raise
 
 
-def _put_round(store: OperationRecords, op_id: str, items: list[tuple[bytes, bytes]], version: int,
-               what: str) -> None:
+def _put_round(store: OperationRecords, claim: Claim, items: list[tuple[bytes, bytes]],
+               version: int, what: str) -> None:
     """Move every key in `items` from etcd version `version - 1` to `version`."""
+    op_id = claim.op_id
     guard = store.keys.op(op_id)
     for chunk in batches(items, STATE_BATCH, lambda i: len(i[0]) + len(i[1]) + 16,
                          MAX_TXN_BYTES):
         def attempt(client: Any, chunk: list[tuple[bytes, bytes]] = chunk) -> None:
             ok, responses = client.transaction(
-                compare=[tx.Version(guard) == 0,
+                compare=[tx.Version(guard) == 0, claim.guard(),
                          *(tx.Version(key) == version - 1 for key, _ in chunk)],
                 success=[tx.Put(key, value) for key, value in chunk],
                 failure=[tx.Get(guard), *(tx.Get(key) for key, _ in chunk)],
@@ -101,6 +111,8 @@ def _put_round(store: OperationRecords, op_id: str, items: list[tuple[bytes, byt
                 return
             if responses[0]:
                 raise operation_exists(op_id, copying=True)
+            if not claim.held(client):
+                raise claim.lost()
             if all(kvs and kvs[0][1].version == version for kvs in responses[1:]):
                 return  # an earlier try committed and its reply was lost
             raise StoreError(f"phase states of {op_id} changed while importing it",

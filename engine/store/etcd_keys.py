@@ -40,7 +40,7 @@ LAYOUT = re.compile(
     rf"|data/{_SEG}/state/{_SEG}"
     rf"|data/{_SEG}/ix/{_SEG}/[a-z_]+/[0-9]{{{AGE_WIDTH}}}/{_SEG}"
     rf"|data/{_SEG}/log/{_SEG}/{_SEG}/[0-9]{{{VERSION_WIDTH},}}"
-    rf"|lock/{_SEG}|lease/[0-9]+|kv/{_SEG}")
+    rf"|lock/{_SEG}|lease/[0-9]+|kv/{_SEG}|claim/{_SEG}")
 
 
 _LAYOUT_BYTES = re.compile(LAYOUT.pattern.encode("ascii"))  # the same, on a key's bytes
@@ -211,6 +211,10 @@ class Keys:
                        f"{version:0{VERSION_WIDTH}d}")
 
     # locks and leases
+    def claim(self, op_id: str) -> bytes:
+        """Held by the one process creating (or copying) `op_id` until it publishes it."""
+        return self._k("claim", esc(op_id))
+
     def lock(self, name: str) -> bytes:
         return self._k("lock", esc(name))
 

@@ -18,6 +18,7 @@ from engine.errors import EngineError, StoreUnavailable
 from engine.model import Operation, OpState, PhaseSpec
 from engine.names import check_new_operation
 from engine.store.base import CLUSTER_LOCK, cluster_busy, no_operation, operation_exists
+from engine.store.etcd_claim import Claim, claimed
 from engine.store.etcd_conn import Connection
 from engine.store.etcd_errors import CAUGHT
 from engine.store.etcd_keys import Keys, decode, encode, span
@@ -88,37 +89,41 @@ class OperationRecords:
         if client.get_response(self.keys.op(op_id)).kvs:
             raise operation_exists(op_id)
 
-    def clear_unpublished(self, op_id: str, *, patience: float | None = None) -> None:
+    def clear_unpublished(self, claim: Claim, *, patience: float | None = None) -> None:
         """Delete the data keys of an operation whose record was never written.
 
-        Guarded by "no operation record", so it can never touch a visible operation. Deletes
-        key by key exactly the spec, state and log keys found, never a range: a key under
-        `data/<op>/` that is not in our layout (another store nested there) is left alone.
+        Guarded by "no operation record" and by the creation's claim, so it can never touch a
+        visible operation nor another creation's keys. Deletes key by key exactly the keys
+        found, never a range: a key under `data/<op>/` that is not in our layout (another
+        store nested there) is left alone.
         """
-        guard = tx.Version(self.keys.op(op_id)) == 0
+        op_id = claim.op_id
+        guard = [tx.Version(self.keys.op(op_id)) == 0, claim.guard()]
         start, end = span(self.keys.data(op_id))
 
         def clear(client: Client) -> None:
             rows, _ = self._conn.scan_with(client, start, end, keys_only=True)
             ours = [key for key, _ in rows if self.keys.owns(key)]
             for chunk in batches(ours, SPEC_BATCH, lambda k: len(k) + 16, MAX_TXN_BYTES):
-                ok, _ = client.transaction(compare=[guard],
+                ok, _ = client.transaction(compare=guard,
                                            success=[tx.Delete(k) for k in chunk], failure=[])
                 if not ok:
-                    return  # published meanwhile: those keys are a live operation's now
+                    return  # published, or no longer ours: those keys are someone else's
 
         self._call(f"cleaning up the unfinished creation of {op_id}", clear, patience=patience)
 
-    def write_unpublished(self, op_id: str, items: Sequence[tuple[bytes, bytes]],
+    def write_unpublished(self, claim: Claim, items: Sequence[tuple[bytes, bytes]],
                           what: str, *, copying: bool = False, in_order: bool = False) -> None:
         """Put data keys of an operation not yet visible, in batches within etcd's limits.
 
-        Every batch is guarded by "no operation record", so a concurrent creation of
-        the same ID that published first is never overwritten (OperationExists). Up to
-        WRITERS batches are in flight at once (one after another `in_order`, so their
-        revisions follow the items' order); after a refused or failed one no other starts.
+        Every batch is guarded by "no operation record" and by the creation's claim, so an
+        operation of that ID published meanwhile is never overwritten (OperationExists) and
+        a creation that lost its claim writes nothing more. Up to WRITERS batches are in
+        flight at once (one after another `in_order`, so their revisions follow the items'
+        order); after a refused or failed one no other starts.
         """
-        guard = self.keys.op(op_id)
+        op_id = claim.op_id
+        guard = [tx.Version(self.keys.op(op_id)) == 0, claim.guard()]
         chunks = list(batches(items, SPEC_BATCH, _weigh_put, MAX_TXN_BYTES))
         stop = threading.Event()  # a batch was refused or failed: the others are not sent
         refused = threading.Event()
@@ -128,7 +133,7 @@ class OperationRecords:
                 return
             try:
                 ok, _ = self._call(what, lambda c: c.transaction(
-                    compare=[tx.Version(guard) == 0], success=_puts(chunk), failure=[]))
+                    compare=guard, success=_puts(chunk), failure=[]))
             except BaseException:
                 stop.set()
                 raise
@@ -147,25 +152,29 @@ class OperationRecords:
             for future in futures:
                 future.result()  # the first batch's error, as one at a time would raise
         if refused.is_set():
+            if not self._call(what, claim.held):
+                raise claim.lost()
             raise operation_exists(op_id, copying=copying)
 
     def create_operation(self, op: Operation, specs: Sequence[PhaseSpec]) -> None:
         check_new_operation(op.id, specs)
         what = f"creating operation {op.id}"
         self._call(what, lambda c: self._check_new(c, op.id))
-        self.clear_unpublished(op.id)
         items = [(self.keys.spec(op.id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
         items += top_items(self.keys, op.id, specs)
-        try:
-            self.write_unpublished(op.id, items, what)
-            self.publish(op, take_lock=True, what=what)
-        except BaseException:
-            with contextlib.suppress(EngineError):
-                self.clear_unpublished(op.id, patience=5.0)
-            raise
+        with claimed(self, op.id, what) as claim:
+            self.clear_unpublished(claim)  # what a creation of this ID that died left behind
+            try:
+                self.write_unpublished(claim, items, what)
+                self.publish(op, claim, take_lock=True, what=what)
+            except BaseException:
+                with contextlib.suppress(EngineError):
+                    self.clear_unpublished(claim, patience=5.0)
+                raise
 
-    def publish(self, op: Operation, *, take_lock: bool, what: str) -> bool:
-        """Write the operation record (and the cluster lock) last, in one transaction.
+    def publish(self, op: Operation, claim: Claim, *, take_lock: bool, what: str) -> bool:
+        """Write the operation record (and the cluster lock) last, in one transaction that
+        also ends the creation's claim (and compares that it still holds it).
 
         Until this commits the operation is invisible. With `take_lock` (creating),
         refuses with LockHeld while another operation is active; otherwise (copying) takes
@@ -187,17 +196,20 @@ class OperationRecords:
                 if holder is not None and take_lock:
                     raise cluster_busy(holder)
                 lock_it = holder is None and op.state is OpState.ACTIVE
-                success = [tx.Put(op_key, record)]
+                success = [tx.Put(op_key, record), tx.Delete(claim.key)]
                 if lock_it:
                     success.append(tx.Put(lock, encode({"holder": op.id, "lease": None})))
                 try:
                     ok, _ = client.transaction(
-                        compare=[*guard, tx.Version(op_key) == 0], success=success, failure=[])
+                        compare=[*guard, tx.Version(op_key) == 0, claim.guard()],
+                        success=success, failure=[])
                 except CAUGHT:
                     unsure = True
                     raise
                 if ok:
                     return lock_it
+                if not claim.held(client):
+                    raise claim.lost()
             raise StoreUnavailable(f"the cluster lock kept changing while {what}",
                                    hint="retry the command")
 
