@@ -250,8 +250,10 @@ class Agent:
                 busy = bool(self.running)
             self.lookout.idle(busy or (self.keeper is not None and self.keeper.lost.is_set()))
             return
+        # Dispatches only: the results this agent records land in the same `log/<node>/`
+        # range, and waking up for each of them would cost as much again per phase.
         for rec in self.store.wait_changes(self.operation, self.after, timeout=WAIT,
-                                           node=self.node):
+                                           node=self.node, to_state=State.IN_PROGRESS):
             self.after = max(self.after, rec.seq)
             if rec.to_state is State.IN_PROGRESS and self._mine(rec.owner):
                 self._start(rec.state_after())

@@ -140,6 +140,34 @@ def test_agent_killed_mid_phase_is_interrupted_then_redispatched(
         ("in_progress", 1), ("failed", 1), ("in_progress", 2), ("completed", 2)]
 
 
+FAILS_ONCE = """
+kind: Plan
+metadata: {name: fails-once}
+phases:
+  - id: flaky
+    node: node-1
+    retry: {attempts: 2, initial: 100ms}
+    executor: command
+    data: {run: "echo x >> tries; test -e failed-once || { touch failed-once; exit 1; }"}
+"""
+
+
+@pytest.mark.etcd
+def test_an_agent_runs_the_retry_that_follows_its_own_failure(
+        cluster: Gravity, write_plan) -> None:
+    """The agent waits only for dispatches (not for the results it records itself, which land
+    in the same range of the log): its failure is recorded, and the retry of the same phase
+    dispatched to it next still reaches it and runs once."""
+    start_agent(cluster, "node-1")
+    cluster("operation", "create", "--plan", str(write_plan(FAILS_ONCE)), "--id", "op1",
+            check=0)
+    cluster("plan", "resume", "--agent-timeout", "60")
+    assert len(lines(cluster.node_file("node-1", "tries"))) == 2
+    records = [json.loads(x) for x in cluster("events", "-o", "json", check=0).stdout.splitlines()]
+    assert [(r["to"], r["attempt"]) for r in records] == [
+        ("in_progress", 1), ("failed", 1), ("in_progress", 2), ("completed", 2)]
+
+
 CHAIN = """
 kind: Plan
 metadata: {name: coordinator-dies}

@@ -374,6 +374,39 @@ def test_an_agent_reads_only_its_own_nodes_records(store: Store) -> None:
     assert len(store.changelog("op-1")) == 5
 
 
+def test_an_agent_waiting_for_dispatches_is_not_handed_its_own_results(store: Store) -> None:
+    """An agent waits with `to_state=IN_PROGRESS`: the result it records for a phase (same
+    node, same key range) does not end its wait; the retry dispatched after it does."""
+    store.create_operation(make_op(), leaves(2))
+    mark = store.last_seq("op-1")
+    first = step(store, "op-1", "/p00000", State.IN_PROGRESS, node="node-a")
+    got = store.wait_changes("op-1", after=mark, timeout=5, node="node-a",
+                             to_state=State.IN_PROGRESS)
+    assert got == [first]
+    waited: list[list[ChangeRecord]] = []
+    calling = threading.Event()
+
+    def agent() -> None:
+        calling.set()
+        waited.append(store.wait_changes("op-1", after=first.seq, timeout=60, node="node-a",
+                                         to_state=State.IN_PROGRESS))
+
+    waiter = threading.Thread(target=agent)
+    waiter.start()
+    assert calling.wait(10)
+    failed = step(store, "op-1", "/p00000", State.FAILED, error="boom")  # its own result
+    step(store, "op-1", "/p00001", State.IN_PROGRESS, node="node-b")  # another node's
+    retry = step(store, "op-1", "/p00000", State.IN_PROGRESS)  # keeps node-a
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    assert waited == [[retry]]
+    assert (retry.node, retry.version, failed.node) == ("node-a", 3, "node-a")
+    # Read afresh (a new feed), the same: the result is skipped, not lost from the log.
+    assert store.wait_changes("op-1", after=mark, timeout=5, node="node-a",
+                              to_state=State.IN_PROGRESS) == [first, retry]
+    assert store.changelog("op-1", node="node-a") == [first, failed, retry]
+
+
 def test_operations_whose_ids_share_a_prefix_do_not_mix(store: Store) -> None:
     store.create_operation(make_op("op-1"), leaves(2, "/a"))
     store.finish_operation("op-1", OpState.COMPLETED, None)

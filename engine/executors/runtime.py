@@ -20,7 +20,7 @@ from engine.model import LOCAL_NODE, Action, PhaseSpec, PhaseState
 
 def phase_log_path(state_dir: Path, operation_id: str, phase_id: str) -> Path:
     """The file holding a phase's output (all attempts appended)."""
-    return state_dir / "logs" / operation_id / (phase_id.strip("/") + ".log")
+    return state_dir.joinpath("logs", operation_id, phase_id.strip("/") + ".log")
 
 
 OUTPUT_TAIL = 64 * 1024  # how much of a phase's output travels back to the store
@@ -70,7 +70,7 @@ def run_phase(spec: PhaseSpec, st: PhaseState, *, operation_id: str, state_dir: 
     node = st.node or LOCAL_NODE
     ctx = ExecContext(
         operation_id=operation_id, phase_id=spec.id, node=node, attempt=st.attempt,
-        data=spec.data, workdir=state_dir / "nodes" / node, state_dir=state_dir,
+        data=spec.data, workdir=state_dir.joinpath("nodes", node), state_dir=state_dir,
         log_path=phase_log_path(state_dir, operation_id, spec.id), deadline=deadline,
         timeout=spec.timeout, cancel=cancel, operation_data=operation_data, fence=fence,
         content=content, facts=facts,
@@ -84,7 +84,8 @@ def run_phase(spec: PhaseSpec, st: PhaseState, *, operation_id: str, state_dir: 
     if isinstance(skip, str) and skip:  # decided when the plan was built (e.g. node offline)
         return PhaseResult(spec.id, st.version, None, f"skipped: {skip}", 0.0)
     try:
-        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        if not ctx.workdir.is_dir():  # one stat per phase; mkdir only the first time
+            ctx.workdir.mkdir(parents=True, exist_ok=True)
         executor = registry.get(name)
         if st.action is Action.ROLLBACK:
             note = executor.rollback(ctx)

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.errors import LeaseExpired, LockHeld, NotFound, OperationExists
-from engine.model import ChangeRecord, Lease, Operation, OpState, PhaseSpec, PhaseState, Transition
+from engine.model import (
+    ChangeRecord,
+    Lease,
+    Operation,
+    OpState,
+    PhaseSpec,
+    PhaseState,
+    State,
+    Transition,
+)
 from engine.store.calllog import instrument
 
 if TYPE_CHECKING:
@@ -246,9 +255,12 @@ class Store(ABC):
 
     @abstractmethod
     def wait_changes(self, operation_id: str, after: int, timeout: float,
-                     node: str | None = None) -> list[ChangeRecord]:
-        """Block until records with seq > after (of `node`'s phases, if given) exist, then
-        return them, or until the timeout ([])."""
+                     node: str | None = None, to_state: State | None = None
+                     ) -> list[ChangeRecord]:
+        """Block until records with seq > after (of `node`'s phases, and moving a phase to
+        `to_state`, if given) exist, then return them, or until the timeout ([]). Records
+        of other states do not end the wait: an agent waiting for dispatches
+        (`to_state=IN_PROGRESS`) is not woken by the results it records itself."""
 
     @abstractmethod
     def wake(self, operation_id: str) -> None:

@@ -25,6 +25,7 @@ from engine.model import (
     Operation,
     PhaseSpec,
     PhaseState,
+    State,
     Transition,
 )
 from engine.names import check_new_operation
@@ -86,8 +87,8 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
         self.capabilities = Capabilities(shared=True,
                                          max_transitions=max_transitions(config.prefix))
         self._conn = Connection(config)
-        # One long-lived changelog watch per (operation, node or None) (see etcd_feed).
-        self._feeds: dict[tuple[str, str | None], Feed] = {}
+        # One long-lived changelog watch per (operation, node, to_state) (see etcd_feed).
+        self._feeds: dict[tuple[str, str | None, State | None], Feed] = {}
         self._feeds_lock = threading.Lock()
         self._watches: list[KeyWatch] = []
         self._granted = {}
@@ -296,22 +297,28 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
         return self._call(f"reading the changelog of {operation_id}", run)
 
     def wait_changes(self, operation_id: str, after: int, timeout: float,
-                     node: str | None = None) -> list[ChangeRecord]:
+                     node: str | None = None, to_state: State | None = None
+                     ) -> list[ChangeRecord]:
         """Records past `after`, waiting on one long-lived etcd watch of the operation's log
-        (with `node`, of `log/<node>/` only: an agent hears nothing of other nodes' phases).
+        (with `node`, of `log/<node>/` only: an agent hears nothing of other nodes' phases;
+        with `to_state`, the feed keeps only records moving a phase there and is woken by
+        nothing else).
 
-        The watch is opened once per (operation, node) and kept, so etcd delivers each
-        commit at once. If it is cut (etcd restarted), the records committed meanwhile are
-        read back from the last seq seen and a new watch starts from the last revision
-        seen: nothing is missed or delivered twice.
+        The watch is opened once per (operation, node, to_state) and kept, so etcd delivers
+        each commit at once. If it is cut (etcd restarted), the records committed meanwhile
+        are read back from the last revision seen and a new watch starts after it: nothing
+        is missed or delivered twice.
         """
         deadline = time.monotonic() + timeout
-        feed = self._feeds.get((operation_id, node))
+        key = (operation_id, node, to_state)
+        feed = self._feeds.get(key)
         if feed is None or after < feed.base:
             records, revision = self._changelog_at(operation_id, after, node)
+            if to_state is not None:
+                records = [r for r in records if r.to_state is to_state]
             if feed is None:
                 with self._feeds_lock:
-                    feed = self._feeds.setdefault((operation_id, node), Feed(after))
+                    feed = self._feeds.setdefault(key, Feed(after, to_state))
                 with feed.cond:
                     feed.add(records, revision)
             if records:
@@ -321,7 +328,7 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
 
     def wake(self, operation_id: str) -> None:
         with self._feeds_lock:
-            feeds = [f for (op, _), f in self._feeds.items() if op == operation_id]
+            feeds = [f for (op, *_), f in self._feeds.items() if op == operation_id]
         for feed in feeds:
             with feed.cond:
                 feed.wakes += 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import random
 import re
 import threading
 import time
@@ -17,13 +18,6 @@ from typing import Any, TypeVar
 import grpc
 from pyetcd import Endpoint, MultiEndpointEtcd3Client, etcdrpc
 from pyetcd import transactions as tx
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
 
 from engine.errors import StoreConfigError, StoreError, StoreUnavailable
 from engine.store.etcd_errors import (
@@ -45,6 +39,11 @@ DEFAULT_PATIENCE = 60.0
 OPEN_PATIENCE = 5.0
 # One RPC's deadline; a longer outage is ridden out by the retry loop, not by one call.
 RPC_TIMEOUT = 10.0
+# Waits between attempts of a call that met a transient failure: the first, the longest, and
+# the random jitter added to each.
+RETRY_FIRST = 0.05
+RETRY_MAX = 2.0
+RETRY_JITTER = 0.1
 # Keys per range request: the first page of a scan holds PAGE; each later one as many as
 # fill about PAGE_BYTES at the sizes seen so far, up to MAX_PAGE. etcd counts the whole rest
 # of the range for every page, so the fewer pages the better: 100,000 state keys took 1.7 s
@@ -332,28 +331,28 @@ class Connection:
 
         Driver errors become engine errors here; StoreUnavailable escapes only
         when patience runs out. `fn` must be safe to run again (or detect that an
-        earlier attempt with an unknown outcome did commit, as `apply` does).
+        earlier attempt with an unknown outcome did commit, as `apply` does). Between
+        attempts it waits 50 ms, doubling up to 2 s, plus up to 100 ms of jitter. A plain
+        loop: every store call of every agent and coordinator comes through here, and
+        building tenacity's retry state per call cost more than the rest of this method.
         """
         limit = self.config.patience if patience is None else patience
         started = time.monotonic()
-        retrying = Retrying(
-            stop=stop_after_delay(limit),
-            wait=wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.1),
-            retry=retry_if_exception_type(StoreUnavailable),
-            reraise=True,
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    return self._once(what, fn)
-        except StoreUnavailable as exc:
-            waited = time.monotonic() - started
-            raise StoreUnavailable(
-                f"{exc.message} (gave up after {waited:.0f}s)",
-                hint=(exc.hint or "") + f"; set GRAVITY_ETCD_PATIENCE (now {limit:g}s) "
-                "to wait longer",
-            ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover - tenacity reraises
+        failures = 0
+        while True:
+            try:
+                return self._once(what, fn)
+            except StoreUnavailable as exc:
+                waited = time.monotonic() - started
+                if waited >= limit:
+                    raise StoreUnavailable(
+                        f"{exc.message} (gave up after {waited:.0f}s)",
+                        hint=(exc.hint or "") + f"; set GRAVITY_ETCD_PATIENCE (now "
+                        f"{limit:g}s) to wait longer",
+                    ) from exc
+                failures += 1
+                time.sleep(min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
+                           + random.uniform(0, RETRY_JITTER))
 
     def _once(self, what: str, fn: Callable[[MultiEndpointEtcd3Client], T]) -> T:
         try:

@@ -12,20 +12,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.model import ChangeRecord
+from engine.model import ChangeRecord, State
 
 
 class Feed:
     """The changelog records of one operation as the watch delivers them, in seq order.
 
     `base` is the seq the feed started after: records at or below it are not held here.
+    With `to_state`, only records moving a phase to that state are held (and wake a wait).
     `broken` means the watch ended (etcd restarted, the channel was cut): the owner must
     catch up by reading from `last_seq` and open a new watch from `revision` + 1.
     """
 
-    def __init__(self, base: int) -> None:
+    def __init__(self, base: int, to_state: State | None = None) -> None:
         self.cond = threading.Condition()
         self.base = base
+        self.to_state = to_state
         self.seqs: list[int] = []
         self.records: list[ChangeRecord] = []
         self.revision = 0
@@ -39,15 +41,20 @@ class Feed:
         return self.seqs[-1] if self.seqs else self.base
 
     def add(self, records: list[ChangeRecord], revision: int) -> None:
-        """Append records newer than what the feed holds (callers hold `cond`)."""
+        """Append records newer than what the feed holds, of its `to_state` if it has one,
+        and wake the waits only if there were any (callers hold `cond`)."""
         last = self.last_seq
+        wanted = self.to_state
+        added = False
         for rec in sorted(records, key=lambda r: r.seq):
-            if rec.seq > last:
+            if rec.seq > last and (wanted is None or rec.to_state is wanted):
                 self.seqs.append(rec.seq)
                 self.records.append(rec)
                 last = rec.seq
+                added = True
         self.revision = max(self.revision, revision)
-        self.cond.notify_all()
+        if added:
+            self.cond.notify_all()
 
     def after(self, seq: int) -> list[ChangeRecord]:
         """Records with seq > `seq` (callers hold `cond`)."""

@@ -23,6 +23,7 @@ from engine.model import (
     OpState,
     PhaseSpec,
     PhaseState,
+    State,
     Transition,
 )
 from engine.names import check_new_operation
@@ -381,11 +382,14 @@ class SQLiteStore(LeasesAndLocks, Store):
             self._wakes[operation_id] = self._wakes.get(operation_id, 0) + 1
 
     def wait_changes(self, operation_id: str, after: int, timeout: float,
-                     node: str | None = None) -> list[ChangeRecord]:
+                     node: str | None = None, to_state: State | None = None
+                     ) -> list[ChangeRecord]:
         deadline = time.monotonic() + timeout
         woken = self._wakes.get(operation_id, 0)
         while True:
             records = self.changelog(operation_id, after, node)
+            if to_state is not None:
+                records = [r for r in records if r.to_state is to_state]
             if records or time.monotonic() >= deadline:
                 return records
             if self._wakes.get(operation_id, 0) != woken:
