@@ -63,7 +63,7 @@ def count_failed_tries(store: EtcdStore) -> list[BaseException]:
 
 def watching(store: EtcdStore, op_id: str) -> bool:
     """Whether the store has an unbroken watch open on the operation's changelog."""
-    feed = store._feeds.get((op_id, None))
+    feed = store._feeds.get((op_id, None, None))
     return feed is not None and feed.watch_id is not None and not feed.broken
 
 
