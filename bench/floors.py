@@ -103,11 +103,14 @@ def etcd_client(endpoint: str) -> Any:
     return pyetcd.client(host=host, port=int(port), timeout=30)
 
 
-def etcd_keys(prefix: str, phase_id: str, node: str, version: int) -> tuple[str, str]:
-    """The state key and the log record key, laid out as the engine's (docs/storage.md)."""
+def etcd_keys(prefix: str, phase_id: str, node: str, version: int,
+              to_state: str) -> tuple[str, str]:
+    """The state key and the log record key, laid out as the engine's (docs/storage.md: a
+    dispatch under `log/<node>/`, any other record under `log/<node>=/`)."""
     base = f"{prefix}/data/{OP}"
+    segment = node if to_state == "in_progress" else f"{node}="
     return (f"{base}/state/{quote(phase_id, safe='')}",
-            f"{base}/log/{node}/{quote(phase_id, safe='')}/{version:08d}")
+            f"{base}/log/{segment}/{quote(phase_id, safe='')}/{version:08d}")
 
 
 def etcd_setup(endpoint: str, prefix: str) -> None:
@@ -124,7 +127,7 @@ def etcd_run(endpoint: str, prefix: str, count: int, nodes: int) -> float:
     started = time.perf_counter()
     for phase_id, node in phases(count, nodes):
         for version, (before, after) in enumerate(STEPS):
-            state_key, log_key = etcd_keys(prefix, phase_id, node, version + 1)
+            state_key, log_key = etcd_keys(prefix, phase_id, node, version + 1, after)
             ok, _ = client.transaction(
                 compare=[tx.Version(op_key) > 0, tx.Version(state_key) == version],
                 success=[tx.Put(state_key, state_doc(phase_id, node, after, version + 1)),

@@ -510,3 +510,28 @@ def test_a_creation_in_progress_holds_its_id_and_a_dead_one_frees_it(store: Etcd
         store.create_operation(make_op(), leaves(3))  # the next creation clears the leftovers
     assert store.load_specs("op-1") == leaves(3)
     assert store._conn.get("test", store.keys.claim("op-1")) is None
+
+
+def test_an_agent_watches_only_the_dispatches_to_its_node(store: EtcdStore) -> None:
+    """Dispatches (to in_progress) sit under log/<node>/, every other record of the node under
+    log/<node>=/: the agent's range holds nothing it wrote itself, while the node's whole
+    history still reads back (and a node whose name extends another's stays apart)."""
+    from engine.store.etcd_keys import span
+
+    store.create_operation(make_op(), leaves(3))
+    lease = store.grant_lease("agent:node-a", ttl=30)
+    run = store.apply("op-1", [Transition(0, PhaseState("/p00000").advance(
+        State.IN_PROGRESS, node="node-a", owner=lease.id), State.UNSTARTED)])[0]
+    done = store.apply("op-1", [Transition.of(cur := run.state_after(), cur.advance(
+        State.COMPLETED, owner=None))])[0]
+    other = store.apply("op-1", [Transition(0, PhaseState("/p00001").advance(
+        State.IN_PROGRESS, node="node-a2"), State.UNSTARTED)])[0]
+    rows, _ = store._conn.scan("test", *span(store.keys.logs("op-1", "node-a")))
+    assert [key.rsplit(b"/", 3)[1:] for key, _ in rows] == [[b"node-a", b"%2Fp00000",
+                                                             b"00000001"]]
+    assert store.changelog("op-1", node="node-a") == [run, done]
+    assert store.changelog("op-1", node="node-a2") == [other]
+    assert store.changelog("op-1") == [run, done, other]
+    assert store.wait_changes("op-1", 0, timeout=1, node="node-a",
+                              to_state=State.IN_PROGRESS) == [run]
+    assert store.wait_changes("op-1", 0, timeout=1, node="node-a") == [run, done]

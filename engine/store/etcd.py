@@ -192,7 +192,8 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
         keys = self.keys
         op_key = keys.op(op_id)
         state_keys = [keys.state(op_id, t.phase_id) for t in batch]
-        log_keys = [keys.log(op_id, t.new.node, t.phase_id, t.new.version) for t in batch]
+        log_keys = [keys.log(op_id, t.new.node, t.phase_id, t.new.version, t.new.state)
+                    for t in batch]
         encoded = [etcd_values(op_id, t, i) for i, t in enumerate(batch)]
         values = [record for _, record in encoded]
         compare = [tx.Version(op_key) > 0]
@@ -264,18 +265,28 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
             out.append(log_record(kvs[0].value, kvs[0].mod_revision))
         return out
 
-    def _changelog_at(self, op_id: str, after: int, node: str | None = None, *,
-                      patience: float | None = None) -> tuple[list[ChangeRecord], int]:
-        """Records with seq > `after` (of phases on `node`, if given) in seq order, and the
-        revision they were read at."""
-        start, end = span(self.keys.logs(op_id, node))
+    def _log_range(self, op_id: str, node: str | None,
+                   to_state: State | None) -> tuple[bytes, bytes]:
+        """Where the records of `node` moving a phase to `to_state` lie: a node's dispatches
+        under `log/<node>/`, anything else of a node anywhere in the log (read, then kept by
+        node)."""
+        dispatches = node is not None and to_state is State.IN_PROGRESS
+        return span(self.keys.logs(op_id, node if dispatches else None))
+
+    def _changelog_at(self, op_id: str, after: int, node: str | None = None,
+                      to_state: State | None = None, *, patience: float | None = None
+                      ) -> tuple[list[ChangeRecord], int]:
+        """Records with seq > `after` (of phases on `node`, and to `to_state`, if given) in
+        seq order, and the revision they were read at."""
+        start, end = self._log_range(op_id, node, to_state)
         floor = seq_floor(after)
 
         def run(client: Client) -> tuple[list[ChangeRecord], int]:
             rows, revision = self._conn.scan_with(client, start, end, min_mod_revision=floor)
             records = [log_record(kv.value, kv.mod_revision) for key, kv in rows
                        if self.keys.owns(key)]
-            records = [r for r in records if r.seq > after]
+            records = [r for r in records if r.seq > after and (node is None or r.node == node)
+                       and (to_state is None or r.to_state is to_state)]
             records.sort(key=lambda r: r.seq)
             return records, revision
 
@@ -313,12 +324,10 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
         key = (operation_id, node, to_state)
         feed = self._feeds.get(key)
         if feed is None or after < feed.base:
-            records, revision = self._changelog_at(operation_id, after, node)
-            if to_state is not None:
-                records = [r for r in records if r.to_state is to_state]
+            records, revision = self._changelog_at(operation_id, after, node, to_state)
             if feed is None:
                 with self._feeds_lock:
-                    feed = self._feeds.setdefault(key, Feed(after, to_state))
+                    feed = self._feeds.setdefault(key, Feed(after, to_state, node))
                 with feed.cond:
                     feed.add(records, revision)
             if records:
@@ -358,14 +367,15 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
 
     def _repair_feed(self, op_id: str, node: str | None, feed: Feed) -> bool:
         """Catch up from the feed's last seq and (re)open its watch; False while unreachable."""
-        start, end = span(self.keys.logs(op_id, node))
+        start, end = self._log_range(op_id, node, feed.to_state)
         with feed.cond:
             old, feed.watch_id = feed.watch_id, None
             stack, feed.stack = feed.stack, contextlib.ExitStack()
         self._cancel_watch(old)
         stack.close()
         try:
-            records, revision = self._changelog_at(op_id, feed.last_seq, node, patience=0.0)
+            records, revision = self._changelog_at(op_id, feed.last_seq, node, feed.to_state,
+                                                   patience=0.0)
         except StoreUnavailable:
             return False
         with feed.cond:

@@ -19,15 +19,18 @@ class Feed:
     """The changelog records of one operation as the watch delivers them, in seq order.
 
     `base` is the seq the feed started after: records at or below it are not held here.
-    With `to_state`, only records moving a phase to that state are held (and wake a wait).
+    With `to_state` and `node`, only records moving a phase to that state, and of phases on
+    that node, are held (and wake a wait).
     `broken` means the watch ended (etcd restarted, the channel was cut): the owner must
     catch up by reading from `last_seq` and open a new watch from `revision` + 1.
     """
 
-    def __init__(self, base: int, to_state: State | None = None) -> None:
+    def __init__(self, base: int, to_state: State | None = None,
+                 node: str | None = None) -> None:
         self.cond = threading.Condition()
         self.base = base
         self.to_state = to_state
+        self.node = node
         self.seqs: list[int] = []
         self.records: list[ChangeRecord] = []
         self.revision = 0
@@ -44,10 +47,11 @@ class Feed:
         """Append records newer than what the feed holds, of its `to_state` if it has one,
         and wake the waits only if there were any (callers hold `cond`)."""
         last = self.last_seq
-        wanted = self.to_state
+        wanted, node = self.to_state, self.node
         added = False
         for rec in sorted(records, key=lambda r: r.seq):
-            if rec.seq > last and (wanted is None or rec.to_state is wanted):
+            if rec.seq > last and (wanted is None or rec.to_state is wanted) and (
+                    node is None or rec.node == node):
                 self.seqs.append(rec.seq)
                 self.records.append(rec)
                 last = rec.seq

@@ -66,7 +66,7 @@ def _write(store: OperationRecords, claim: Claim, op: Operation, specs: Sequence
     items += top_items(keys, op.id, specs)
     items += ix_items(keys, op.id, states)
     log_batches = [
-        [(keys.log(op.id, r.node, r.phase_id, r.version),
+        [(keys.log(op.id, r.node, r.phase_id, r.version, r.to_state),
           log_value(dataclasses.replace(r, operation_id=op.id), i)) for i, r in enumerate(run)]
         for run in batches(ordered, LOG_BATCH, lambda r: 1, LOG_BATCH)
     ]

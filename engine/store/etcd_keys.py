@@ -39,7 +39,7 @@ LAYOUT = re.compile(
     rf"|data/{_SEG}/top/[0-9]{{{SPEC_WIDTH},}}"
     rf"|data/{_SEG}/state/{_SEG}"
     rf"|data/{_SEG}/ix/{_SEG}/[a-z_]+/[0-9]{{{AGE_WIDTH}}}/{_SEG}"
-    rf"|data/{_SEG}/log/{_SEG}/{_SEG}/[0-9]{{{VERSION_WIDTH},}}"
+    rf"|data/{_SEG}/log/{_SEG}=?/{_SEG}/[0-9]{{{VERSION_WIDTH},}}"
     rf"|lock/{_SEG}|lease/[0-9]+|kv/{_SEG}|claim/{_SEG}")
 
 
@@ -198,16 +198,22 @@ class Keys:
                        f"{max(age, 0):0{AGE_WIDTH}d}", esc(phase_id))
 
     def logs(self, op_id: str, node: str | None = None) -> bytes:
-        """The operation's whole changelog, or only the records of phases on `node`."""
+        """The operation's whole changelog; with `node`, the dispatches to it: the records
+        that move its phases to in_progress, what its agent watches for (see `log`)."""
         if node is None:
             return self._k("data", esc(op_id), "log", "")
         return self._k("data", esc(op_id), "log", node_segment(node), "")
 
-    def log(self, op_id: str, node: str | None, phase_id: str, version: int) -> bytes:
+    def log(self, op_id: str, node: str | None, phase_id: str, version: int,
+            to_state: State) -> bytes:
         """The record of the transition that took `phase_id` (running on `node`) to `version`:
         unique because that transition compare-and-swapped the state key from `version - 1`.
-        The node comes first so an agent can watch its own node's records alone."""
-        return self._k("data", esc(op_id), "log", node_segment(node), esc(phase_id),
+        The node comes first so an agent can watch its own node's records alone, and only
+        dispatches (to in_progress) sit under `log/<node>/`: every other record of the node
+        sits under `log/<node>=/` (`=` is never in an escaped segment), so an agent's watch
+        does not carry back the results it records itself."""
+        segment = node_segment(node) + ("" if to_state is State.IN_PROGRESS else "=")
+        return self._k("data", esc(op_id), "log", segment, esc(phase_id),
                        f"{version:0{VERSION_WIDTH}d}")
 
     # locks and leases

@@ -59,7 +59,7 @@ def transition_bytes(prefix: str) -> int:
     op_id = "o" * MAX_OPERATION_ID
     t = _largest_transition()
     state_key = keys.state(op_id, t.phase_id)
-    log_key = keys.log(op_id, t.new.node, t.phase_id, t.new.version)
+    log_key = keys.log(op_id, t.new.node, t.phase_id, t.new.version, t.new.state)
     record = log_value(ChangeRecord.of(op_id, t), SLOTS - 1)
     compare = get = len(state_key) + OP_FRAMING
     put_state = len(state_key) + len(encode(t.new.to_dict())) + OP_FRAMING
