@@ -4,6 +4,7 @@ One key per operation record, phase spec, phase state and changelog record, unde
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ def in_layout(rest: str) -> bool:
     return LAYOUT.fullmatch(rest) is not None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every key names its operation; a phase, a few times
 def esc(text: str) -> str:
     """One key segment for an ID: '/' and every non-plain byte percent-encoded.
 
