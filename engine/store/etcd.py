@@ -129,16 +129,17 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
     # -- plan -----------------------------------------------------------------------------
     def load_specs(self, operation_id: str) -> list[PhaseSpec]:
         rows, _ = self._conn.scan(f"reading the plan of {operation_id}",
-                                  *span(self.keys.specs(operation_id)))
-        rows = self.keys.owned(rows)
-        return [PhaseSpec.from_dict(d) for d in decode_many([kv.value for _, kv in rows])]
+                                  *span(self.keys.specs(operation_id)), values=True)
+        values = [value for _, value in self.keys.owned(rows)]
+        del rows
+        return [PhaseSpec.from_dict(d) for d in decode_many(values)]
 
     def load_states(self, operation_id: str) -> dict[str, PhaseState]:
         rows, _ = self._conn.scan(f"reading phase states of {operation_id}",
-                                  *span(self.keys.states(operation_id)))
-        rows = self.keys.owned(rows)
-        states = map(PhaseState.from_dict, decode_many([kv.value for _, kv in rows]))
-        return {st.phase_id: st for st in states}
+                                  *span(self.keys.states(operation_id)), values=True)
+        values = [value for _, value in self.keys.owned(rows)]
+        del rows
+        return {st.phase_id: st for st in map(PhaseState.from_dict, decode_many(values))}
 
     def load_plan(self, operation_id: str) -> tuple[list[PhaseSpec], dict[str, PhaseState]]:
         """The states are read on a second thread while the specs are read and decoded, so

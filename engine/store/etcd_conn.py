@@ -378,11 +378,12 @@ class Connection:
         return client.get_range_response(start, end, **kwargs)
 
     def scan_with(self, client: MultiEndpointEtcd3Client, start: bytes, end: bytes, *,
-                  min_mod_revision: int = 0, keys_only: bool = False
+                  min_mod_revision: int = 0, keys_only: bool = False, values: bool = False
                   ) -> tuple[list[tuple[bytes, Any]], int]:
         """Every (key, kv) in [start, end) as one consistent snapshot, and its revision;
         with `min_mod_revision`, only keys written at that revision or later; with
-        `keys_only`, the kvs carry no values.
+        `keys_only`, the kvs carry no values; with `values`, (key, value) bytes instead of
+        kvs, so no page's response outlives it (100,000 kvs kept ~100 MB more alive).
 
         The first page is a linearizable read; later pages are pinned to its
         revision so the result is the store at one instant, however many pages.
@@ -393,7 +394,7 @@ class Connection:
         revision = int(resp.header.revision)
         limit = PAGE
         while True:
-            out.extend(zip([kv.key for kv in resp.kvs], resp.kvs, strict=True))
+            out.extend((kv.key, kv.value) if values else (kv.key, kv) for kv in resp.kvs)
             if not resp.more or not resp.kvs:
                 return out, revision
             if len(out) == len(resp.kvs):  # after the first page: its sizes set the rest's
@@ -409,9 +410,10 @@ class Connection:
                         raise
                     limit //= 2
 
-    def scan(self, what: str, start: bytes, end: bytes) -> tuple[list[tuple[bytes, Any]], int]:
+    def scan(self, what: str, start: bytes, end: bytes, *, values: bool = False
+             ) -> tuple[list[tuple[bytes, Any]], int]:
         """`scan_with` under the retry policy."""
-        return self.call(what, lambda c: self.scan_with(c, start, end))
+        return self.call(what, lambda c: self.scan_with(c, start, end, values=values))
 
     def get(self, what: str, key: bytes) -> Any | None:
         """The kv at `key` (linearizable), or None."""
