@@ -152,9 +152,9 @@ def test_etcd_counts_from_its_state_index_without_reading_the_states(etcd_url: s
         scanned: list[bytes] = []
         scan = store._conn.scan
 
-        def recorded(what: str, start: bytes, end: bytes) -> object:
+        def recorded(what: str, start: bytes, end: bytes, **how: bool) -> object:
             scanned.append(start)
-            return scan(what, start, end)
+            return scan(what, start, end, **how)
 
         store._conn.scan = recorded  # type: ignore[method-assign]
         whole = outline_of(store.load_specs("op-1"), store.load_states("op-1"))
