@@ -44,8 +44,9 @@ def operation() -> None:
 def create(obj: CliContext, plan_path: Path, operation_id: str | None) -> None:
     """Validate PLAN and create an operation from it; prints the new operation's ID.
 
-    Refused (exit 3) while another operation is active; invalid plans exit 2
-    and write nothing.
+    Refused (exit 3) while another operation is active, or while another process
+    creates an operation with the same ID; a taken ID and invalid plans exit 2.
+    Either way nothing is written.
     """
     from engine.planfile import load_plan
     from engine.service import create_operation
