@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.errors import EventLogError
-from engine.model import ChangeRecord
+from engine.model import ChangeRecord, State
 
 _second: tuple[int, str] = (-1, "")  # the last whole second `stamp` formatted, and its text
 
@@ -63,6 +63,23 @@ def transition_event(rec: ChangeRecord, duration: float | None) -> dict[str, Any
     the same fields, its `ts` the time the store recorded it."""
     return {**transition_fields(rec, duration), "operation": rec.operation_id,
             "event": "transition", "ts": stamp(rec.at)}
+
+
+class Durations:
+    """How long each attempt ran, from the changelog: from the record that put it in progress
+    to the one that took it out (unknown when the first was not read)."""
+
+    def __init__(self) -> None:
+        self.started: dict[tuple[str, int], float] = {}
+
+    def of(self, rec: ChangeRecord) -> float | None:
+        """The duration to show with `rec`; every record read must pass here, in order."""
+        key = (rec.phase_id, rec.attempt)
+        if rec.to_state is State.IN_PROGRESS:
+            self.started[key] = rec.at
+            return None
+        start = self.started.pop(key, None) if rec.from_state is State.IN_PROGRESS else None
+        return None if start is None else rec.at - start
 
 
 def transition_line(rec: ChangeRecord, duration: float | None, operation: str, ts: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from engine.durations import parse_duration
-from engine.model import ChangeRecord, State
+from engine.model import ChangeRecord
 from engine.store.base import MAX_SEQ, parse_seq
 from engine.views import follow_changes as follow
 
@@ -32,23 +32,6 @@ class Since:
             cutoff = now - self.seconds
             return [r for r in records if r.at >= cutoff]
         return list(records)
-
-
-class Durations:
-    """How long each attempt ran, from the changelog: from the record that put it in progress
-    to the one that took it out (unknown when the first was not read)."""
-
-    def __init__(self) -> None:
-        self.started: dict[tuple[str, int], float] = {}
-
-    def of(self, rec: ChangeRecord) -> float | None:
-        """The duration to show with `rec`; every record read must pass here, in order."""
-        key = (rec.phase_id, rec.attempt)
-        if rec.to_state is State.IN_PROGRESS:
-            self.started[key] = rec.at
-            return None
-        start = self.started.pop(key, None) if rec.from_state is State.IN_PROGRESS else None
-        return None if start is None else rec.at - start
 
 
 class SinceType(click.ParamType):
@@ -96,7 +79,7 @@ def events(obj: Any, operation_id: str | None, since: Since | None, follow_: boo
     """
     import json
 
-    from engine.events import transition_event
+    from engine.events import Durations, transition_event
     from engine.presentation import record_line
     from engine.views import resolve_operation
 

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from engine import agent_protocol as proto
 from engine.errors import EngineError, InputError, NotFound, StoreUnavailable
+from engine.events import Durations, transition_event
 from engine.executors.runtime import phase_log_path, read_tail
 from engine.presentation import idle_note, operation_dict, plan_document
 from engine.store.base import MAX_SEQ, Store, parse_seq
@@ -337,12 +338,15 @@ class Handler(BaseHTTPRequestHandler):
     def _stream(self, store: Store, operation_id: str, after: int) -> None:
         self.wfile.write(b"retry: 2000\n\n")
         seen: tuple[Any, ...] | None = None
+        durations = Durations()  # of the attempts whose start this stream sent
         while not self.server.stopping.is_set():
             chunks = []
             for rec in store.wait_changes(operation_id, after, timeout=STREAM_POLL):
                 after = rec.seq
+                # The event log's own form (`gravity events -o json`, the JSONL file).
+                event = transition_event(rec, durations.of(rec))
                 chunks.append(f"id: {rec.seq}\nevent: change\ndata: "
-                              f"{json.dumps(rec.to_dict(), ensure_ascii=False)}\n\n")
+                              f"{json.dumps(event, ensure_ascii=False)}\n\n")
             current = store.get_operation(operation_id)
             # Whether anyone drives it: a plan whose driver died reads differently (a
             # failed phase's retry will not come), so the page reloads it on a change.

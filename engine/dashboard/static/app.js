@@ -30,6 +30,12 @@ function el(tag, cls, text) {
   return node;
 }
 
+// A change event is a transition as the event log writes it (`gravity events -o json`): its
+// time is `ts`, ISO 8601 UTC to the millisecond; the page keeps times as epoch seconds.
+function stamped(rec) {
+  return rec.ts ? Date.parse(rec.ts) / 1000 : 0;
+}
+
 function when(ts) {
   // As the CLI prints a time (engine/presentation.py `when`): UTC, 24-hour, whatever the
   // browser's time zone and locale, e.g. "Mon Jan 01 13:04:05 UTC".
@@ -229,11 +235,11 @@ function showLoadError(err) {
 function addEventLine(rec) {
   if (rec.seq <= view.shownSeq) return; // a reconnect replays some history
   view.shownSeq = rec.seq;
-  let text = `${when(rec.at)} ${rec.phase_id}: ${rec.from_state} → ${rec.to_state} (${rec.action}, attempt ` +
+  let text = `${when(stamped(rec))} ${rec.phase}: ${rec.from} → ${rec.to} (${rec.action}, attempt ` +
     `${rec.attempt}, node ${rec.node || "-"})`;
   if (rec.error) text += ` error: ${rec.error.split("\n")[0]}`;
   if (rec.note) text += ` [${rec.note}]`;
-  const li = el("li", `to-${rec.to_state}`, text);
+  const li = el("li", `to-${rec.to}`, text);
   li.dataset.seq = rec.seq;
   const list = $("event-list");
   list.prepend(li);
@@ -241,13 +247,13 @@ function addEventLine(rec) {
 }
 
 function applyChange(rec) {
-  if (rec.operation_id !== view.opId) return;
+  if (rec.operation !== view.opId) return;
   addEventLine(rec);
-  const p = view.phases.get(rec.phase_id);
+  const p = view.phases.get(rec.phase);
   if (!p || (p.version || 0) >= rec.version) return; // already shown (older record)
-  Object.assign(p, { state: rec.to_state, version: rec.version, attempt: rec.attempt,
-                     action: rec.action, node: rec.node || p.node, error: rec.error,
-                     note: rec.note, updated: rec.at });
+  Object.assign(p, { state: rec.to, version: rec.version, attempt: rec.attempt,
+                     action: rec.action, node: rec.node || p.node, error: rec.error || null,
+                     note: rec.note || null, updated: stamped(rec) });
   const li = rowOf(p.id);
   if (li) paintPhase(li, p);
   rederiveAncestors(p.id);
