@@ -535,3 +535,33 @@ def test_an_agent_watches_only_the_dispatches_to_its_node(store: EtcdStore) -> N
     assert store.wait_changes("op-1", 0, timeout=1, node="node-a",
                               to_state=State.IN_PROGRESS) == [run]
     assert store.wait_changes("op-1", 0, timeout=1, node="node-a") == [run, done]
+
+
+def test_a_feed_stays_bounded_and_a_waiter_behind_it_misses_nothing(
+        store: EtcdStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long operation's feed drops its older records past KEEP; a wait for records it
+    dropped (asked after, or already waiting when they went) reads them from the store."""
+    import engine.store.etcd_feed as feeds
+
+    monkeypatch.setattr(feeds, "KEEP", 4)
+    store.create_operation(make_op(), leaves(30))
+    first = store.apply("op-1", [start(f"/p{i:05d}") for i in range(3)])
+    assert store.wait_changes("op-1", 0, timeout=5) == first  # the feed starts here
+    got: list[list[Any]] = []
+    waiting = threading.Event()
+
+    def behind() -> None:
+        waiting.set()
+        got.append(store.wait_changes("op-1", first[-1].seq, timeout=30))
+
+    waiter = threading.Thread(target=behind)
+    waiter.start()
+    assert waiting.wait(10)
+    wait_for(lambda: watching(store, "op-1"), what="the waiter's watch to be open")
+    burst = store.apply("op-1", [start(f"/p{i:05d}") for i in range(3, 13)])  # one event
+    waiter.join(timeout=30)
+    assert got == [burst]
+    feed = store._feeds[("op-1", None, None)]
+    assert len(feed.records) <= 4 and feed.trimmed >= burst[5].seq
+    assert store.wait_changes("op-1", first[0].seq, timeout=5) == [*first[1:], *burst]
+    assert store.changelog("op-1") == [*first, *burst]

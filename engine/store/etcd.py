@@ -323,18 +323,21 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
         """
         deadline = time.monotonic() + timeout
         key = (operation_id, node, to_state)
-        feed = self._feeds.get(key)
-        if feed is None or after < feed.base:
-            records, revision = self._changelog_at(operation_id, after, node, to_state)
-            if feed is None:
-                with self._feeds_lock:
-                    feed = self._feeds.setdefault(key, Feed(after, to_state, node))
-                with feed.cond:
-                    feed.add(records, revision)
-            if records:
-                return records
-        return wait(feed, after, deadline,
-                    lambda f: self._repair_feed(operation_id, node, f))
+        while True:
+            feed = self._feeds.get(key)
+            if feed is None or after < feed.base:
+                records, revision = self._changelog_at(operation_id, after, node, to_state)
+                if feed is None:
+                    with self._feeds_lock:
+                        feed = self._feeds.setdefault(key, Feed(after, to_state, node))
+                    with feed.cond:
+                        feed.add(records, revision)
+                if records:
+                    return records
+            found = wait(feed, after, deadline,
+                         lambda f: self._repair_feed(operation_id, node, f))
+            if found is not None:
+                return found  # else the feed dropped records this wait had not seen
 
     def wake(self, operation_id: str) -> None:
         with self._feeds_lock:

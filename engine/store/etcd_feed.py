@@ -14,11 +14,16 @@ from typing import Any
 
 from engine.model import ChangeRecord, State
 
+# Records a feed holds at most: beyond it the older half is dropped. A long operation's feed
+# (200,000 records for 100,000 phases) would otherwise grow for as long as its process runs.
+KEEP = 10_000
+
 
 class Feed:
     """The changelog records of one operation as the watch delivers them, in seq order.
 
-    `base` is the seq the feed started after: records at or below it are not held here.
+    `base` is the seq the feed started after, or the newest one it dropped (`trimmed`):
+    records at or below it are not held here.
     With `to_state` and `node`, only records moving a phase to that state, and of phases on
     that node, are held (and wake a wait).
     `broken` means the watch ended (etcd restarted, the channel was cut): the owner must
@@ -29,6 +34,7 @@ class Feed:
                  node: str | None = None) -> None:
         self.cond = threading.Condition()
         self.base = base
+        self.trimmed = 0  # the newest seq dropped to bound the feed (0: none)
         self.to_state = to_state
         self.node = node
         self.seqs: list[int] = []
@@ -57,6 +63,11 @@ class Feed:
                 last = rec.seq
                 added = True
         self.revision = max(self.revision, revision)
+        if len(self.seqs) > KEEP:  # the older half goes; a wait still behind it rereads
+            cut = len(self.seqs) - KEEP // 2
+            self.trimmed = self.seqs[cut - 1]
+            self.base = max(self.base, self.trimmed)
+            del self.seqs[:cut], self.records[:cut]
         if added:
             self.cond.notify_all()
 
@@ -65,9 +76,10 @@ class Feed:
         return self.records[bisect.bisect_right(self.seqs, seq):]
 
 
-def wait(feed: Feed, after: int, deadline: float, repair: Callable[[Feed], bool]) -> list[
-        ChangeRecord]:
-    """Block until the feed holds records past `after` or the deadline passes.
+def wait(feed: Feed, after: int, deadline: float, repair: Callable[[Feed], bool]
+         ) -> list[ChangeRecord] | None:
+    """Block until the feed holds records past `after` or the deadline passes; None when the
+    feed dropped records past `after` that this wait had not seen (read them from the store).
 
     `repair` re-reads what a broken watch may have missed and opens a new one; it returns
     False while the store is unreachable, and is retried with backoff until the deadline.
@@ -78,6 +90,8 @@ def wait(feed: Feed, after: int, deadline: float, repair: Callable[[Feed], bool]
     while True:
         with feed.cond:
             while not feed.broken:
+                if after < feed.trimmed:
+                    return None
                 found = feed.after(after)
                 if found or feed.wakes != woken:
                     return found
