@@ -271,7 +271,10 @@ class Agent:
             specs = {s.id: s for s in self.store.load_specs(operation)}
             data = dict(self.store.get_operation(operation).data)
             states = self.store.load_states(operation)
-        self.operation, self.after, self.specs, self.op_data = operation, after, specs, data
+        old, self.operation = self.operation, operation
+        self.after, self.specs, self.op_data = after, specs, data
+        if old is not None and old != operation:  # its watch and records are not needed
+            self.store.forget_changes(old)
         with self.lock:
             self.attempts, self.deferred = set(), {}
         # Say which operation this agent follows now, not at its next renewal.

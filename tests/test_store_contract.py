@@ -407,6 +407,32 @@ def test_an_agent_waiting_for_dispatches_is_not_handed_its_own_results(store: St
     assert store.changelog("op-1", node="node-a") == [first, failed, retry]
 
 
+def test_an_agent_that_moves_on_forgets_the_old_operations_changes(store: Store) -> None:
+    """`forget_changes` lets a waiter in progress go with what it has, drops what the process
+    held for the operation (etcd: its watch), and a later wait reads afresh, missing nothing."""
+    store.create_operation(make_op(), leaves(2))
+    first = step(store, "op-1", "/p00000", State.IN_PROGRESS)
+    assert store.wait_changes("op-1", 0, timeout=5) == [first]
+    waited: list[list[ChangeRecord]] = []
+    calling = threading.Event()
+
+    def waiter() -> None:
+        calling.set()
+        waited.append(store.wait_changes("op-1", first.seq, timeout=60))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    assert calling.wait(10)
+    time.sleep(0.2)  # let it block (a wait that has not started yet returns as well)
+    store.forget_changes("op-1")
+    thread.join(timeout=30)
+    assert not thread.is_alive() and waited == [[]]
+    if hasattr(store, "_feeds"):  # etcd: nothing of op-1 is held or watched any more
+        assert [key for key in store._feeds if key[0] == "op-1"] == []
+    second = step(store, "op-1", "/p00001", State.IN_PROGRESS)
+    assert store.wait_changes("op-1", 0, timeout=5) == [first, second]
+
+
 def test_operations_whose_ids_share_a_prefix_do_not_mix(store: Store) -> None:
     store.create_operation(make_op("op-1"), leaves(2, "/a"))
     store.finish_operation("op-1", OpState.COMPLETED, None)

@@ -268,6 +268,13 @@ class Store(ABC):
         now (with what it has, often []): how a watcher thread is stopped without waiting
         out its timeout."""
 
+    @abstractmethod
+    def forget_changes(self, operation_id: str) -> None:
+        """Drop what this process holds to answer `wait_changes` on the operation (etcd: its
+        open watches and the records they delivered), for a process that stops following it
+        (an agent moving to the next operation). A wait still on it returns what it has; a
+        later one starts afresh."""
+
     def watch(self, on_change: Callable[[], None], *, kv_keys: Sequence[str] = (),
               active_operation: bool = False) -> Watch | None:
         """Call `on_change` (from another thread) after every write or delete of the kv

@@ -115,12 +115,23 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
         for watch in watches:
             watch.close()
         self._keepalive.close()
+        self._end_feeds(feeds)
+        self._conn.close()
+
+    def forget_changes(self, operation_id: str) -> None:
+        with self._feeds_lock:
+            ours = [key for key in self._feeds if key[0] == operation_id]
+            feeds = [self._feeds.pop(key) for key in ours]
+        self._end_feeds(feeds)
+
+    def _end_feeds(self, feeds: list[Feed]) -> None:
+        """Cancel the feeds' watches; a wait still on one returns what it has."""
         for feed in feeds:
             with feed.cond:
-                watch_id, feed.watch_id, feed.broken = feed.watch_id, None, True
+                watch_id, feed.watch_id, feed.closed = feed.watch_id, None, True
+                feed.cond.notify_all()
             self._cancel_watch(watch_id)
             feed.stack.close()
-        self._conn.close()
 
     def _call(self, what: str, fn: Callable[[Client], T], *,
               patience: float | None = None) -> T:

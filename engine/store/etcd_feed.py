@@ -41,6 +41,7 @@ class Feed:
         self.records: list[ChangeRecord] = []
         self.revision = 0
         self.broken = True
+        self.closed = False  # forgotten or its store closed: waits return, nothing reopens it
         self.wakes = 0  # bumped by `wake`: every wait in progress returns at once
         self.watch_id: Any = None
         self.stack = contextlib.ExitStack()
@@ -93,12 +94,14 @@ def wait(feed: Feed, after: int, deadline: float, repair: Callable[[Feed], bool]
                 if after < feed.trimmed:
                     return None
                 found = feed.after(after)
-                if found or feed.wakes != woken:
+                if found or feed.wakes != woken or feed.closed:
                     return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
                 feed.cond.wait(remaining)
+            if feed.closed:
+                return feed.after(after)
         if repair(feed):
             pause = 0.05
             continue

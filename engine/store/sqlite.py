@@ -381,6 +381,9 @@ class SQLiteStore(LeasesAndLocks, Store):
         with self._conns_lock:
             self._wakes[operation_id] = self._wakes.get(operation_id, 0) + 1
 
+    def forget_changes(self, operation_id: str) -> None:
+        self.wake(operation_id)  # a wait polls the database: it holds nothing but this count
+
     def wait_changes(self, operation_id: str, after: int, timeout: float,
                      node: str | None = None, to_state: State | None = None
                      ) -> list[ChangeRecord]:
