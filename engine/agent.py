@@ -250,8 +250,8 @@ class Agent:
                 busy = bool(self.running)
             self.lookout.idle(busy or (self.keeper is not None and self.keeper.lost.is_set()))
             return
-        # Dispatches only: the results this agent records land in the same `log/<node>/`
-        # range, and waking up for each of them would cost as much again per phase.
+        # Dispatches only: waking up for each result this agent records itself would cost as
+        # much again per phase (etcd keeps those records outside the range it watches).
         for rec in self.store.wait_changes(self.operation, self.after, timeout=WAIT,
                                            node=self.node, to_state=State.IN_PROGRESS):
             self.after = max(self.after, rec.seq)

@@ -139,18 +139,20 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
 
     # -- plan -----------------------------------------------------------------------------
     def load_specs(self, operation_id: str) -> list[PhaseSpec]:
-        rows, _ = self._conn.scan(f"reading the plan of {operation_id}",
-                                  *span(self.keys.specs(operation_id)), values=True)
-        values = [value for _, value in self.keys.owned(rows)]
-        del rows
-        return [PhaseSpec.from_dict(d) for d in decode_many(values)]
+        return [PhaseSpec.from_dict(d) for d in self._documents(
+            f"reading the plan of {operation_id}", self.keys.specs(operation_id))]
 
     def load_states(self, operation_id: str) -> dict[str, PhaseState]:
-        rows, _ = self._conn.scan(f"reading phase states of {operation_id}",
-                                  *span(self.keys.states(operation_id)), values=True)
+        documents = self._documents(f"reading phase states of {operation_id}",
+                                    self.keys.states(operation_id))
+        return {st.phase_id: st for st in map(PhaseState.from_dict, documents)}
+
+    def _documents(self, what: str, prefix: bytes) -> list[dict[str, Any]]:
+        """The decoded values of our keys under `prefix`, in key order."""
+        rows, _ = self._conn.scan(what, *span(prefix), values=True)
         values = [value for _, value in self.keys.owned(rows)]
-        del rows
-        return {st.phase_id: st for st in map(PhaseState.from_dict, decode_many(values))}
+        del rows  # the keys go before the values are decoded
+        return decode_many(values)
 
     def load_plan(self, operation_id: str) -> tuple[list[PhaseSpec], dict[str, PhaseState]]:
         """The states are read on a second thread while the specs are read and decoded, so
@@ -323,9 +325,9 @@ class EtcdStore(LeasesAndLocks, OperationRecords, Store):
                      node: str | None = None, to_state: State | None = None
                      ) -> list[ChangeRecord]:
         """Records past `after`, waiting on one long-lived etcd watch of the operation's log
-        (with `node`, of `log/<node>/` only: an agent hears nothing of other nodes' phases;
-        with `to_state`, the feed keeps only records moving a phase there and is woken by
-        nothing else).
+        (with `node` and `to_state` in_progress, of `log/<node>/` only: an agent hears its
+        node's dispatches and nothing else; with `node` or `to_state` otherwise, of the whole
+        log, the feed keeping only those records and woken by nothing else).
 
         The watch is opened once per (operation, node, to_state) and kept, so etcd delivers
         each commit at once. If it is cut (etcd restarted), the records committed meanwhile

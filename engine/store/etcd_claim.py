@@ -39,13 +39,16 @@ class Claim:
     `guard()`, so once the claim is lost (its lease expired) nothing more of it is written."""
 
     op_id: str
+    op_key: bytes
     key: bytes
     token: bytes
     lease_id: int
     done: threading.Event = field(default_factory=threading.Event)
 
-    def guard(self) -> Any:
-        return tx.Value(self.key) == self.token
+    def guard(self) -> list[Any]:
+        """The compares of every write of the creation: the operation is still unpublished
+        (no record) and the claim is still ours."""
+        return [tx.Version(self.op_key) == 0, tx.Value(self.key) == self.token]
 
     def lost(self) -> StoreError:
         return StoreError(
@@ -85,7 +88,7 @@ def claimed(store: _Store, op_id: str, what: str) -> Iterator[Claim]:
             hint="wait for it: `gravity operation list` shows the operation once it is created "
             f"(a creation that died frees the ID within {CLAIM_TTL:.0f} s)")
 
-    claim = Claim(op_id, key, token, lease.id)
+    claim = Claim(op_id, store.keys.op(op_id), key, token, lease.id)
     try:
         store._call(what, take)
         threading.Thread(target=_renew, args=(store, claim), name="gravity-claim",

@@ -18,8 +18,7 @@ from engine.store.base import operation_exists
 from engine.store.etcd_claim import Claim, claimed
 from engine.store.etcd_keys import encode, ix_items, log_value
 from engine.store.etcd_limits import MAX_TXN_BYTES
-from engine.store.etcd_ops import OperationRecords
-from engine.store.etcd_outline import top_items
+from engine.store.etcd_ops import OperationRecords, plan_items
 from engine.store.etcd_spans import batches
 
 # Compares + puts of one state round must stay under etcd's --max-txn-ops (128).
@@ -62,9 +61,7 @@ def _write(store: OperationRecords, claim: Claim, op: Operation, specs: Sequence
            states: Sequence[PhaseState], ordered: list[ChangeRecord], what: str) -> bool:
     """The import's writes under its claim, the record last; on failure, none visible."""
     keys = store.keys
-    items = [(keys.spec(op.id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
-    items += top_items(keys, op.id, specs)
-    items += ix_items(keys, op.id, states)
+    items = plan_items(keys, op.id, specs) + ix_items(keys, op.id, states)
     log_batches = [
         [(keys.log(op.id, r.node, r.phase_id, r.version, r.to_state),
           log_value(dataclasses.replace(r, operation_id=op.id), i)) for i, r in enumerate(run)]
@@ -96,13 +93,12 @@ def _write(store: OperationRecords, claim: Claim, op: Operation, specs: Sequence
 def _put_round(store: OperationRecords, claim: Claim, items: list[tuple[bytes, bytes]],
                version: int, what: str) -> None:
     """Move every key in `items` from etcd version `version - 1` to `version`."""
-    op_id = claim.op_id
-    guard = store.keys.op(op_id)
+    op_id, guard = claim.op_id, claim.op_key
     for chunk in batches(items, STATE_BATCH, lambda i: len(i[0]) + len(i[1]) + 16,
                          MAX_TXN_BYTES):
         def attempt(client: Any, chunk: list[tuple[bytes, bytes]] = chunk) -> None:
             ok, responses = client.transaction(
-                compare=[tx.Version(guard) == 0, claim.guard(),
+                compare=[*claim.guard(),
                          *(tx.Version(key) == version - 1 for key, _ in chunk)],
                 success=[tx.Put(key, value) for key, value in chunk],
                 failure=[tx.Get(guard), *(tx.Get(key) for key, _ in chunk)],

@@ -40,6 +40,13 @@ def _weigh_put(item: tuple[bytes, bytes]) -> int:
     return len(item[0]) + len(item[1]) + 16
 
 
+def plan_items(keys: Keys, op_id: str, specs: Sequence[PhaseSpec]) -> list[tuple[bytes, bytes]]:
+    """The keys of an operation's plan: its specs in written order, then the index of its
+    top-level phases (a created operation's and a copied one's alike)."""
+    items = [(keys.spec(op_id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
+    return items + top_items(keys, op_id, specs)
+
+
 def _puts(items: Sequence[tuple[bytes, bytes]]) -> list[Any]:
     return [tx.Put(key, value) for key, value in items]
 
@@ -97,8 +104,7 @@ class OperationRecords:
         found, never a range: a key under `data/<op>/` that is not in our layout (another
         store nested there) is left alone.
         """
-        op_id = claim.op_id
-        guard = [tx.Version(self.keys.op(op_id)) == 0, claim.guard()]
+        op_id, guard = claim.op_id, claim.guard()
         start, end = span(self.keys.data(op_id))
 
         def clear(client: Client) -> None:
@@ -122,8 +128,7 @@ class OperationRecords:
         flight at once (one after another `in_order`, so their revisions follow the items'
         order); after a refused or failed one no other starts.
         """
-        op_id = claim.op_id
-        guard = [tx.Version(self.keys.op(op_id)) == 0, claim.guard()]
+        op_id, guard = claim.op_id, claim.guard()
         chunks = list(batches(items, SPEC_BATCH, _weigh_put, MAX_TXN_BYTES))
         stop = threading.Event()  # a batch was refused or failed: the others are not sent
         refused = threading.Event()
@@ -160,8 +165,7 @@ class OperationRecords:
         check_new_operation(op.id, specs)
         what = f"creating operation {op.id}"
         self._call(what, lambda c: self._check_new(c, op.id))
-        items = [(self.keys.spec(op.id, i), encode(s.to_dict())) for i, s in enumerate(specs)]
-        items += top_items(self.keys, op.id, specs)
+        items = plan_items(self.keys, op.id, specs)
         with claimed(self, op.id, what) as claim:
             self.clear_unpublished(claim)  # what a creation of this ID that died left behind
             try:
@@ -201,7 +205,7 @@ class OperationRecords:
                     success.append(tx.Put(lock, encode({"holder": op.id, "lease": None})))
                 try:
                     ok, _ = client.transaction(
-                        compare=[*guard, tx.Version(op_key) == 0, claim.guard()],
+                        compare=[*guard, *claim.guard()],
                         success=success, failure=[])
                 except CAUGHT:
                     unsure = True

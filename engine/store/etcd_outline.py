@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyetcd import etcdrpc
-from pyetcd import transactions as tx
 
 from engine.model import PhaseSpec, PhaseState, State
 from engine.outline import Outline, Tally, top_leaves, top_of
@@ -149,16 +148,9 @@ def _top_specs(conn: Connection, keys: Keys, op_id: str, indexes: list[int],
         by_key = {key: kv.value for key, kv in rows}
         values = [by_key.get(keys.spec(op_id, idx)) for idx in indexes]
     else:
-        values = []
-        for start in range(0, len(indexes), GETS):
-            chunk = [keys.spec(op_id, idx) for idx in indexes[start:start + GETS]]
-
-            def read(client: Any, chunk: list[bytes] = chunk) -> list[Any]:
-                _, responses = client.transaction(compare=[], success=[tx.Get(k) for k in chunk],
-                                                  failure=[])
-                return responses
-
-            values += [found[0][0] if found else None for found in conn.call(what, read)]
+        asks = [_range(keys.spec(op_id, idx)) for idx in indexes]
+        values = [answer.kvs[0].value if answer.kvs else None
+                  for answer in conn.call(what, lambda client: _ranges(client, asks))]
     if any(v is None for v in values):
         return None
     return [PhaseSpec.from_dict(decode(v)) for v in values]
