@@ -96,6 +96,13 @@ def outline_of(specs: Sequence[PhaseSpec], states: Mapping[str, PhaseState]) -> 
     return tally.outline(tops, leaves, rank)
 
 
+def spec_ranges(starts: Mapping[str, int]) -> dict[str, tuple[int, int | None]]:
+    """Where each top-level phase's specs lie, from where each starts (in written order): from
+    its own index to the next one's (None: to the end of the plan)."""
+    ends: list[int | None] = [*list(starts.values())[1:], None]
+    return {top: (start, end) for (top, start), end in zip(starts.items(), ends, strict=True)}
+
+
 def top_leaves(specs: Sequence[PhaseSpec]) -> list[tuple[int, int]]:
     """(index in `specs`, leaves below it) of every top-level phase: the index a store
     writes when it creates an operation."""
@@ -108,4 +115,4 @@ def top_leaves(specs: Sequence[PhaseSpec]) -> list[tuple[int, int]]:
     return out
 
 
-__all__ = ["Outline", "Tally", "outline_of", "top_leaves", "top_of"]
+__all__ = ["Outline", "Tally", "outline_of", "spec_ranges", "top_leaves", "top_of"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pyetcd import etcdrpc
 
 from engine.model import PhaseSpec, PhaseState, State
-from engine.outline import Outline, Tally, top_leaves, top_of
+from engine.outline import Outline, Tally, spec_ranges, top_leaves, top_of
 from engine.store.etcd_keys import Keys, decode, encode, ix_updated, span, unesc
 
 if TYPE_CHECKING:
@@ -159,13 +159,12 @@ def _top_specs(conn: Connection, keys: Keys, op_id: str, indexes: list[int],
 def _ranks(conn: Connection, keys: Keys, op_id: str, starts: dict[str, int],
            failed: list[PhaseState]) -> dict[str, int]:
     """The spec index of each failed phase: read from its top-level phase's specs alone."""
-    ends = dict(zip(starts, [*list(starts.values())[1:], None], strict=True))
+    ranges = spec_ranges(starts)
     rank: dict[str, int] = {}
     for top in {top_of(st.phase_id) for st in failed}:
-        start = keys.spec(op_id, starts[top])
-        end = keys.spec(op_id, ends[top]) if ends[top] is not None else \
-            span(keys.specs(op_id))[1]
-        rows, _ = conn.scan(f"reading the plan of {op_id}", start, end)
+        first, after = ranges[top]
+        end = keys.spec(op_id, after) if after is not None else span(keys.specs(op_id))[1]
+        rows, _ = conn.scan(f"reading the plan of {op_id}", keys.spec(op_id, first), end)
         rank.update((decode(kv.value)["id"], int(key.rsplit(b"/", 1)[1]))
                     for key, kv in rows if keys.owns(key))
     return rank

@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from engine.model import PhaseSpec, PhaseState, State
-from engine.outline import Outline, Tally, top_leaves, top_of
+from engine.outline import Outline, Tally, spec_ranges, top_leaves, top_of
 
 # How many stored states below one top-level composite are in one state, and the newest
 # update among them: phase IDs in [`/a/`, `/a0`) ('0' follows '/'), counted from the index
@@ -83,12 +83,13 @@ def read_outline(db: sqlite3.Connection, operation_id: str) -> Outline | None:
 def _ranks(db: sqlite3.Connection, operation_id: str, starts: dict[str, int],
            failed: list[PhaseState]) -> dict[str, int]:
     """The spec index of each failed phase: read from its top-level phase's rows alone."""
-    ends = dict(zip(starts, [*list(starts.values())[1:], 2**62], strict=True))
+    ranges = spec_ranges(starts)
     rank: dict[str, int] = {}
     for top in {top_of(st.phase_id) for st in failed}:
+        start, end = ranges[top]
         rank.update((json.loads(data)["id"], idx) for idx, data in db.execute(
             "SELECT idx, data FROM specs WHERE op_id=? AND idx>=? AND idx<?",
-            (operation_id, starts[top], ends[top])))
+            (operation_id, start, 2**62 if end is None else end)))
     return rank
 
 
