@@ -156,8 +156,7 @@ def _failures(view: Driven, failed: list[PhaseState],
     return out
 
 
-def plan_text(view: PlanView, *, short: bool = False,
-              logs: Mapping[str, str] | None = None) -> str:
+def plan_text(view: PlanView, *, logs: Mapping[str, str] | None = None) -> str:
     """Gravity's plan table: phases indented by depth, state markers, then failed phases
     (with where each one's whole output is, from `logs`)."""
     g = view.graph
@@ -165,8 +164,6 @@ def plan_text(view: PlanView, *, short: bool = False,
     rows = []
     for phase_id in g.order:
         spec = g.specs[phase_id]
-        if short and spec.parent:
-            continue
         node = spec.node or ("" if not spec.is_leaf else g.node_of(phase_id))
         rows.append(_row(view, spec, view.derived[phase_id], view.states.get(phase_id), node,
                          latest[phase_id]))
@@ -179,15 +176,15 @@ def plan_text(view: PlanView, *, short: bool = False,
     notes = sorted(((p, s) for p, s in view.states.items()
                     if s.note and s.state is State.COMPLETED and s.note.startswith("skipped")),
                    key=lambda kv: rank[kv[0]])
-    if notes and not short:
+    if notes:
         out.append("")
         out.extend(f"Phase {p}: {s.note}" for p, s in notes)
     return "\n".join(out)
 
 
 def outline_text(view: OutlineView, *, logs: Mapping[str, str] | None = None) -> str:
-    """`plan_text(..., short=True)` from the top-level phases alone: the same table and
-    failed phases, without the whole plan."""
+    """`gravity plan --short`: `plan_text`'s rows of the top-level phases and its failed
+    phases, from the Outline alone, without the whole plan."""
     o = view.outline
     rows = []
     for spec in o.specs:
